@@ -1,0 +1,198 @@
+"""CIFAR-style ResNet-18/34 and VGG-16-BN members and the K-member ensemble built from them."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHECKPOINT_FORMAT = "pdd-ensemble-v1"
+ARCHITECTURES = ("resnet18", "resnet34", "vgg16")
+
+
+class BasicBlock(nn.Module):
+    """The two-conv residual block of ResNet-18/34."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetFeatures(nn.Module):
+    """ResNet with a 3x3 stride-1 stem and no max-pool (CIFAR style); returns pooled features [B, 8*width]."""
+
+    def __init__(self, blocks: tuple[int, ...], width: int, in_channels: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        layers, cin = [], width
+        for stage, n in enumerate(blocks):
+            cout = width * 2**stage
+            for i in range(n):
+                layers.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.out_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
+
+
+VGG16_CFG = (1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8, "M")
+
+
+class VGGFeatures(nn.Module):
+    """VGG-16 with batch norm; channel multiples of `width`; ceil-mode pooling so small inputs never vanish."""
+
+    def __init__(self, width: int, in_channels: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            else:
+                layers += [nn.Conv2d(cin, width * v, 3, padding=1, bias=False), nn.BatchNorm2d(width * v), nn.ReLU()]
+                cin = width * v
+        self.layers = nn.Sequential(*layers)
+        self.out_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.layers(x), 1).flatten(1)
+
+
+def build_features(arch: str, width: int, in_channels: int) -> nn.Module:
+    """One member's feature extractor (everything up to the penultimate layer)."""
+    if arch == "resnet18":
+        return ResNetFeatures((2, 2, 2, 2), width, in_channels)
+    if arch == "resnet34":
+        return ResNetFeatures((3, 4, 6, 3), width, in_channels)
+    if arch == "vgg16":
+        return VGGFeatures(width, in_channels)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """Everything needed to rebuild an ensemble from its weights (stored in every checkpoint)."""
+
+    arch: str
+    num_members: int
+    num_classes: int
+    in_channels: int
+    width: int = 64
+    pdd: dict = field(default_factory=dict)  # {} or {"num_intervals", "alpha", "beta"}
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.num_members < 2:
+            raise ValueError(f"an ensemble needs K >= 2 members, got {self.num_members}")
+        if self.width < 1 or self.num_classes < 2 or self.in_channels < 1:
+            raise ValueError(f"invalid ensemble spec {self}")
+
+
+class Ensemble(nn.Module):
+    """K members with their own linear heads; `feature_dropout` acts on the concatenated
+    penultimate features [B, K*C] (PDD) before the heads."""
+
+    def __init__(self, spec: EnsembleSpec):
+        super().__init__()
+        self.spec = spec
+        self.members = nn.ModuleList(
+            build_features(spec.arch, spec.width, spec.in_channels) for _ in range(spec.num_members)
+        )
+        self.feature_dim = self.members[0].out_features
+        self.heads = nn.ModuleList(nn.Linear(self.feature_dim, spec.num_classes) for _ in range(spec.num_members))
+        self.feature_dropout: nn.Module = nn.Identity()
+        if spec.pdd:
+            from pdd.dropout import PriorityDiversifiedDropout
+
+            self.feature_dropout = PriorityDiversifiedDropout(spec.num_members, **spec.pdd)
+
+    @property
+    def num_members(self) -> int:
+        return self.spec.num_members
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features [K, B, C]; `x` is [B, ...] (shared) or [K, B, ...] (one input per member)."""
+        per_member = x.dim() == 5
+        return torch.stack([m(x[k] if per_member else x) for k, m in enumerate(self.members)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Member logits [K, B, L]."""
+        f = self.features(x)
+        k, b, c = f.shape
+        f = self.feature_dropout(f.transpose(0, 1).reshape(b, k * c)).reshape(b, k, c).transpose(0, 1)
+        return torch.stack([head(f[i]) for i, head in enumerate(self.heads)])
+
+    def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log of the mean member softmax [B, L]: the ensemble's prediction, and what attacks target."""
+        return mean_log_prob(self(x))
+
+
+def mean_log_prob(member_logits: torch.Tensor) -> torch.Tensor:
+    """log(mean_k softmax(member_logits[k])) computed stably; [K, B, L] -> [B, L]."""
+    k = member_logits.shape[0]
+    return torch.logsumexp(F.log_softmax(member_logits, dim=-1), dim=0) - math.log(k)
+
+
+class LogMeanProb(nn.Module):
+    """Wraps an ensemble so that forward returns log(mean softmax): the 'logits' handed to attack libraries."""
+
+    def __init__(self, ensemble: Ensemble):
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble.log_mean_prob(x)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is unreadable, not ours, or does not match its own spec."""
+
+
+def checkpoint(model: Ensemble, **extra) -> dict:
+    """The on-disk form of a trained ensemble."""
+    return {"format": CHECKPOINT_FORMAT, "spec": asdict(model.spec), "state_dict": model.state_dict(), **extra}
+
+
+def ensemble_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> Ensemble:
+    """Rebuild an ensemble from `checkpoint()`'s dict, with clear errors for foreign or mismatched content."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{source} is not a pdd ensemble checkpoint (format {CHECKPOINT_FORMAT})")
+    try:
+        model = Ensemble(EnsembleSpec(**ckpt["spec"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{source} does not match its recorded ensemble spec: {err}") from err
+    return model
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """torch.load with a clear error for a missing, truncated or corrupt file."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # pickle / zip errors vary by torch version
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})") from err
+
+
+def load_ensemble(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ensemble:
+    """Load a trained ensemble from `path` onto `device`, in eval mode."""
+    model = ensemble_from_checkpoint(read_checkpoint(path, device), str(path))
+    return model.to(device).eval()

@@ -1,0 +1,175 @@
+"""Train one ensemble with the official recipe: SGD + cosine annealing, a checkpoint every epoch,
+automatic resume, and a per-epoch CSV log with seconds per epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pdd import data
+from pdd.augment import random_crop_flip
+from pdd.io import torch_save, write_text
+from pdd.methods import Hyper, backward_step, get_method
+from pdd.models import Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
+
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "seconds", "eval_seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained ensemble (and so its checkpoint's validity on resume)."""
+
+    dataset: str
+    method: str
+    members: int
+    arch: str = "resnet18"
+    width: int = 64
+    seed: int = 0
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_min: float = 1e-4
+    augment: bool = False
+    pdd_intervals: int = 10
+    pdd_alpha: float = 0.9
+    pdd_beta: float = 0.1
+    hyper: Hyper = field(default_factory=Hyper)
+
+    def __post_init__(self) -> None:
+        data.info(self.dataset)
+        get_method(self.method)
+        for key in ("epochs", "batch_size", "members", "width"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+
+    def spec(self) -> EnsembleSpec:
+        """The ensemble this config trains (PDD layer included when the method uses it)."""
+        info = data.info(self.dataset)
+        pdd = {}
+        if get_method(self.method).pdd:
+            pdd = {"num_intervals": self.pdd_intervals, "alpha": self.pdd_alpha, "beta": self.pdd_beta}
+        return EnsembleSpec(self.arch, self.members, info.num_classes, info.in_channels, self.width, pdd)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.inference_mode()
+def accuracy(model: Ensemble, dataset: Dataset, device: torch.device, batch_size: int = 500) -> float:
+    """Clean accuracy of the ensemble's mean-softmax prediction on `dataset`."""
+    model.eval()
+    correct = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        correct += (model.log_mean_prob(x.to(device)).argmax(1).cpu() == y).sum().item()
+    return correct / len(dataset)
+
+
+def _log_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def train(
+    cfg: TrainConfig,
+    data_root: str | Path,
+    out: str | Path,
+    log: str | Path,
+    device: torch.device = torch.device("cpu"),
+    num_workers: int = 0,
+) -> dict:
+    """Train `cfg` and write the final ensemble to `out` and the epoch log to `log` (both atomically).
+
+    The training state is saved to `<out>.state` after every epoch; a rerun with the same config
+    resumes from it (with the RNG state, so the result equals an uninterrupted run on the CPU).
+    """
+    out, log = Path(out), Path(log)
+    state_path = out.with_name(out.name + ".state")
+    cfg_dict = json.loads(json.dumps(asdict(cfg)))
+    method = get_method(cfg.method)
+    train_set = data.get_dataset(cfg.dataset, "train", data_root)
+    test_set = data.get_dataset(cfg.dataset, "test", data_root)
+
+    seed_everything(cfg.seed)
+    model = Ensemble(cfg.spec()).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+    rows: list[dict] = []
+    if state_path.exists():
+        state = read_checkpoint(state_path, device)
+        if state.get("train_config") == cfg_dict:
+            model.load_state_dict(ensemble_from_checkpoint(state["model"], str(state_path)).state_dict())
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rows = state["log"]
+            _set_rng_state(state["rng"])
+            print(f"pdd: resuming {out} after epoch {len(rows)}", file=sys.stderr)
+        else:
+            print(f"pdd: ignoring {state_path}: it was made with another configuration", file=sys.stderr)
+
+    epochs = tqdm(range(len(rows), cfg.epochs), initial=len(rows), total=cfg.epochs, desc=f"train {cfg.method}", file=sys.stderr)
+    for epoch in epochs:
+        shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=shuffle, num_workers=num_workers,
+                            pin_memory=device.type == "cuda", drop_last=len(train_set) > cfg.batch_size)
+        model.train()
+        start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None, file=sys.stderr):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cfg.augment:
+                x = random_crop_flip(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss, logits = backward_step(model, method, cfg.hyper, x, y)
+            optimizer.step()
+            total_loss += loss * len(y)
+            correct += (logits.softmax(-1).mean(0).argmax(1) == y).sum().item()
+            seen += len(y)
+        seconds = time.perf_counter() - start
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        start = time.perf_counter()
+        test_acc = accuracy(model, test_set, device)
+        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                     "test_accuracy": test_acc, "seconds": seconds, "eval_seconds": time.perf_counter() - start})
+        epochs.set_postfix(loss=f"{total_loss / seen:.3f}", test_acc=f"{test_acc:.3f}", s_per_epoch=f"{seconds:.1f}")
+        torch_save({"train_config": cfg_dict, "model": checkpoint(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "log": rows, "rng": _rng_state()}, state_path)
+        write_text(log, _log_csv(rows))
+
+    write_text(log, _log_csv(rows))
+    torch_save(checkpoint(model, train_config=cfg_dict, log=rows), out)
+    state_path.unlink(missing_ok=True)
+    return rows[-1]
