@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +172,7 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> dict[s
                 extract_archive(str(archive), str(root))
             elif download:
                 download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
-    except (OSError, RuntimeError) as err:  # offline, refused, or bad checksum
+    except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.ReadError) as err:  # offline, refused, bad file
         raise DatasetMissing(
             f"could not obtain dataset {name!r} under {root} from {info(name).source}: {err}. "
             "Download it by hand and put the files there."
