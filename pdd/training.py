@@ -23,7 +23,7 @@ from pdd.io import torch_save, write_text
 from pdd.methods import Hyper, backward_step, get_method
 from pdd.models import Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "seconds", "eval_seconds")
+LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "seconds", "eval_seconds")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ def train(
         scheduler.step()
         start = time.perf_counter()
         test_acc = accuracy(model, test_set, device)
-        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+        rows.append({"dataset": cfg.dataset, "arch": cfg.arch, "K": cfg.members, "method": cfg.method,
+                     "seed": cfg.seed, "epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                      "test_accuracy": test_acc, "seconds": seconds, "eval_seconds": time.perf_counter() - start})
         epochs.set_postfix(loss=f"{total_loss / seen:.3f}", test_acc=f"{test_acc:.3f}", s_per_epoch=f"{seconds:.1f}")
         torch_save({"train_config": cfg_dict, "model": checkpoint(model), "optimizer": optimizer.state_dict(),

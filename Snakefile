@@ -1,0 +1,28 @@
+# Reproduction of "Adversarial Defense by Diversified Simultaneous Training of Deep Ensembles".
+# Targets: all_tables, all_figures, all. See README.md.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules: all, all_tables, all_figures
+
+
+rule all:
+    input:
+        rules.all_tables.input,
+        rules.all_figures.input,

@@ -1,0 +1,150 @@
+"""The paper's white-box attacks through ART on log(mean softmax), and their scoring.
+
+Robust accuracy is reported both ways: over the images the model classifies correctly before the
+attack (the paper's convention, official code) and over all attacked images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pdd.models import Ensemble, LogMeanProb
+
+ATTACKS = ("none", "fgsm", "bim", "pgd", "pgd_l2", "jsma", "cw")
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Fixed parameters of the paper's protocol; the varied one (eps, gamma or c) is passed separately."""
+
+    steps: int = 10              # BIM / PGD iterations
+    step_fraction: float = 0.1   # BIM / PGD step = eps * step_fraction
+    random_starts: int = 1       # PGD (BIM has none)
+    jsma_theta: float = 0.1
+    cw_confidence: float = 0.01
+    cw_learning_rate: float = 0.01
+    cw_max_iter: int = 1000
+    cw_binary_search_steps: int = 5
+    batch_size: int = 500
+    seed: int = 0                # JSMA target classes and PGD random start
+
+
+def check_attack(name: str) -> None:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; expected one of {ATTACKS}")
+
+
+def select_images(dataset: Dataset, num_images: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of `num_images` images (all when None) as tensors x [N, C, H, W], y [N]."""
+    n = len(dataset) if num_images is None else min(num_images, len(dataset))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    xs, ys = zip(*(dataset[int(i)] for i in order))
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 500) -> torch.Tensor:
+    """Class predictions [N] of an ensemble (mean softmax) for images x on the CPU."""
+    model.eval()
+    out = [model.log_mean_prob(chunk.to(device)).argmax(1).cpu() for chunk in x.split(batch_size)]
+    return torch.cat(out)
+
+
+def art_classifier(model: Ensemble, input_shape: tuple[int, ...], num_classes: int, device: torch.device):
+    """ART's PyTorchClassifier around log(mean softmax); CE on log-probabilities is their NLL."""
+    from art.estimators.classification import PyTorchClassifier
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return PyTorchClassifier(
+        LogMeanProb(model.eval()), loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=num_classes,
+        clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+
+
+def build_attack(name: str, param: float, classifier, settings: AttackSettings):
+    """The ART attack object for `name` at parameter `param` (eps, JSMA's gamma or C&W's initial constant)."""
+    from art.attacks import evasion
+
+    check_attack(name)
+    bs, step = settings.batch_size, param * settings.step_fraction
+    if name == "fgsm":
+        return evasion.FastGradientMethod(classifier, norm=np.inf, eps=param, batch_size=bs)
+    if name == "bim":
+        return evasion.BasicIterativeMethod(classifier, eps=param, eps_step=step, max_iter=settings.steps,
+                                            batch_size=bs, verbose=False)
+    if name in ("pgd", "pgd_l2"):
+        return evasion.ProjectedGradientDescent(
+            classifier, norm=np.inf if name == "pgd" else 2, eps=param, eps_step=step, max_iter=settings.steps,
+            num_random_init=settings.random_starts, batch_size=bs, verbose=False)
+    if name == "jsma":
+        return evasion.SaliencyMapMethod(classifier, theta=settings.jsma_theta, gamma=param, batch_size=bs, verbose=False)
+    if name == "cw":
+        return evasion.CarliniL2Method(
+            classifier, confidence=settings.cw_confidence, learning_rate=settings.cw_learning_rate,
+            binary_search_steps=settings.cw_binary_search_steps, max_iter=settings.cw_max_iter,
+            initial_const=param, batch_size=bs, verbose=False)
+    raise ValueError(f"attack {name!r} takes no parameter")
+
+
+def jsma_targets(labels: torch.Tensor, num_classes: int, seed: int) -> np.ndarray:
+    """Random target classes != true label, from a fixed seed, one-hot [N, L] (ART's JSMA is targeted)."""
+    rng = np.random.default_rng(seed)
+    targets = (labels.numpy() + rng.integers(1, num_classes, size=len(labels))) % num_classes
+    return np.eye(num_classes, dtype=np.float32)[targets]
+
+
+def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
+             settings: AttackSettings, device: torch.device) -> torch.Tensor:
+    """Adversarial examples [N, C, H, W] in [0, 1] crafted white-box on `model` ('none' returns x)."""
+    check_attack(attack)
+    if attack == "none" or param == 0:
+        return x.clone()
+    num_classes = model.spec.num_classes
+    classifier = art_classifier(model, tuple(x.shape[1:]), num_classes, device)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    art_attack = build_attack(attack, param, classifier, settings)
+    labels = jsma_targets(y, num_classes, settings.seed) if attack == "jsma" else np.eye(num_classes, dtype=np.float32)[y.numpy()]
+    x_adv = art_attack.generate(x.numpy().astype(np.float32), y=labels)
+    return torch.from_numpy(np.clip(x_adv, 0.0, 1.0)).float()
+
+
+def score(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> dict:
+    """Both accuracy conventions with their counts; percentages."""
+    correct = clean_pred == y
+    robust = correct & (adv_pred == y)
+    n, n_correct = len(y), int(correct.sum())
+    return {
+        "n_images": n,
+        "n_clean_correct": n_correct,
+        "n_robust": int(robust.sum()),
+        "n_adv_correct": int((adv_pred == y).sum()),
+        "clean_accuracy": 100.0 * n_correct / n,
+        "accuracy_on_correct": 100.0 * int(robust.sum()) / max(n_correct, 1),
+        "accuracy_all": 100.0 * int((adv_pred == y).sum()) / n,
+    }
+
+
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict:
+    """Largest L-inf and L2 perturbation over the images (to check the attack's budget)."""
+    delta = (x_adv - x).flatten(1)
+    return {"max_linf": float(delta.abs().amax()) if len(delta) else 0.0,
+            "max_l2": float(delta.norm(dim=1).amax()) if len(delta) else 0.0}
+
+
+def run_attack(target: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
+               settings: AttackSettings, device: torch.device, surrogate: Ensemble | None = None) -> dict:
+    """Craft on `surrogate` (white-box when None: on `target`) and score on `target`."""
+    start = time.perf_counter()
+    x_adv = generate(surrogate if surrogate is not None else target, x, y, attack, param, settings, device)
+    seconds = time.perf_counter() - start
+    result = score(y, predict(target, x, device, settings.batch_size), predict(target, x_adv, device, settings.batch_size))
+    result.update(perturbation_norms(x, x_adv), seconds=seconds, images_per_second=len(y) / max(seconds, 1e-9))
+    return result

@@ -1,0 +1,199 @@
+"""`pdd` command line: one subcommand per workflow stage (each Snakemake rule calls one)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import torch
+
+from pdd import __version__
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@click.group()
+@click.version_option(__version__)
+def main() -> None:
+    """Reproduce 'Adversarial Defense by Diversified Simultaneous Training of Deep Ensembles'."""
+
+
+@main.command("prepare-data")
+@click.option("--dataset", required=True)
+@click.option("--root", default="resources", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="JSON manifest to write (split sizes).")
+@click.option("--download/--no-download", default=True, show_default=True)
+def prepare_data(dataset: str, root: str, out: str | None, download: bool) -> None:
+    """Download / extract DATASET under ROOT and check it loads."""
+    from pdd import data
+    from pdd.io import write_json
+
+    try:
+        sizes = data.prepare(dataset, root, download)
+    except (data.DatasetMissing, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{dataset}: {sizes}")
+    if out:
+        write_json(out, {"dataset": dataset, "root": str(root), **sizes})
+
+
+@main.command()
+@click.option("--dataset", required=True)
+@click.option("--method", required=True)
+@click.option("--members", "-k", type=int, required=True, help="Ensemble size K.")
+@click.option("--arch", default="resnet18", show_default=True)
+@click.option("--width", default=64, show_default=True, help="Channels of the first stage (64 = standard).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=40, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=0.02, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--lr-min", default=1e-4, show_default=True, help="Cosine annealing floor.")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop (pad 4) + flip.")
+@click.option("--pdd-intervals", default=10, show_default=True, help="PDD's M (> K).")
+@click.option("--pdd-alpha", default=0.9, show_default=True)
+@click.option("--pdd-beta", default=0.1, show_default=True)
+@click.option("--deg-lambda", default=0.01, show_default=True)
+@click.option("--adp-alpha", default=2.0, show_default=True)
+@click.option("--adp-beta", default=0.5, show_default=True)
+@click.option("--adv-eps", default=0.02, show_default=True, help="Adversarial training L-inf budget.")
+@click.option("--adv-steps", default=10, show_default=True, help="PGD steps of adversarial training.")
+@click.option("--data-root", default="resources", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--log", "log_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True, help="'auto': a free GPU, else CPU.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+def train(**opts) -> None:
+    """Train one ensemble; resumes from OUT.state after an interruption."""
+    from pdd.devices import select_device
+    from pdd.methods import Hyper
+    from pdd.training import TrainConfig, train as run
+
+    _threads(opts.pop("threads"))
+    hyper = Hyper(**{k: opts.pop(k) for k in ("deg_lambda", "adp_alpha", "adp_beta", "adv_eps", "adv_steps")})
+    device = select_device(opts.pop("device"))
+    out, log, root, workers = opts.pop("out"), opts.pop("log_path"), opts.pop("data_root"), opts.pop("workers")
+    try:
+        cfg = TrainConfig(hyper=hyper, **opts)
+        last = run(cfg, root, out, log, device, workers)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"trained {out} on {device}: test accuracy {last['test_accuracy']:.4f}")
+
+
+def _load(path: str, device: torch.device):
+    """(ensemble in eval mode, its training config) from a final checkpoint, with clear errors."""
+    from pdd.models import CheckpointError, ensemble_from_checkpoint, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path, device)
+        model = ensemble_from_checkpoint(ckpt, path).to(device).eval()
+    except CheckpointError as err:
+        raise click.ClickException(str(err)) from err
+    return model, ckpt.get("train_config", {})
+
+
+def _attack_options(f):
+    for option in reversed([
+        click.option("--attack", required=True, help="none, fgsm, bim, pgd, pgd_l2, jsma or cw."),
+        click.option("--param", "params", type=float, multiple=True, help="eps, JSMA gamma or C&W initial constant; repeatable."),
+        click.option("--num-images", type=int, help="Test images to attack (default: all)."),
+        click.option("--batch-size", default=500, show_default=True),
+        click.option("--steps", default=10, show_default=True, help="BIM / PGD iterations."),
+        click.option("--step-fraction", default=0.1, show_default=True, help="BIM / PGD step size / eps."),
+        click.option("--jsma-theta", default=0.1, show_default=True),
+        click.option("--cw-confidence", default=0.01, show_default=True),
+        click.option("--cw-learning-rate", default=0.01, show_default=True),
+        click.option("--cw-max-iter", default=1000, show_default=True),
+        click.option("--cw-binary-search-steps", default=5, show_default=True),
+        click.option("--seed", default=0, show_default=True, help="Image subset, JSMA targets, random starts."),
+        click.option("--data-root", default="resources", show_default=True),
+        click.option("--out", required=True, type=click.Path(dir_okay=False)),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--threads", type=int),
+    ]):
+        f = option(f)
+    return f
+
+
+def _attack(target_path: str, surrogate_path: str | None, threat: str, opts: dict) -> None:
+    from pdd import data
+    from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
+    from pdd.devices import select_device
+    from pdd.io import write_json
+
+    _threads(opts["threads"])
+    try:
+        check_attack(opts["attack"])
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    device = select_device(opts["device"])
+    target, cfg = _load(target_path, device)
+    surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
+    settings = AttackSettings(
+        steps=opts["steps"], step_fraction=opts["step_fraction"], jsma_theta=opts["jsma_theta"],
+        cw_confidence=opts["cw_confidence"], cw_learning_rate=opts["cw_learning_rate"],
+        cw_max_iter=opts["cw_max_iter"], cw_binary_search_steps=opts["cw_binary_search_steps"],
+        batch_size=opts["batch_size"], seed=opts["seed"])
+    x, y = select_images(data.get_dataset(cfg["dataset"], "test", opts["data_root"]), opts["num_images"], opts["seed"])
+    attack = opts["attack"]
+    if (attack == "none") != (not opts["params"]):
+        raise click.ClickException("give --param for every attack except 'none', and none for 'none'")
+    records = []
+    for param in opts["params"] or [None]:
+        result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
+        value = result["clean_accuracy"] if attack == "none" else result["accuracy_on_correct"]
+        records.append({"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "arch": cfg["arch"],
+                        "seed": cfg["seed"], "threat": threat, "attack": attack, "param": param,
+                        "metric": "accuracy_pct", "value": value, "model": target_path, "surrogate": surrogate_path,
+                        **result})
+        click.echo(f"{attack} {param}: {value:.2f}% ({result['images_per_second']:.1f} images/s)", err=True)
+    write_json(opts["out"], records)
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@_attack_options
+def attack(model_path: str, **opts) -> None:
+    """White-box attack on a trained ensemble's log(mean softmax); writes a result JSON."""
+    _attack(model_path, None, "whitebox", opts)
+
+
+@main.command()
+@click.option("--surrogate", "surrogate_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", "target_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--threat", type=click.Choice(["blackbox_oblivious", "blackbox_adaptive"]), required=True)
+@_attack_options
+def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None:
+    """Black-box: craft on SURROGATE, score on TARGET; writes a result JSON."""
+    _attack(target_path, surrogate_path, threat, opts)
+
+
+@main.command()
+@click.option("--name", required=True, help="Output table name, e.g. table2_whitebox_k3.")
+@click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", multiple=True, help="OURS=PAPER: show the paper's PAPER numbers beside dataset OURS.")
+@click.option("--only", multiple=True, help="ATTACK:PARAM to keep (default: every row); repeatable.")
+@click.option("--out-csv", required=True)
+@click.option("--out-md", required=True)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def table(name: str, paper_csv: str, reference: tuple[str, ...], only: tuple[str, ...], out_csv: str, out_md: str,
+          inputs: tuple[str, ...]) -> None:
+    """Build table NAME from result JSONs (or, for `timing`, training logs)."""
+    from pdd import tables
+
+    ref = dict(item.split("=", 1) for item in reference)
+    results = tables.timing_results(list(inputs)) if name == "timing" else tables.read_results(list(inputs))
+    if only:
+        results = tables.keep_attacks(results, [tuple(item.split(":", 1)) for item in only])
+    df = tables.build_table(name, results, paper_csv, ref, out_csv, out_md)
+    click.echo(f"{out_csv}: {len(df)} rows")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

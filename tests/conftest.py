@@ -1,0 +1,51 @@
+"""Shared fixtures: the repository paths and a tiny workflow config derived from the demo."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+
+
+def tiny_config() -> dict:
+    """The demo config cut down to minutes: K=2, two epochs, 40 images, one parameter per attack."""
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg = copy.deepcopy(cfg)
+    cfg["datasets"]["digits"]["epochs"] = 2
+    cfg["model"]["width"] = 4
+    cfg["surrogates"]["oblivious"]["width"] = 2
+    cfg["surrogates"]["adaptive"]["width"] = 2
+    cfg["pdd"]["intervals"] = {2: 5}
+    cfg["evaluation"].update(num_images=40, cw={"confidence": 0.01, "learning_rate": 0.01, "max_iter": 2,
+                                                "binary_search_steps": 1})
+    cfg["attacks"] = {"digits": {"fgsm": [0.1], "pgd": [0.3], "cw": [0.1]}}
+    cfg["tables"] = {
+        "table2_whitebox_k3": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
+                               "reference": {"digits": "fashion_mnist"}},
+        "table4_blackbox": {"datasets": ["digits"], "K": [2], "methods": ["baseline"],
+                            "attacks": {"fgsm": [0.1]}},
+        "table5_ablation": {"datasets": ["digits"], "K": [2], "methods": ["pdd"], "attacks": {"pgd": [0.3]}},
+        "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
+    }
+    return cfg
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` (outputs land there), capturing its output."""
+    cmd = ["snakemake", "-s", str(SNAKEFILE), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
+    return tmp_path

@@ -1,0 +1,87 @@
+"""The Snakemake workflow: config validation, the paper config's DAG, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, snakemake, tiny_config
+
+
+def _dry_run(workdir: Path, config: Path, *targets: str) -> str:
+    return snakemake(workdir, *(targets or ("all_tables",)), "-n", "-p", "--configfile", str(config)).stdout
+
+
+def _jobs(dry_run_stdout: str) -> dict[str, int]:
+    """Job counts per rule from the dry run's 'Job stats' table."""
+    stats = dry_run_stdout.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_paper_config_plans_every_training_job(tmp_path: Path) -> None:
+    out = _dry_run(tmp_path, REPO / "config" / "config.yaml")
+    models = set(re.findall(r"results/models/(\w+)/(\w+)/K(\d+)/(\w+)/seed0/ensemble.pt", out))
+    # Table 2: every dataset at K=3 with the three compared methods.
+    for dataset in ("fashion_mnist", "cifar100", "tiny_imagenet"):
+        for method in ("baseline", "adp", "pdd_deg"):
+            assert (dataset, "resnet18", "3", method) in models
+    # Table 3 (K=5), Table 5 ablation and timing on CIFAR-100, and both surrogate families of Table 4.
+    for method in ("baseline", "adp", "pdd_deg"):
+        assert ("cifar100", "resnet18", "5", method) in models
+        assert ("cifar100", "resnet34", "5", method) in models
+    for method in ("pdd", "deg"):
+        assert ("cifar100", "resnet18", "3", method) in models
+    assert ("cifar100", "vgg16", "5", "baseline") in models
+    assert _jobs(out)["train"] == len(models)
+    assert "--epochs 150" in out and "--epochs 40" in out and "--epochs 100" in out
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["tables"]["timing"].update(K=[1]), "K"),
+    (lambda c: c["tables"]["timing"].update(methods=["magic"]), "methods"),
+    (lambda c: c["datasets"].update(mnist={"epochs": 1, "augment": False}), "mnist"),
+    (lambda c: c["datasets"]["cifar100"].update(epochs=0), "epochs"),
+    (lambda c: c["training"].update(batch_size=-64), "batch_size"),
+    (lambda c: c["model"].update(arch="resnet50"), "arch"),
+    (lambda c: c["pdd"]["intervals"].update({5: 4}), "pdd.intervals"),
+])
+def test_bad_config_is_rejected_before_any_job(tmp_path: Path, edit, key: str) -> None:
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "all_tables", "-n", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
+    snakemake(tiny_workdir, "all_tables", "--configfile", "tiny.yaml")
+    tables = tiny_workdir / "results" / "tables"
+    t2 = pd.read_csv(tables / "table2_whitebox_k3.csv")
+    clean = t2[t2["attack"] == "none"].set_index("method")
+    assert set(clean.index) == {"baseline", "pdd"}
+    assert (clean["value"] > 50).all() and (clean["value"] <= 100).all()  # 2 epochs on digits
+    assert clean["paper"].isna().all()                                    # the paper has no K=2 rows
+    attacked = t2[t2["attack"] != "none"]
+    assert set(attacked["attack"]) == {"fgsm", "pgd", "cw"}
+    assert attacked["value"].between(0, 100).all()
+    pgd = attacked[attacked["attack"] == "pgd"].set_index("method")["value"]
+    assert (pgd < clean["value"]).all()                                     # eps 0.3 must hurt
+    t4 = pd.read_csv(tables / "table4_blackbox.csv")
+    assert {"blackbox_oblivious", "blackbox_adaptive"} <= set(t4["threat"])
+    t5 = pd.read_csv(tables / "table5_ablation.csv")
+    assert list(t5["attack"]) == ["pgd"] and list(t5["method"]) == ["pdd"]
+    timing = pd.read_csv(tables / "timing.csv").set_index("method")
+    assert timing.loc["baseline", "ratio"] == pytest.approx(1.0)
+    assert (timing["value"] > 0).all()
+    assert "| baseline |" in (tables / "timing.md").read_text()
+    assert "No attack" in (tables / "table2_whitebox_k3.md").read_text()
+    # Nothing left to do: a second run plans no job.
+    assert "Nothing to be done" in snakemake(tiny_workdir, "all_tables", "-n", "--configfile", "tiny.yaml").stdout

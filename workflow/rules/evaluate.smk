@@ -1,0 +1,74 @@
+def attack_args(params):
+    """CLI flags of the attack protocol (config.evaluation) and the attack's parameters."""
+    e = config["evaluation"]
+    flags = (f"--batch-size {e['batch_size']} --seed {e['seed']} --steps {e['steps']}"
+             f" --jsma-theta {e['jsma_theta']} --cw-confidence {e['cw']['confidence']}"
+             f" --cw-learning-rate {e['cw']['learning_rate']} --cw-max-iter {e['cw']['max_iter']}"
+             f" --cw-binary-search-steps {e['cw']['binary_search_steps']}")
+    if e["num_images"]:
+        flags += f" --num-images {e['num_images']}"
+    return flags + "".join(f" --param {p}" for p in params)
+
+
+def whitebox_params(w):
+    """Parameters of a white-box attack job: the dataset's list plus any table's own list."""
+    if w.attack == "none":
+        return []
+    params = set(config["attacks"].get(w.dataset, {}).get(w.attack, []))
+    for name, table in config["tables"].items():
+        params.update(table.get("attacks", {}).get(w.attack, []) if name != "table4_blackbox" else [])
+    return sorted(params)
+
+
+def transfer_params(w):
+    return config["tables"]["table4_blackbox"]["attacks"][w.attack]
+
+
+rule whitebox:
+    input:
+        MODEL_DIR + "/ensemble.pt",
+    output:
+        EVAL_DIR + "/whitebox/{attack}.json",
+    params:
+        args=lambda w: attack_args(whitebox_params(w)),
+        data_root=config["data_root"],
+        device=config["device"],
+        version=VERSION,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
+    log:
+        LOGS + "/whitebox/{dataset}_{arch}_K{K}_{method}_seed{seed}_{attack}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd attack --model {input} --attack {wildcards.attack} {params.args} --data-root {params.data_root}"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule transfer:
+    input:
+        surrogate=lambda w: surrogate(w.threat, w.dataset, w.K, w.method, w.seed),
+        target=MODEL_DIR + "/ensemble.pt",
+    output:
+        EVAL_DIR + "/{threat}/{attack}.json",
+    params:
+        args=lambda w: attack_args(transfer_params(w)),
+        data_root=config["data_root"],
+        device=config["device"],
+        version=VERSION,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
+    log:
+        LOGS + "/transfer/{dataset}_{arch}_K{K}_{method}_seed{seed}_{threat}_{attack}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd transfer --surrogate {input.surrogate} --target {input.target} --threat {wildcards.threat}"
+        " --attack {wildcards.attack} {params.args} --data-root {params.data_root} --device {params.device}"
+        " --threads {threads} --out {output} > {log} 2>&1"
