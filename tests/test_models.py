@@ -1,0 +1,103 @@
+"""Members, ensembles and checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pdd.models import (CheckpointError, Ensemble, EnsembleSpec, LogMeanProb, checkpoint, load_ensemble,
+                        mean_log_prob)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "vgg16"])
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_member_logits_shape(arch: str, k: int) -> None:
+    model = Ensemble(EnsembleSpec(arch, k, 10, 1, width=2)).eval()
+    assert model(torch.rand(4, 1, 8, 8)).shape == (k, 4, 10)
+
+
+@pytest.mark.parametrize("arch, width, size, channels", [("resnet18", 4, 32, 3), ("resnet34", 2, 28, 1),
+                                                         ("vgg16", 2, 64, 3), ("resnet18", 16, 8, 1)])
+def test_feature_width_follows_width(arch: str, width: int, size: int, channels: int) -> None:
+    model = Ensemble(EnsembleSpec(arch, 2, 100, channels, width=width)).eval()
+    assert model.feature_dim == 8 * width
+    assert model.features(torch.rand(3, channels, size, size)).shape == (2, 3, 8 * width)
+    assert model(torch.rand(3, channels, size, size)).shape == (2, 3, 100)
+
+
+def test_standard_width_resnet18_has_512_features_and_paper_size() -> None:
+    model = Ensemble(EnsembleSpec("resnet18", 2, 100, 3, width=64))
+    assert model.feature_dim == 512
+    per_member = sum(p.numel() for p in model.parameters()) / 2
+    assert 11.1e6 < per_member < 11.3e6  # CIFAR ResNet-18 with a 100-way head: 11.22 M parameters
+
+
+def test_members_have_independent_weights() -> None:
+    model = Ensemble(EnsembleSpec("resnet18", 3, 10, 1, width=2))
+    a, b = (m.stem[0].weight for m in model.members[:2])
+    assert a.data_ptr() != b.data_ptr() and not torch.equal(a, b)
+
+
+def test_log_mean_prob_is_log_of_mean_softmax() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7) * 4
+    expected = torch.log(logits.softmax(-1).mean(0))
+    assert torch.allclose(mean_log_prob(logits), expected, atol=1e-6)
+    assert torch.allclose(mean_log_prob(logits).exp().sum(-1), torch.ones(5))
+    model = Ensemble(EnsembleSpec("resnet18", 3, 10, 1, width=2)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(LogMeanProb(model)(x), torch.log(model(x).softmax(-1).mean(0)), atol=1e-6)
+
+
+def test_per_member_inputs_match_shared_input() -> None:
+    model = Ensemble(EnsembleSpec("resnet18", 3, 10, 1, width=2)).eval()
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(model(x), model(x.expand(3, *x.shape)), atol=1e-6)
+
+
+def test_pdd_layer_only_acts_in_training() -> None:
+    spec = EnsembleSpec("resnet18", 3, 10, 1, width=2, pdd={"num_intervals": 10, "alpha": 0.9, "beta": 0.1})
+    model = Ensemble(spec)
+    plain = Ensemble(EnsembleSpec("resnet18", 3, 10, 1, width=2))
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 8, 8)
+    model.eval(), plain.eval()
+    assert torch.equal(model(x), plain(x))
+
+
+@pytest.mark.parametrize("bad", [dict(num_members=1), dict(arch="resnet50"), dict(width=0)])
+def test_invalid_spec_rejected(bad: dict) -> None:
+    args = dict(arch="resnet18", num_members=3, num_classes=10, in_channels=1, width=2) | bad
+    with pytest.raises(ValueError):
+        EnsembleSpec(**args)
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    model = Ensemble(EnsembleSpec("vgg16", 2, 10, 1, width=2)).eval()
+    torch.save(checkpoint(model), tmp_path / "m.pt")
+    loaded = load_ensemble(tmp_path / "m.pt")
+    x = torch.rand(3, 1, 8, 8)
+    assert not loaded.training
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path) -> None:
+    model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2))
+    path = tmp_path / "m.pt"
+    torch.save(checkpoint(model), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_ensemble(path)
+
+
+def test_foreign_and_mismatched_checkpoints_give_clear_errors(tmp_path) -> None:
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a pdd ensemble checkpoint"):
+        load_ensemble(tmp_path / "foreign.pt")
+    ckpt = checkpoint(Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)))
+    ckpt["spec"]["width"] = 4
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_ensemble(tmp_path / "mismatch.pt")
