@@ -1,0 +1,114 @@
+"""The attack protocol: budgets, both accuracy conventions, strength ordering, and the transfer path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdd.attacks import AttackSettings, generate, jsma_targets, predict, run_attack, score, select_images
+from pdd.data import get_dataset
+from pdd.models import Ensemble, EnsembleSpec, load_ensemble
+from pdd.training import TrainConfig, train
+
+CPU = torch.device("cpu")
+FAST = AttackSettings(batch_size=200, cw_max_iter=5, cw_binary_search_steps=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Ensemble:
+    """A small digits ensemble trained for a few epochs (clean accuracy well above 90%)."""
+    root = tmp_path_factory.mktemp("model")
+    train(TrainConfig("digits", "baseline", 2, width=4, epochs=4), root, root / "m.pt", root / "log.csv")
+    return load_ensemble(root / "m.pt")
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    return select_images(get_dataset("digits", "test", "."), 120, seed=0)
+
+
+def test_select_images_is_a_fixed_subset(images) -> None:
+    x, y = images
+    x2, y2 = select_images(get_dataset("digits", "test", "."), 120, seed=0)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and x.shape == (120, 1, 8, 8)
+    x3, _ = select_images(get_dataset("digits", "test", "."), 120, seed=1)
+    assert not torch.equal(x, x3)
+    assert len(select_images(get_dataset("digits", "test", "."), None)[1]) == 360
+
+
+def test_score_both_conventions_by_hand() -> None:
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    clean = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0])   # 8 of 10 correct
+    adv = torch.tensor([0, 1, 2, 0, 0, 0, 0, 0, 8, 0])     # robust: images 0,1,2; image 8 flips to correct
+    s = score(y, clean, adv)
+    assert (s["n_images"], s["n_clean_correct"], s["n_robust"], s["n_adv_correct"]) == (10, 8, 3, 4)
+    assert s["clean_accuracy"] == pytest.approx(80.0)
+    assert s["accuracy_on_correct"] == pytest.approx(100 * 3 / 8)   # the paper's convention
+    assert s["accuracy_all"] == pytest.approx(40.0)                  # counts image 8 too
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "bim", "pgd", "pgd_l2"])
+def test_eps_zero_changes_nothing(trained, images, attack: str) -> None:
+    x, y = images
+    x_adv = generate(trained, x, y, attack, 0.0, FAST, CPU)
+    assert torch.equal(x_adv, x)
+    result = run_attack(trained, x, y, attack, 0.0, FAST, CPU)
+    assert result["accuracy_on_correct"] == 100.0
+    assert result["accuracy_all"] == pytest.approx(result["clean_accuracy"])
+
+
+@pytest.mark.parametrize("attack, eps", [("fgsm", 0.1), ("bim", 0.1), ("pgd", 0.1), ("pgd_l2", 1.0)])
+def test_adversarial_images_respect_the_budget(trained, images, attack: str, eps: float) -> None:
+    x, y = images
+    x_adv = generate(trained, x, y, attack, eps, FAST, CPU)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    delta = (x_adv - x).flatten(1)
+    if attack == "pgd_l2":
+        assert delta.norm(dim=1).max() <= eps + 1e-4
+    else:
+        assert delta.abs().max() <= eps + 1e-6
+    assert delta.abs().max() > 0  # it did move
+
+
+@pytest.mark.parametrize("attack, param", [("jsma", 0.1), ("cw", 0.1)])
+def test_jsma_and_cw_stay_in_range(trained, images, attack: str, param: float) -> None:
+    x, y = images[0][:20], images[1][:20]
+    x_adv = generate(trained, x, y, attack, param, FAST, CPU)
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    if attack == "jsma":  # gamma bounds the changed pixels; ART changes a pair per step, so one pair may overshoot
+        assert ((x_adv != x).flatten(1).sum(1) <= 0.1 * 64 + 2).all()
+
+
+def test_jsma_targets_are_other_classes_from_a_fixed_seed() -> None:
+    labels = torch.arange(10).repeat(50)
+    t = jsma_targets(labels, 10, seed=0)
+    assert t.shape == (500, 10) and (t.sum(1) == 1).all()
+    assert (t.argmax(1) != labels.numpy()).all()
+    assert np.array_equal(t, jsma_targets(labels, 10, seed=0))
+    assert not np.array_equal(t, jsma_targets(labels, 10, seed=1))
+    assert len(set(t.argmax(1))) == 10
+
+
+def test_pgd_drives_accuracy_down_and_beats_fgsm(trained, images) -> None:
+    x, y = images
+    clean = run_attack(trained, x, y, "none", 0.0, FAST, CPU)["clean_accuracy"]
+    assert clean > 90
+    pgd = run_attack(trained, x, y, "pgd", 0.3, FAST, CPU)
+    fgsm = run_attack(trained, x, y, "fgsm", 0.3, FAST, CPU)
+    assert pgd["accuracy_all"] < 0.3 * clean
+    assert pgd["accuracy_all"] <= fgsm["accuracy_all"]
+
+
+def test_transfer_scores_surrogate_examples_on_the_target(trained, images) -> None:
+    x, y = images
+    torch.manual_seed(3)
+    surrogate = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)).eval()
+    result = run_attack(trained, x, y, "fgsm", 0.2, FAST, CPU, surrogate=surrogate)
+    x_adv = generate(surrogate, x, y, "fgsm", 0.2, FAST, CPU)
+    expected = score(y, predict(trained, x, CPU), predict(trained, x_adv, CPU))
+    assert result["accuracy_on_correct"] == pytest.approx(expected["accuracy_on_correct"])
+    white = run_attack(trained, x, y, "fgsm", 0.2, FAST, CPU)
+    assert result["accuracy_all"] != white["accuracy_all"]  # crafted elsewhere: a different attack
