@@ -19,7 +19,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, all_tables, all_figures
+localrules: all, all_tables, all_figures, table, figure
 
 
 rule all:

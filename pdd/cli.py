@@ -178,21 +178,79 @@ def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None
 @click.option("--name", required=True, help="Output table name, e.g. table2_whitebox_k3.")
 @click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", multiple=True, help="OURS=PAPER: show the paper's PAPER numbers beside dataset OURS.")
-@click.option("--only", multiple=True, help="ATTACK:PARAM to keep (default: every row); repeatable.")
 @click.option("--out-csv", required=True)
 @click.option("--out-md", required=True)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def table(name: str, paper_csv: str, reference: tuple[str, ...], only: tuple[str, ...], out_csv: str, out_md: str,
+def table(name: str, paper_csv: str, reference: tuple[str, ...], out_csv: str, out_md: str,
           inputs: tuple[str, ...]) -> None:
     """Build table NAME from result JSONs (or, for `timing`, training logs)."""
     from pdd import tables
 
     ref = dict(item.split("=", 1) for item in reference)
     results = tables.timing_results(list(inputs)) if name == "timing" else tables.read_results(list(inputs))
-    if only:
-        results = tables.keep_attacks(results, [tuple(item.split(":", 1)) for item in only])
     df = tables.build_table(name, results, paper_csv, ref, out_csv, out_md)
     click.echo(f"{out_csv}: {len(df)} rows")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--num-images", type=int, help="Test images (default: all).")
+@click.option("--batch-size", default=250, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Image subset.")
+@click.option("--data-root", default="resources", show_default=True)
+@click.option("--out-json", required=True, type=click.Path(dir_okay=False), help="Table 1 record (entropy E).")
+@click.option("--out-csv", required=True, type=click.Path(dir_okay=False), help="Per-image L_F and gradient angle.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int)
+def diversity(model_path: str, num_images: int | None, batch_size: int, seed: int, data_root: str, out_json: str,
+              out_csv: str, device: str, threads: int | None) -> None:
+    """Ambiguity entropy (eq. 5), per-image discrimination (eq. 6) and gradient angles of an ensemble."""
+    import pandas as pd
+
+    from pdd import data
+    from pdd.attacks import select_images
+    from pdd.devices import select_device
+    from pdd.diversity import ambiguity_entropy, per_image
+    from pdd.io import write_json, write_text
+
+    _threads(threads)
+    dev = select_device(device)
+    model, cfg = _load(model_path, dev)
+    x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, seed)
+    stats = per_image(model, x, y, dev, batch_size)
+    entropy = ambiguity_entropy(stats["member_correct"])
+    key = {"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "seed": cfg["seed"]}
+    write_json(out_json, [{**key, "threat": "none", "attack": "none", "param": None, "metric": "entropy",
+                           "value": entropy, "n_images": len(y), "model": model_path}])
+    frame = pd.DataFrame({"image": range(len(y)), "correct": stats["correct"].numpy(),
+                          "members_correct": stats["member_correct"].sum(0).numpy(),
+                          "fisher": stats["fisher"].numpy(), "angle": stats["angle"].numpy()})
+    for name, value in reversed(key.items()):
+        frame.insert(0, name, value)
+    write_text(out_csv, frame.to_csv(index=False))
+    click.echo(f"entropy {entropy:.4f} over {len(y)} images", err=True)
+
+
+@main.command()
+@click.option("--name", required=True, type=click.Choice(["figure2_discrimination", "figure3_gradient_angles",
+                                                          "figure4_pgd_strength"]))
+@click.option("--method", "methods", multiple=True, required=True, help="Methods in plotting order; repeatable.")
+@click.option("--num-images", type=int, help="Figures 2-3: at most this many commonly correct images.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def figure(name: str, methods: tuple[str, ...], num_images: int | None, out: str, inputs: tuple[str, ...]) -> None:
+    """Draw figure NAME from per-image diversity CSVs (Figures 2, 3) or PGD sweep results (Figure 4)."""
+    import pandas as pd
+
+    from pdd import figures, tables
+
+    if name == "figure4_pgd_strength":
+        figures.pgd_strength(tables.read_results(list(inputs)), list(methods), out)
+    else:
+        per_image = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+        measure = "fisher" if name == "figure2_discrimination" else "angle"
+        rows = figures.diversity_boxplot(per_image, measure, list(methods), num_images, out)
+        click.echo(rows.groupby("method")[measure].median().to_string(), err=True)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from pdd.methods import get_method
 
+OWN_ATTACKS = ("table4_blackbox", "table5_ablation", "table6_adversarial_training", "figure4_pgd_strength")
 
-def intervals_for(config: dict, k: int) -> int:
+
+def intervals_for(config: dict, k: int) -> int | None:
     """PDD's number of intervals M for ensemble size K (YAML keys may be int or str)."""
     intervals = config["pdd"]["intervals"]
     return intervals.get(k, intervals.get(str(k)))
+
+
+def outputs(config: dict) -> dict[str, dict]:
+    """Every requested table and figure as {name: {datasets, K, methods, ...}} (figures name one of each)."""
+    found = dict(config["tables"])
+    for name, fig in config.get("figures", {}).items():
+        found[name] = {**fig, "datasets": [fig["dataset"]], "K": [fig["K"]]}
+    return found
 
 
 def problems(config: dict) -> list[str]:
@@ -16,17 +26,20 @@ def problems(config: dict) -> list[str]:
     found = []
     if config["training"]["lr_min"] > config["training"]["lr"]:
         found.append("training.lr_min must not exceed training.lr")
-    for name, table in config["tables"].items():
-        for dataset in table["datasets"]:
+    for name, spec in outputs(config).items():
+        section = "tables" if name in config["tables"] else "figures"
+        if name in OWN_ATTACKS and not spec.get("attacks"):
+            found.append(f"{section}.{name}.attacks: this output needs its own attack list")
+        for dataset in spec["datasets"]:
             if dataset not in config["datasets"]:
-                found.append(f"tables.{name}: dataset {dataset!r} has no recipe under 'datasets'")
-            if name != "timing" and "attacks" not in table and dataset not in config["attacks"]:
-                found.append(f"tables.{name}: dataset {dataset!r} has no attack list under 'attacks'")
-        uses_pdd = any(get_method(m).pdd for m in table["methods"])
-        for k in table["K"] if uses_pdd else []:
+                found.append(f"{section}.{name}: dataset {dataset!r} has no recipe under 'datasets'")
+            if name in ("table2_whitebox_k3", "table3_whitebox_k5") and dataset not in config["attacks"]:
+                found.append(f"{section}.{name}: dataset {dataset!r} has no attack list under 'attacks'")
+        uses_pdd = any(get_method(m).pdd for m in spec["methods"])
+        for k in spec["K"] if uses_pdd else []:
             m = intervals_for(config, k)
             if m is None:
-                found.append(f"pdd.intervals: no number of intervals for K={k} (needed by tables.{name})")
+                found.append(f"pdd.intervals: no number of intervals for K={k} (needed by {section}.{name})")
             elif m <= k:
                 found.append(f"pdd.intervals: M={m} for K={k} must exceed K (PDD needs M > K)")
     return found

@@ -29,17 +29,19 @@ def keep_probabilities(
     if kc % num_members:
         raise ValueError(f"feature width {kc} is not a multiple of K={num_members}")
     c = kc // num_members
-    bins = interval_index(features.detach(), num_intervals)                        # [B, K*C]
-    ones = torch.ones_like(bins, dtype=features.dtype)
-    counts = torch.zeros(b, num_intervals, dtype=features.dtype, device=features.device)
+    # intervals and counts in float32 at least: a bfloat16 count is inexact above 256
+    work = torch.promote_types(features.dtype, torch.float32)
+    bins = interval_index(features.detach().to(work), num_intervals)              # [B, K*C]
+    ones = torch.ones_like(bins, dtype=work)
+    counts = torch.zeros(b, num_intervals, dtype=work, device=features.device)
     counts.scatter_add_(1, bins, ones)                                             # [B, M]
     priority = counts.sort(dim=1, descending=True, stable=True).indices[:, :num_members]  # [B, K]: t_k
     member_bins = bins.view(b, num_members, c)
-    member_counts = torch.zeros(b, num_members, num_intervals, dtype=features.dtype, device=features.device)
+    member_counts = torch.zeros(b, num_members, num_intervals, dtype=work, device=features.device)
     member_counts.scatter_add_(2, member_bins, ones.view(b, num_members, c))      # [B, K, M]: N_m^(k)
     share = member_counts.gather(2, member_bins) / c                               # N^(k)_{m(j)} / C
     keep = torch.where(member_bins == priority.unsqueeze(2), torch.full_like(share, alpha), beta * (1 - share))
-    return keep.view(b, kc)
+    return keep.view(b, kc).to(features.dtype)
 
 
 class PriorityDiversifiedDropout(nn.Module):

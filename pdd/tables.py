@@ -38,12 +38,6 @@ def read_results(paths: list[str | Path]) -> pd.DataFrame:
     return df
 
 
-def keep_attacks(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """Only the rows whose (attack, param) is one of `pairs`."""
-    wanted = {(attack, _param(param)) for attack, param in pairs}
-    return df[[(a, p) in wanted for a, p in zip(df["attack"], df["param"])]]
-
-
 def read_paper(path: str | Path, table: str) -> pd.DataFrame:
     """The paper's numbers for one of our tables, keyed like our rows."""
     paper = pd.read_csv(path, dtype={"param": str})

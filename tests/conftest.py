@@ -26,12 +26,21 @@ def tiny_config() -> dict:
                                                 "binary_search_steps": 1})
     cfg["attacks"] = {"digits": {"fgsm": [0.1], "pgd": [0.3], "cw": [0.1]}}
     cfg["tables"] = {
+        "table1_entropy": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
         "table2_whitebox_k3": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
                                "reference": {"digits": "fashion_mnist"}},
         "table4_blackbox": {"datasets": ["digits"], "K": [2], "methods": ["baseline"],
                             "attacks": {"fgsm": [0.1]}},
         "table5_ablation": {"datasets": ["digits"], "K": [2], "methods": ["pdd"], "attacks": {"pgd": [0.3]}},
+        "table6_adversarial_training": {"datasets": ["digits"], "K": [2], "methods": ["advt_fgsm"],
+                                        "attacks": {"fgsm": [0.1]}},
         "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
+    }
+    two = {"dataset": "digits", "K": 2, "methods": ["baseline", "pdd"]}
+    cfg["figures"] = {
+        "figure2_discrimination": {**two, "num_images": 50},
+        "figure3_gradient_angles": {**two, "num_images": 50},
+        "figure4_pgd_strength": {**two, "attacks": {"pgd": [0.1, 0.3], "pgd_l2": [1.0]}},
     }
     return cfg
 

@@ -62,7 +62,7 @@ def test_bad_config_is_rejected_before_any_job(tmp_path: Path, edit, key: str) -
 
 @pytest.mark.slow
 def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
-    snakemake(tiny_workdir, "all_tables", "--configfile", "tiny.yaml")
+    snakemake(tiny_workdir, "all", "--configfile", "tiny.yaml")
     tables = tiny_workdir / "results" / "tables"
     t2 = pd.read_csv(tables / "table2_whitebox_k3.csv")
     clean = t2[t2["attack"] == "none"].set_index("method")
@@ -83,5 +83,12 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     assert (timing["value"] > 0).all()
     assert "| baseline |" in (tables / "timing.md").read_text()
     assert "No attack" in (tables / "table2_whitebox_k3.md").read_text()
+    entropy = pd.read_csv(tables / "table1_entropy.csv").set_index("method")["value"]
+    assert set(entropy.index) == {"baseline", "pdd"} and entropy.between(0, 1).all()
+    t6 = pd.read_csv(tables / "table6_adversarial_training.csv")
+    assert set(t6["attack"]) == {"none", "fgsm"} and set(t6["method"]) == {"advt_fgsm"}
+    for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength"):
+        png = tiny_workdir / "results" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # Nothing left to do: a second run plans no job.
-    assert "Nothing to be done" in snakemake(tiny_workdir, "all_tables", "-n", "--configfile", "tiny.yaml").stdout
+    assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n", "--configfile", "tiny.yaml").stdout

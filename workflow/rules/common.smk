@@ -3,7 +3,7 @@
 import os
 
 import pdd
-from pdd.config import intervals_for, problems
+from pdd.config import intervals_for, outputs, problems
 from pdd.methods import get_method
 
 _problems = problems(config)
@@ -11,6 +11,7 @@ if _problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
 
 VERSION = pdd.__version__
+OUTPUTS = outputs(config)
 RESULTS = "results"
 MODEL_DIR = RESULTS + "/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 EVAL_DIR = RESULTS + "/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
@@ -18,6 +19,7 @@ TABLES = RESULTS + "/tables"
 FIGURES = RESULTS + "/figures"
 LOGS = RESULTS + "/logs"
 PAPER_RESULTS = os.path.join(workflow.basedir, "config", "paper_results.csv")
+SUITES = ["whitebox", *[name for name, spec in OUTPUTS.items() if "attacks" in spec and name != "table4_blackbox"]]
 
 
 wildcard_constraints:
@@ -28,6 +30,7 @@ wildcard_constraints:
     seed=r"\d+",
     attack=r"[a-z_0-9]+",
     threat=r"blackbox_(oblivious|adaptive)",
+    suite="|".join(SUITES),
 
 
 def model(dataset, K, method, seed, arch=None):
@@ -36,25 +39,21 @@ def model(dataset, K, method, seed, arch=None):
     return MODEL_DIR.format(dataset=dataset, arch=arch, K=K, method=method, seed=seed) + "/ensemble.pt"
 
 
-def train_log(dataset, K, method, seed):
-    return model(dataset, K, method, seed).replace("ensemble.pt", "train_log.csv")
-
-
 def evaluation(kind, dataset, K, method, seed, name):
-    """Path of one evaluation result of a defended ensemble (kind: whitebox or a black-box threat)."""
+    """Path of one evaluation of a defended ensemble: kind is an attack suite, a black-box threat, or 'diversity'."""
     base = EVAL_DIR.format(dataset=dataset, arch=config["model"]["arch"], K=K, method=method, seed=seed)
-    return f"{base}/{kind}/{name}.json"
+    return f"{base}/{kind}/{name}"
 
 
-def grid(table):
-    """(dataset, K, method, seed) of every defended ensemble a table reports."""
-    t = config["tables"][table]
-    return [(d, k, m, s) for d in t["datasets"] for k in t["K"] for m in t["methods"] for s in config["seeds"]]
+def grid(name):
+    """(dataset, K, method, seed) of every defended ensemble an output reports."""
+    spec = OUTPUTS[name]
+    return [(d, k, m, s) for d in spec["datasets"] for k in spec["K"] for m in spec["methods"] for s in config["seeds"]]
 
 
-def table_attacks(table, dataset):
-    """{attack: [params]} of a table: its own list, else the dataset's."""
-    return config["tables"][table].get("attacks") or config["attacks"][dataset]
+def suite_attacks(suite, dataset):
+    """{attack: [params]} of an attack suite: the dataset's list ('whitebox') or an output's own list."""
+    return config["attacks"][dataset] if suite == "whitebox" else OUTPUTS[suite]["attacks"]
 
 
 def width(arch):
@@ -73,5 +72,5 @@ def surrogate(threat, dataset, K, method, seed):
     return model(dataset, K, method, seed, config["surrogates"]["adaptive"]["arch"])
 
 
-def references(table):
-    return [f"--reference {ours}={paper}" for ours, paper in config["tables"][table].get("reference", {}).items()]
+def references(name):
+    return " ".join(f"--reference {ours}={paper}" for ours, paper in OUTPUTS[name].get("reference", {}).items())

@@ -10,27 +10,13 @@ def attack_args(params):
     return flags + "".join(f" --param {p}" for p in params)
 
 
-def whitebox_params(w):
-    """Parameters of a white-box attack job: the dataset's list plus any table's own list."""
-    if w.attack == "none":
-        return []
-    params = set(config["attacks"].get(w.dataset, {}).get(w.attack, []))
-    for name, table in config["tables"].items():
-        params.update(table.get("attacks", {}).get(w.attack, []) if name != "table4_blackbox" else [])
-    return sorted(params)
-
-
-def transfer_params(w):
-    return config["tables"]["table4_blackbox"]["attacks"][w.attack]
-
-
 rule whitebox:
     input:
         MODEL_DIR + "/ensemble.pt",
     output:
-        EVAL_DIR + "/whitebox/{attack}.json",
+        EVAL_DIR + "/{suite}/{attack}.json",
     params:
-        args=lambda w: attack_args(whitebox_params(w)),
+        args=lambda w: attack_args([] if w.attack == "none" else suite_attacks(w.suite, w.dataset)[w.attack]),
         data_root=config["data_root"],
         device=config["device"],
         version=VERSION,
@@ -40,7 +26,7 @@ rule whitebox:
         runtime=12 * 60,
         mem_mb=16000,
     log:
-        LOGS + "/whitebox/{dataset}_{arch}_K{K}_{method}_seed{seed}_{attack}.log",
+        LOGS + "/whitebox/{dataset}_{arch}_K{K}_{method}_seed{seed}_{suite}_{attack}.log",
     conda:
         "../../envs/pdd.yaml"
     shell:
@@ -55,7 +41,7 @@ rule transfer:
     output:
         EVAL_DIR + "/{threat}/{attack}.json",
     params:
-        args=lambda w: attack_args(transfer_params(w)),
+        args=lambda w: attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
         data_root=config["data_root"],
         device=config["device"],
         version=VERSION,
@@ -72,3 +58,29 @@ rule transfer:
         "pdd transfer --surrogate {input.surrogate} --target {input.target} --threat {wildcards.threat}"
         " --attack {wildcards.attack} {params.args} --data-root {params.data_root} --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule diversity:
+    input:
+        MODEL_DIR + "/ensemble.pt",
+    output:
+        json=EVAL_DIR + "/diversity/entropy.json",
+        csv=EVAL_DIR + "/diversity/per_image.csv",
+    params:
+        num_images=lambda w: f"--num-images {n}" if (n := config["diversity"]["num_images"]) else "",
+        seed=config["evaluation"]["seed"],
+        data_root=config["data_root"],
+        device=config["device"],
+        version=VERSION,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=2 * 60,
+        mem_mb=16000,
+    log:
+        LOGS + "/diversity/{dataset}_{arch}_K{K}_{method}_seed{seed}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd diversity --model {input} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
+        " --device {params.device} --threads {threads} --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"

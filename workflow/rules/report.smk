@@ -1,34 +1,23 @@
-def whitebox_inputs(table):
-    """Result files of a white-box table: clean accuracy and every attack of the table, per model."""
-    files = []
-    for dataset, k, method, seed in grid(table):
-        for attack in ["none", *table_attacks(table, dataset)]:
-            files.append(evaluation("whitebox", dataset, k, method, seed, attack))
-    return files
-
-
-def blackbox_inputs(table):
-    files = []
-    for dataset, k, method, seed in grid(table):
-        files.append(evaluation("whitebox", dataset, k, method, seed, "none"))
-        for threat in ("blackbox_oblivious", "blackbox_adaptive"):
-            files += [evaluation(threat, dataset, k, method, seed, a) for a in table_attacks(table, dataset)]
-    return files
-
-
 def table_inputs(name):
-    if name == "timing":
-        return [train_log(*key) for key in grid(name)]
-    if name == "table4_blackbox":
-        return blackbox_inputs(name)
-    return whitebox_inputs(name)
+    """Result files of a table: per defended ensemble, clean accuracy plus the table's attacks."""
+    files = []
+    for dataset, k, method, seed in grid(name):
+        def result(kind, file):
+            return evaluation(kind, dataset, k, method, seed, file)
 
-
-def only_flags(name):
-    """Keep just the table's own (attack, param) pairs when it lists them (Table 5)."""
-    if name != "table5_ablation":
-        return ""
-    return " ".join(f"--only {a}:{p}" for a, ps in config["tables"][name]["attacks"].items() for p in ps)
+        if name == "timing":
+            files.append(model(dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
+        elif name == "table1_entropy":
+            files.append(result("diversity", "entropy.json"))
+        elif name == "table4_blackbox":
+            files.append(result("whitebox", "none.json"))
+            for threat in ("blackbox_oblivious", "blackbox_adaptive"):
+                files += [result(threat, f"{a}.json") for a in OUTPUTS[name]["attacks"]]
+        else:
+            suite = name if "attacks" in OUTPUTS[name] else "whitebox"
+            clean = [] if name == "table5_ablation" else [result("whitebox", "none.json")]
+            files += clean + [result(suite, f"{a}.json") for a in suite_attacks(suite, dataset)]
+    return files
 
 
 rule table:
@@ -37,18 +26,40 @@ rule table:
         paper=PAPER_RESULTS,
     output:
         csv=report(TABLES + "/{name}.csv", category="Tables", subcategory="{name}", caption="../report/table.rst"),
-        md=TABLES + "/{name}.md",
+        md=report(TABLES + "/{name}.md", category="Tables", subcategory="{name}", caption="../report/table.rst"),
     params:
-        references=lambda w: " ".join(references(w.name)),
-        only=lambda w: only_flags(w.name),
+        references=lambda w: references(w.name),
         version=VERSION,
     log:
         LOGS + "/table/{name}.log",
     conda:
         "../../envs/pdd.yaml"
     shell:
-        "pdd table --name {wildcards.name} --paper {input.paper} {params.references} {params.only}"
+        "pdd table --name {wildcards.name} --paper {input.paper} {params.references}"
         " --out-csv {output.csv} --out-md {output.md} {input.results} > {log} 2>&1"
+
+
+def figure_inputs(name):
+    if name == "figure4_pgd_strength":
+        return [evaluation(name, *key, f"{a}.json") for key in grid(name) for a in OUTPUTS[name]["attacks"]]
+    return [evaluation("diversity", *key, "per_image.csv") for key in grid(name)]
+
+
+rule figure:
+    input:
+        lambda w: figure_inputs(w.name),
+    output:
+        report(FIGURES + "/{name}.png", category="Figures", subcategory="{name}", caption="../report/{name}.rst"),
+    params:
+        methods=lambda w: " ".join(f"--method {m}" for m in OUTPUTS[w.name]["methods"]),
+        num_images=lambda w: f"--num-images {n}" if (n := OUTPUTS[w.name].get("num_images")) else "",
+        version=VERSION,
+    log:
+        LOGS + "/figure/{name}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd figure --name {wildcards.name} {params.methods} {params.num_images} --out {output} {input} > {log} 2>&1"
 
 
 rule all_tables:
@@ -58,4 +69,4 @@ rule all_tables:
 
 rule all_figures:
     input:
-        [],
+        expand(FIGURES + "/{name}.png", name=list(config.get("figures", {}))),

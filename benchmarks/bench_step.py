@@ -1,0 +1,183 @@
+"""Seconds per training step of each method, and the vectorised PDD keep rates vs a per-sample loop.
+
+Run by hand (not collected by pytest), e.g.
+
+    python benchmarks/bench_step.py --threads 2 --reps 20 --warmup 2   # ~90 s on 2 idle CPU cores
+
+One training step = optimizer.zero_grad + pdd.methods.backward_step + optimizer.step (SGD with the
+official recipe's lr / momentum / weight decay). For every configuration, all methods train their own
+copy of the SAME initial ensemble (PDD methods add the PDD layer, which has no parameters) on the
+SAME batch; after warm-up the methods are alternated round-robin, `reps` times, so that drifts of the
+machine hit all methods alike. Reported: median seconds/step and the ratio to baseline's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import time
+
+import torch
+
+from pdd.dropout import keep_probabilities
+from pdd.methods import Hyper, backward_step, get_method
+from pdd.models import Ensemble, EnsembleSpec
+
+METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg")
+PRESETS = {
+    # name: (description, width, channels, size, classes, members, batch)
+    "cifar": ("ResNet-18 w16, 3x32x32, 100 classes", 16, 3, 32, 100, 3, 64),
+    "demo": ("demo: ResNet-18 w8, 1x8x8, 10 classes", 8, 1, 8, 10, 3, 64),
+}
+PDD = {"num_intervals": 10, "alpha": 0.9, "beta": 0.1}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_methods(width, channels, size, classes, members, batch, device, warmup, reps, seed=0):
+    """Median seconds per step of each method, methods alternated round-robin."""
+    torch.manual_seed(seed)
+    base = Ensemble(EnsembleSpec("resnet18", members, classes, channels, width=width))
+    state = base.state_dict()
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(batch, channels, size, size, generator=gen).to(device)
+    y = torch.randint(0, classes, (batch,), generator=gen).to(device)
+    hyper = Hyper()
+    runs = {}
+    for name in METHOD_NAMES:
+        method = get_method(name)
+        spec = EnsembleSpec("resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.pdd else {})
+        model = Ensemble(spec)
+        model.load_state_dict(copy.deepcopy(state))  # identical initial weights for every method
+        model.to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
+        runs[name] = (model, method, opt)
+
+    def step(name: str) -> float:
+        model, method, opt = runs[name]
+        sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss, _ = backward_step(model, method, hyper, x, y)
+        opt.step()
+        sync(device)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{name}: non-finite loss {loss}")
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        for name in METHOD_NAMES:
+            step(name)
+    times = {name: [] for name in METHOD_NAMES}
+    for _ in range(reps):
+        for name in METHOD_NAMES:
+            times[name].append(step(name))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def keep_probabilities_loop(features: torch.Tensor, k: int, m: int, alpha: float, beta: float) -> torch.Tensor:
+    """Eq. 2 with a Python loop over samples (and members / intervals inside), as the official code does."""
+    b, kc = features.shape
+    c = kc // k
+    out = torch.empty_like(features)
+    for i in range(b):
+        row = features[i]
+        u, v = row.min().item(), row.max().item()
+        if v == u:
+            bins = torch.zeros(kc, dtype=torch.long, device=row.device)
+        else:
+            bins = ((row - u) * m / (v - u)).floor().long().clamp(0, m - 1)
+        counts = torch.bincount(bins, minlength=m).tolist()
+        priority = sorted(range(m), key=lambda n: (-counts[n], n))[:k]
+        for member in range(k):
+            own = bins[member * c:(member + 1) * c]
+            keep = torch.empty(c, dtype=features.dtype, device=features.device)
+            for n in range(m):
+                sel = own == n
+                keep[sel] = alpha if n == priority[member] else beta * (1 - sel.sum().item() / c)
+            out[i, member * c:(member + 1) * c] = keep
+    return out
+
+
+def time_keep_probabilities(batch, members, feature_dim, m, device, reps):
+    gen = torch.Generator().manual_seed(3)
+    f = torch.randn(batch, members * feature_dim, generator=gen).relu().to(device)
+    fast = keep_probabilities(f, members, m, 0.9, 0.1)
+    slow = keep_probabilities_loop(f, members, m, 0.9, 0.1)
+    if not torch.allclose(fast, slow):
+        raise RuntimeError("vectorised keep_probabilities disagrees with the per-sample loop")
+
+    def med(fn, n):
+        t = []
+        for _ in range(n):
+            sync(device)
+            t0 = time.perf_counter()
+            fn(f, members, m, 0.9, 0.1)
+            sync(device)
+            t.append(time.perf_counter() - t0)
+        return statistics.median(t)
+
+    return med(keep_probabilities, max(20, reps * 10)), med(keep_probabilities_loop, max(3, reps // 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=[*PRESETS, "all"], default="all")
+    parser.add_argument("--width", type=int, help="override the preset's ResNet-18 width")
+    parser.add_argument("--channels", type=int, help="override the preset's input channels")
+    parser.add_argument("--size", type=int, help="override the preset's input height = width")
+    parser.add_argument("--classes", type=int, help="override the preset's number of classes")
+    parser.add_argument("--members", "-k", type=int, help="override the preset's K")
+    parser.add_argument("--batch", type=int, help="override the preset's batch size")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reps", type=int, default=7, help="timed round-robin rounds per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed round-robin rounds first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: leave as is)")
+    parser.add_argument("--skip-dropout", action="store_true", help="skip the keep_probabilities timing")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    presets = list(PRESETS) if args.preset == "all" else [args.preset]
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"reps {args.reps} (after {args.warmup} warm-up rounds), PDD M={PDD['num_intervals']} "
+          f"alpha={PDD['alpha']} beta={PDD['beta']}\n")
+
+    for preset in presets:
+        desc, width, channels, size, classes, members, batch = PRESETS[preset]
+        width = args.width or width
+        channels = args.channels or channels
+        size = args.size or size
+        classes = args.classes or classes
+        members = args.members or members
+        batch = args.batch or batch
+        title = (f"{preset}: ResNet-18 width {width}, {channels}x{size}x{size}, {classes} classes, "
+                 f"batch {batch}, K={members}")
+        start = time.perf_counter()
+        med = time_methods(width, channels, size, classes, members, batch, device, args.warmup, args.reps)
+        print(f"### {title}  ({time.perf_counter() - start:.0f} s)\n")
+        print("| method | median s/step | ratio to baseline |")
+        print("|---|---:|---:|")
+        for name in METHOD_NAMES:
+            print(f"| {name} | {med[name]:.4f} | {med[name] / med['baseline']:.2f} |")
+        print()
+
+    if not args.skip_dropout:
+        members = args.members or 3
+        feature_dim = 512
+        fast, slow = time_keep_probabilities(64, members, feature_dim, PDD["num_intervals"], device, args.reps)
+        print(f"### PDD keep rates, features [64, {members}*{feature_dim}], M={PDD['num_intervals']}\n")
+        print("| implementation | median s/call | speed-up |")
+        print("|---|---:|---:|")
+        print(f"| per-sample Python loop | {slow:.5f} | 1.0 |")
+        print(f"| pdd.dropout.keep_probabilities (vectorised) | {fast:.5f} | {slow / fast:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
