@@ -70,19 +70,17 @@ def backward_step(model: Ensemble, method: Method, hyper: Hyper, x: torch.Tensor
 
 
 def _deg_backward(model: Ensemble, lam: float, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """L_ECE + lambda * L_g with input gradients g_k of each member's CE (eq. 3-4).
+    """L_ECE + lambda * L_g with input gradients g_k of each member's CE (eq. 3-4), second order.
 
-    Each member sees its own copy of x, so one backward pass yields all K input gradients;
-    the same pass gives dL_ECE/dtheta, so only the penalty needs the second-order pass.
+    Each member sees its own copy of x, so one backward pass yields all K input gradients
+    (PDD's mask is sampled, so no gradient crosses members). Only dL/dx keeps its graph: also
+    keeping dL_ECE/dtheta's graph to skip the final forward backward measured 20% slower.
     """
     k = model.num_members
     xs = x.unsqueeze(0).expand(k, *x.shape).clone().requires_grad_(True)
     logits = model(xs)
     ece = ensemble_cross_entropy(logits, y)
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_x, *grad_ece = torch.autograd.grad(ece, [xs, *params], create_graph=True)
+    (grad_x,) = torch.autograd.grad(ece, xs, create_graph=True)
     penalty = gradient_dispersion(grad_x)
-    grad_pen = torch.autograd.grad(lam * penalty, params, allow_unused=True, materialize_grads=True)
-    for p, g_ece, g_pen in zip(params, grad_ece, grad_pen):
-        p.grad = g_ece.detach() + g_pen
+    (ece + lam * penalty).backward()
     return ece.item() + lam * penalty.item(), logits.detach()
