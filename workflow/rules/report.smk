@@ -49,7 +49,7 @@ rule figure:
     input:
         lambda w: figure_inputs(w.name),
     output:
-        report(FIGURES + "/{name}.png", category="Figures", subcategory="{name}", caption="../report/{name}.rst"),
+        report(FIGURES + "/{name}.png", category="Figures", subcategory="{name}", caption="../report/figure.rst"),
     params:
         methods=lambda w: " ".join(f"--method {m}" for m in OUTPUTS[w.name]["methods"]),
         num_images=lambda w: f"--num-images {n}" if (n := OUTPUTS[w.name].get("num_images")) else "",
