@@ -1,3 +1,9 @@
+# Dataset download / extraction: runs on the submitting host (cluster nodes are often offline).
+
+
+localrules: prepare_data
+
+
 rule prepare_data:
     output:
         RESULTS + "/data/{dataset}.json",
