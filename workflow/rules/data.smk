@@ -9,6 +9,7 @@ rule prepare_data:
         RESULTS + "/data/{dataset}.json",
     params:
         root=config["data_root"],
+        version=VERSION,
     log:
         LOGS + "/prepare_data/{dataset}.log",
     conda:
