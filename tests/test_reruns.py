@@ -1,0 +1,105 @@
+"""Reruns after a change: `snakemake -n` on a finished tiny run plans exactly the affected jobs.
+
+One real run (module fixture) of a tiny grid: baseline and PDD ensembles, two white-box attacks,
+the clean evaluation, Table 2, timing and Figure 4 (which has its own PGD attack jobs). Each test
+changes one thing and compares the planned jobs with the set it must be.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SNAKEFILE, snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+Job = tuple[str, str]  # (rule, first output)
+
+
+def _config() -> dict:
+    cfg = tiny_config()
+    cfg["attacks"] = {"digits": {"fgsm": [0.1], "pgd": [0.3]}}
+    two = {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]}
+    cfg["tables"] = {"table2_whitebox_k3": dict(two), "timing": dict(two)}
+    cfg["figures"] = {"figure4_pgd_strength": {"dataset": "digits", "K": 2, "methods": ["baseline", "pdd"],
+                                               "attacks": {"pgd": [0.1]}}}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("reruns")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(_config()))
+    snakemake(work, "all", "--configfile", "tiny.yaml")
+    return work
+
+
+def _planned(stdout: str) -> set[Job]:
+    """(rule, first output) of every job a dry run plans."""
+    jobs = set()
+    for block in re.split(r"\n(?=\[[^\]]+\]\n)", stdout):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule:
+            output = re.search(r"^\s+output: ([^,\s]+)", block, re.M)
+            jobs.add((rule.group(1), output.group(1) if output else ""))
+    return jobs
+
+
+def _dry_run(work: Path, cfg: dict, *extra: str, python_prelude: str | None = None) -> set[Job]:
+    (work / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["-s", str(SNAKEFILE), "--cores", "2", "all", "-n", *extra, "--configfile", "changed.yaml"]
+    if python_prelude is None:
+        proc = subprocess.run(["snakemake", *args], cwd=work, capture_output=True, text=True)
+    else:  # the same snakemake CLI, after `python_prelude` ran in its process
+        code = f"{python_prelude}\nimport sys\nfrom snakemake.cli import main\nsys.exit(main())"
+        proc = subprocess.run([sys.executable, "-c", code, *args], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return _planned(proc.stdout)
+
+
+def _everything(work: Path) -> set[Job]:
+    return _dry_run(work, _config(), "--forceall")
+
+
+def test_nothing_to_do_after_the_run(finished_run: Path) -> None:
+    assert _dry_run(finished_run, _config()) == set()
+    assert len(_everything(finished_run)) == 15  # the full DAG, for the comparisons below
+
+
+def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path) -> None:
+    cfg = _config()
+    cfg["pdd"]["alpha"] = 0.8
+    planned = _dry_run(finished_run, cfg)
+    pdd = {job for job in _everything(finished_run) if "/pdd/" in job[1]}
+    assert {rule for rule, _ in pdd} == {"train", "whitebox"} and len(pdd) == 5  # train, none, fgsm, pgd, fig4 pgd
+    assert planned == pdd | {
+        ("table", "results/tables/table2_whitebox_k3.csv"),
+        ("table", "results/tables/timing.csv"),
+        ("figure", "results/figures/figure4_pgd_strength.png"),
+        ("all", ""),
+    }
+    assert not any("/baseline/" in output for _, output in planned)
+
+
+def test_one_attack_eps_reruns_only_that_attack_and_its_table(finished_run: Path) -> None:
+    cfg = _config()
+    cfg["attacks"]["digits"]["fgsm"] = [0.2]
+    assert _dry_run(finished_run, cfg) == {
+        ("whitebox", "results/eval/digits/resnet18/K2/baseline/seed0/whitebox/fgsm.json"),
+        ("whitebox", "results/eval/digits/resnet18/K2/pdd/seed0/whitebox/fgsm.json"),
+        ("table", "results/tables/table2_whitebox_k3.csv"),
+        ("all", ""),
+    }  # no training, no other attack, no timing table, and Figure 4 (its own PGD jobs) untouched
+
+
+def test_new_package_version_reruns_everything(finished_run: Path) -> None:
+    planned = _dry_run(finished_run, _config(), python_prelude="import pdd; pdd.__version__ = '9.9.9'")
+    assert planned == _everything(finished_run)
+    # and the same wrapper without a version change plans nothing (the wrapper itself changes nothing)
+    assert _dry_run(finished_run, _config(), python_prelude="import pdd") == set()
