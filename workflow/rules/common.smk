@@ -13,11 +13,11 @@ if _problems:
 VERSION = pdd.__version__
 OUTPUTS = outputs(config)
 RESULTS = "results"
-MODEL_DIR = RESULTS + "/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
-EVAL_DIR = RESULTS + "/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
-TABLES = RESULTS + "/tables"
-FIGURES = RESULTS + "/figures"
-LOGS = RESULTS + "/logs"
+MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
+EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
+TABLES = "results/tables"
+FIGURES = "results/figures"
+LOGS = "results/logs"
 PAPER_RESULTS = os.path.join(workflow.basedir, "config", "paper_results.csv")
 SUITES = ["whitebox", *[name for name, spec in OUTPUTS.items() if "attacks" in spec and name != "table4_blackbox"]]
 
@@ -36,7 +36,7 @@ wildcard_constraints:
 def model(dataset, K, method, seed, arch=None):
     """Path of a trained ensemble (the defended architecture unless `arch` is given)."""
     arch = arch or config["model"]["arch"]
-    return MODEL_DIR.format(dataset=dataset, arch=arch, K=K, method=method, seed=seed) + "/ensemble.pt"
+    return f"{MODEL_DIR}/ensemble.pt".format(dataset=dataset, arch=arch, K=K, method=method, seed=seed)
 
 
 def evaluation(kind, dataset, K, method, seed, name):
@@ -74,3 +74,25 @@ def surrogate(threat, dataset, K, method, seed):
 
 def references(name):
     return " ".join(f"--reference {ours}={paper}" for ours, paper in OUTPUTS[name].get("reference", {}).items())
+
+
+def train_params(w):
+    """Every config value that determines the trained ensemble (a change reruns it)."""
+    recipe, t = config["datasets"][w.dataset], config["training"]
+    method, k = get_method(w.method), int(w.K)
+    adv = config["adversarial_training"].get(method.adversarial or "", {})
+    args = {
+        "epochs": recipe["epochs"], "batch-size": t["batch_size"], "lr": t["lr"], "momentum": t["momentum"],
+        "weight-decay": t["weight_decay"], "lr-min": t["lr_min"], "width": width(w.arch),
+    }
+    if method.pdd:
+        args.update({"pdd-intervals": intervals_for(config, k), "pdd-alpha": config["pdd"]["alpha"],
+                     "pdd-beta": config["pdd"]["beta"]})
+    if method.deg:
+        args["deg-lambda"] = config["deg"]["lambda"]
+    if method.adp:
+        args.update({"adp-alpha": config["adp"]["alpha"], "adp-beta": config["adp"]["beta"]})
+    if method.adversarial:
+        args.update({"adv-eps": adv["eps"], "adv-steps": adv.get("steps", 1)})
+    flags = " ".join(f"--{key} {value}" for key, value in args.items())
+    return flags + (" --augment" if recipe["augment"] else " --no-augment")

@@ -6,12 +6,12 @@ localrules: prepare_data
 
 rule prepare_data:
     output:
-        RESULTS + "/data/{dataset}.json",
+        "results/data/{dataset}.json",
     params:
         root=config["data_root"],
         version=VERSION,
     log:
-        LOGS + "/prepare_data/{dataset}.log",
+        "results/logs/prepare_data/{dataset}.log",
     conda:
         "../../envs/pdd.yaml"
     shell:
