@@ -25,7 +25,7 @@ import yaml
 from conftest import REPO, SNAKEFILE, tiny_config
 
 PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
-GPU_RULES = {"train", "whitebox", "transfer", "diversity"}
+GPU_RULES = {"train", "whitebox", "transfer", "diversity"}  # at least these; _gpu_rules() reads the workflow
 BINARIES = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun"]
 PARTITION = "pddtest"
 
@@ -224,19 +224,27 @@ def _slurm_config() -> dict:
     return cfg
 
 
+def _gpu_rules() -> set[str]:
+    """Rules of the workflow that declare `resources: gpu=1`."""
+    text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    bodies = re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S)
+    return {m.group(1) for m in bodies if re.search(r"^\s+gpu=1,?$", m.group(2), re.M)}
+
+
 def test_profile_requests_a_gpu_for_every_gpu_rule() -> None:
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
-    assert set(profile["default-resources"]) >= {"slurm_partition", "slurm_account"}
     assert list(profile)[0] == "default-resources"  # the one place to edit, at the top
-    assert set(profile["set-resources"]) == GPU_RULES
+    assert set(profile["default-resources"]) >= {"slurm_partition", "slurm_account"}
+    gpu_rules = _gpu_rules()
+    assert gpu_rules >= GPU_RULES and set(profile["set-resources"]) >= gpu_rules
     for rule, res in profile["set-resources"].items():
         assert res["gpu"] == 1 and res["runtime"] > 0 and res["mem_mb"] > 0, rule
-        assert "gres" not in res.get("slurm_extra", "") and "gpus" not in res.get("slurm_extra", "")
-    rules = {m.group(1): m.group(2) for m in re.finditer(
-        r"^rule (\w+):\n(.*?)(?=^rule |\Z)", "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")),
-        re.M | re.S)}
-    assert GPU_RULES == {name for name, body in rules.items() if re.search(r"\bgpu=1\b", body)}
+        assert not re.search(r"--(gres|gpus)", res.get("slurm_extra", "")), rule  # the plugin forbids them there
+    sources = [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]
+    lines = re.findall(r"^localrules:\s*(.+)$", "\n".join(p.read_text() for p in sources), re.M)
+    local = {name.strip() for line in lines for name in line.split(",")}
+    assert {"prepare_data", "table", "figure"} <= local and not local & gpu_rules
 
 
 @pytest.mark.slow
