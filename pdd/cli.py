@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import torch
@@ -175,6 +176,60 @@ def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None
 
 
 @main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
+              help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
+@click.option("--eps", "eps_values", type=float, multiple=True, required=True, help="L-inf budget; repeatable.")
+@click.option("--apgd-iterations", default=100, show_default=True)
+@click.option("--apgd-restarts", default=5, show_default=True)
+@click.option("--pgd-steps", "pgd_steps", type=int, multiple=True, default=(10, 50, 200), show_default=True,
+              help="PGD step counts of the convergence check; repeatable.")
+@click.option("--pgd-restarts", default=5, show_default=True, help="Random starts at the largest step count.")
+@click.option("--step-fraction", default=0.1, show_default=True, help="PGD step size / eps.")
+@click.option("--transfer-steps", default=50, show_default=True, help="PGD steps on the surrogate.")
+@click.option("--diagnostic-eps", default=0.5, show_default=True)
+@click.option("--diagnostic-max-accuracy", default=5.0, show_default=True,
+              help="Accuracy (% of initially correct) allowed at --diagnostic-eps.")
+@click.option("--unbounded-eps", default=1.0, show_default=True)
+@click.option("--diagnostic-steps", default=200, show_default=True, help="PGD steps at the diagnostic eps values.")
+@click.option("--noise-images", default=1, show_default=True, help="Tolerance of the transfer and convergence checks.")
+@click.option("--num-images", type=int, help="Test images to attack (default: all).")
+@click.option("--batch-size", default=500, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Image subset and random starts.")
+@click.option("--data-root", default="resources", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int)
+def strong(model_path: str, surrogate_path: str | None, eps_values: tuple[float, ...], num_images: int | None,
+           data_root: str, out: str, device: str, threads: int | None, **opts) -> None:
+    """Strong evaluation: APGD-CE, APGD-DLR and PGD with restarts, worst case per image, and four
+    gradient-masking diagnostics; writes a result JSON."""
+    from pdd import data
+    from pdd.attacks import select_images
+    from pdd.devices import select_device
+    from pdd.io import write_json
+    from pdd.strong import StrongSettings, evaluate
+
+    _threads(threads)
+    try:
+        settings = StrongSettings(**{**opts, "pgd_steps": tuple(sorted(opts["pgd_steps"]))})
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    dev = select_device(device)
+    model, cfg = _load(model_path, dev)
+    surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
+    x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, settings.seed)
+    records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
+    key = {"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "arch": cfg["arch"],
+           "seed": cfg["seed"], "model": model_path, "surrogate": surrogate_path}
+    write_json(out, [{**key, **r} for r in records])
+    for r in records:
+        if r["threat"] != "diagnostic" or r["metric"] == "passed":
+            label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
+            click.echo(f"{r['threat']:<18} {label:<22} {r['value']:6.2f}  {r.get('detail', '')}", err=True)
+
+
+@main.command()
 @click.option("--name", required=True, help="Output table name, e.g. table2_whitebox_k3.")
 @click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", multiple=True, help="OURS=PAPER: show the paper's PAPER numbers beside dataset OURS.")
@@ -183,12 +238,18 @@ def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def table(name: str, paper_csv: str, reference: tuple[str, ...], out_csv: str, out_md: str,
           inputs: tuple[str, ...]) -> None:
-    """Build table NAME from result JSONs (or, for `timing`, training logs)."""
+    """Build table NAME from result JSONs (or, for `timing`, training logs; for `table_strong_evaluation`,
+    `pdd strong` results and the white-box PGD results)."""
     from pdd import tables
 
     ref = dict(item.split("=", 1) for item in reference)
     results = tables.timing_results(list(inputs)) if name == "timing" else tables.read_results(list(inputs))
-    df = tables.build_table(name, results, paper_csv, ref, out_csv, out_md)
+    if name == tables.STRONG_TABLE:
+        df = tables.build_strong_table(results, paper_csv, ref, out_csv, out_md)
+        for line in (ln for ln in (Path(out_md).read_text().splitlines()) if ln.startswith(tables.MASKING_WARNING)):
+            click.echo(line, err=True)
+    else:
+        df = tables.build_table(name, results, paper_csv, ref, out_csv, out_md)
     click.echo(f"{out_csv}: {len(df)} rows")
 
 
@@ -233,19 +294,22 @@ def diversity(model_path: str, num_images: int | None, batch_size: int, seed: in
 
 @main.command()
 @click.option("--name", required=True, type=click.Choice(["figure2_discrimination", "figure3_gradient_angles",
-                                                          "figure4_pgd_strength"]))
+                                                          "figure4_pgd_strength", "figure_strong_steps"]))
 @click.option("--method", "methods", multiple=True, required=True, help="Methods in plotting order; repeatable.")
 @click.option("--num-images", type=int, help="Figures 2-3: at most this many commonly correct images.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def figure(name: str, methods: tuple[str, ...], num_images: int | None, out: str, inputs: tuple[str, ...]) -> None:
-    """Draw figure NAME from per-image diversity CSVs (Figures 2, 3) or PGD sweep results (Figure 4)."""
+    """Draw figure NAME from per-image diversity CSVs (Figures 2, 3), PGD sweep results (Figure 4) or
+    strong-evaluation results (figure_strong_steps)."""
     import pandas as pd
 
     from pdd import figures, tables
 
     if name == "figure4_pgd_strength":
         figures.pgd_strength(tables.read_results(list(inputs)), list(methods), out)
+    elif name == "figure_strong_steps":
+        figures.strong_steps(tables.read_results(list(inputs)), list(methods), out)
     else:
         per_image = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
         measure = "fisher" if name == "figure2_discrimination" else "angle"

@@ -72,3 +72,47 @@ def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
         ax.grid(alpha=0.3)
     axes[0].legend()
     _save(fig, out)
+
+
+def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> None:
+    """Strong evaluation: accuracy against PGD steps (log axis), one line per method and one panel per
+    (dataset, K, eps); a diamond = PGD with restarts at the largest step count; dashed = the worst case
+    over every white-box attack. Mean over seeds."""
+    whitebox = results[(results["threat"] == "whitebox") & (results["metric"] == "accuracy_pct")]
+    pgd = whitebox[whitebox["attack"].str.match(r"pgd_\d+") & whitebox["steps"].notna()]
+    panels = sorted(set(zip(pgd["dataset"], pgd["K"], pgd["param"])))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.8 * max(len(panels), 1), 4), squeeze=False)
+    for ax, (dataset, k, eps) in zip(axes[0], panels):
+        def select(df: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
+            keep = (df["dataset"] == dataset) & (df["K"] == k) & (df["param"] == eps)
+            return df[keep & (df["method"] == method)] if method else df[keep]
+
+        steps = sorted(select(pgd)["steps"].unique())
+        for i, method in enumerate(methods):
+            mine, runs = select(whitebox, method), select(pgd, method)
+            single = runs[runs["restarts"] == 1].groupby("steps")["value"].mean()
+            if single.empty:
+                continue
+            ax.plot(single.index, single.to_numpy(), marker="o", color=f"C{i}", label=method)
+            restarts = runs[runs["restarts"] > 1].groupby("steps")["value"].mean()
+            ax.scatter(restarts.index, restarts.to_numpy(), marker="D", s=50, facecolors="none", color=f"C{i}")
+            worst = mine.loc[mine["attack"] == "worst_case", "value"].mean()
+            if not pd.isna(worst):
+                ax.axhline(worst, linestyle="--", color=f"C{i}", alpha=0.6)
+        if 10 in steps:
+            ax.axvline(10, linestyle=":", color="gray")
+            ax.annotate("paper protocol", (10, 101), fontsize=7, color="gray", ha="center", va="top")
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [f"{s:g}" for s in steps])
+        ax.minorticks_off()
+        ax.set_xlabel("PGD steps (step = eps/10, one random start)")
+        ax.set_ylabel("accuracy (%) on initially correct images")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{dataset}, K={k}, $L_\\infty$ eps={eps:g}")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], marker="D", linestyle="none", markerfacecolor="none", color="gray"),
+                plt.Line2D([], [], linestyle="--", color="gray")]
+    labels += ["PGD with restarts", "worst case (all attacks)"]
+    axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
+    _save(fig, out)

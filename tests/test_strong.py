@@ -1,0 +1,262 @@
+"""The strong evaluation: worst case per image, APGD's strength, the paper protocol inside it, and the four
+gradient-masking diagnostics on an ordinary ensemble and on ensembles built to mask gradients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import REPO
+from pdd.attacks import AttackSettings, predict, run_attack, select_images
+from pdd.data import get_dataset
+from pdd.models import Ensemble, load_ensemble
+from pdd.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
+from pdd.tables import MASKING_WARNING, build_strong_table, read_results
+from pdd.training import TrainConfig, train
+
+CPU = torch.device("cpu")
+FAST = StrongSettings(apgd_iterations=10, apgd_restarts=2, pgd_steps=(10, 30), pgd_restarts=2, transfer_steps=10,
+                      diagnostic_steps=30, batch_size=200)
+EPS = 0.2  # on 2-epoch digits models PGD-10 leaves ~15%, transfer ~70%: room for every check to fail
+
+
+class SaturatedEnsemble(nn.Module):
+    """Member logits scaled by 1e4: the float32 softmax saturates to exactly one-hot, so log(mean softmax)
+    has zero input gradient almost everywhere (CE and DLR alike); the prediction becomes the members' vote."""
+
+    def __init__(self, base: Ensemble, scale: float = 1e4):
+        super().__init__()
+        self.base, self.spec, self.scale = base, base.spec, scale
+
+    @property
+    def num_members(self) -> int:
+        return self.base.num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) * self.scale
+
+    def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(x), dim=-1).mean(0).clamp_min(1e-30).log()
+
+
+class TurncoatEnsemble(nn.Module):
+    """A stateful defence: honest gradients for the first `honest` gradient queries after any prediction
+    query, reversed afterwards, so a longer attack undoes what its first steps did."""
+
+    def __init__(self, base: Ensemble, honest: int = 10):
+        super().__init__()
+        self.base, self.spec, self.honest, self.queries = base, base.spec, honest, 0
+
+    @property
+    def num_members(self) -> int:
+        return self.base.num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x)
+
+    def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.base.log_mean_prob(x)
+        if not torch.is_grad_enabled():  # a prediction query: a new attack starts
+            self.queries = 0
+            return z
+
+        def turn(grad: torch.Tensor) -> torch.Tensor:
+            self.queries += 1
+            return grad if self.queries <= self.honest else -grad
+
+        z.register_hook(turn)
+        return z
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Ensemble, Ensemble]:
+    """(target, surrogate): a ResNet-18 and an independent VGG-16 digits ensemble, a few seconds each."""
+    root = tmp_path_factory.mktemp("strong")
+    train(TrainConfig("digits", "baseline", 2, width=4, epochs=4), root, root / "m.pt", root / "m.csv")
+    train(TrainConfig("digits", "baseline", 2, arch="vgg16", width=4, epochs=4, seed=1), root, root / "s.pt",
+          root / "s.csv")
+    return load_ensemble(root / "m.pt"), load_ensemble(root / "s.pt")
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    return select_images(get_dataset("digits", "test", "."), 60, seed=0)
+
+
+def _by_name(records: list[dict]) -> dict[tuple[str, object], dict]:
+    return {(r["attack"], r["param"]): r for r in records}
+
+
+@pytest.fixture(scope="module")
+def ordinary(models, images) -> list[dict]:
+    return evaluate(models[0], *images, [0.1, EPS], FAST, CPU, models[1])
+
+
+@pytest.fixture(scope="module")
+def saturated(models, images) -> list[dict]:
+    return evaluate(SaturatedEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
+
+
+@pytest.fixture(scope="module")
+def turncoat(models, images) -> list[dict]:
+    return evaluate(TurncoatEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
+
+
+def test_worst_case_is_every_attack_at_once(models, images) -> None:
+    x, y = images
+    clean = predict(models[0], x, CPU) == y
+    results = attack_eps(models[0], x, y, clean, 0.1, FAST, CPU, models[1])
+    whitebox = {k: r["robust"] for k, r in results.items() if k not in ("worst_case", "transfer")}
+    assert set(whitebox) == {"pgd_10", "pgd_30", "pgd_30x2", "apgd_ce", "apgd_dlr"}
+    worst = results["worst_case"]["robust"]
+    expected = clean.clone()
+    for robust in whitebox.values():
+        assert not (worst & ~robust).any()           # robust in the worst case -> robust under each attack
+        assert not (robust & ~clean).any()           # robust implies initially correct
+        expected &= robust
+    assert torch.equal(worst, expected)
+    assert not (whitebox["pgd_30x2"] & ~whitebox["pgd_30"]).any()  # restarts keep the first run's successes
+    assert int(worst.sum()) < int(whitebox["pgd_10"].sum())         # the paper's attack is not the worst case
+
+
+def test_worst_case_record_never_above_any_single_attack(ordinary) -> None:
+    for eps in (0.1, EPS):
+        attacks = [r for r in ordinary if r["param"] == eps and r["threat"] == "whitebox"]
+        worst = next(r for r in attacks if r["attack"] == "worst_case")
+        assert len(attacks) == 6
+        assert all(worst["value"] <= r["value"] and worst["n_robust"] <= r["n_robust"] for r in attacks)
+
+
+def test_pgd_10_inside_the_strong_evaluation_is_the_paper_protocol(models, images, ordinary) -> None:
+    """Same images, seed and ART attack: the strong table's PGD-10 equals the white-box suite's number."""
+    x, y = images
+    protocol = run_attack(models[0], x, y, "pgd", EPS, AttackSettings(batch_size=200), CPU)
+    assert _by_name(ordinary)[("pgd_10", EPS)]["value"] == pytest.approx(protocol["accuracy_on_correct"])
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "difference_logits_ratio"])
+def test_apgd_reaches_near_zero_accuracy_at_a_large_eps_within_its_budget(models, images, loss: str) -> None:
+    x, y = images
+    clean = predict(models[0], x, CPU) == y
+    x_adv = apgd(models[0], x, y, 0.3, loss, StrongSettings(apgd_iterations=20, apgd_restarts=1), CPU)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    robust = clean & (predict(models[0], x_adv, CPU) == y)
+    assert clean.sum() > 50 and robust.sum() <= 0.05 * clean.sum()
+
+
+def test_saturated_ensemble_really_has_no_gradient(models, images) -> None:
+    """The masked fixture does what it claims: still accurate, zero gradient for nearly every image."""
+    x, y = images
+    masked = SaturatedEnsemble(models[0])
+    xg = x.clone().requires_grad_(True)
+    loss = nn.functional.nll_loss(masked.log_mean_prob(xg), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xg)
+    assert (grad.flatten(1).abs().sum(1) == 0).float().mean() > 0.8
+    assert (predict(masked, x, CPU) == y).float().mean() > 0.8
+
+
+def _diagnostics(records: list[dict]) -> dict[str, dict]:
+    return {r["attack"]: r for r in records if r["metric"] == "passed"}
+
+
+def test_ordinary_ensemble_passes_every_diagnostic(ordinary) -> None:
+    found = _diagnostics(ordinary)
+    assert set(found) == {"eps_growth", "unbounded", "transfer", "convergence"}
+    assert all(r["value"] == 1.0 for r in found.values()), found
+
+
+@pytest.mark.parametrize("masked, check", [
+    ("saturated", "eps_growth"), ("saturated", "unbounded"), ("saturated", "transfer"),
+    ("turncoat", "eps_growth"), ("turncoat", "unbounded"), ("turncoat", "convergence"),
+])
+def test_each_diagnostic_flags_an_ensemble_built_to_mask_gradients(request, masked: str, check: str) -> None:
+    found = _diagnostics(request.getfixturevalue(masked))[check]
+    assert found["value"] == 0.0 and found["detail"]
+
+
+def test_masked_ensembles_look_more_robust_under_pgd_than_the_ordinary_one(ordinary, saturated, turncoat) -> None:
+    """Why the diagnostics matter: the masked ensembles' PGD numbers are inflated."""
+    base = _by_name(ordinary)[("pgd_30", EPS)]["value"]
+    assert _by_name(saturated)[("pgd_30", EPS)]["value"] > base + 30
+    assert _by_name(turncoat)[("pgd_30", EPS)]["value"] > base + 30
+
+
+def _mask(n_true: int, n: int = 20) -> torch.Tensor:
+    return torch.arange(n) < n_true
+
+
+def _per_eps(counts: dict[str, int]) -> dict[float, dict[str, dict]]:
+    return {0.1: {name: {"robust": _mask(c)} for name, c in counts.items()}}
+
+
+@pytest.mark.parametrize("counts, passed", [
+    ({"pgd_10": 8, "pgd_50": 9, "pgd_200": 9}, True),    # one image of noise is tolerated
+    ({"pgd_10": 8, "pgd_50": 8, "pgd_200": 10}, False),  # two are not
+    ({"pgd_10": 8, "pgd_50": 5, "pgd_200": 2}, True),
+])
+def test_convergence_check_by_hand(counts: dict[str, int], passed: bool) -> None:
+    s = StrongSettings(pgd_steps=(10, 50, 200))
+    found = diagnose(_per_eps({**counts, "worst_case": 2}), _mask(18), None, None, s)["convergence"]
+    assert found["passed"] is passed
+
+
+@pytest.mark.parametrize("transfer, passed", [(6, True), (5, True), (4, False)])
+def test_transfer_check_by_hand(transfer: int, passed: bool) -> None:
+    s = StrongSettings(pgd_steps=(10,))
+    per_eps = _per_eps({"pgd_10": 6, "worst_case": 6, "transfer": transfer})
+    assert diagnose(per_eps, _mask(18), None, None, s)["transfer"]["passed"] is passed
+
+
+def test_transfer_check_without_surrogate_is_not_run() -> None:
+    s = StrongSettings(pgd_steps=(10,))
+    found = diagnose(_per_eps({"pgd_10": 6, "worst_case": 6}), _mask(18), None, None, s)["transfer"]
+    assert found["passed"] is None and "no surrogate" in found["detail"]
+
+
+@pytest.mark.parametrize("left, passed", [(1, True), (2, False)])
+def test_large_eps_and_unbounded_checks_by_hand(left: int, passed: bool) -> None:
+    """20 initially correct images, limit 5%: one left (5%) passes, two (10%) warn; unbounded wants none."""
+    s = StrongSettings(pgd_steps=(10,), diagnostic_max_accuracy=5.0)
+    found = diagnose(_per_eps({"pgd_10": 3, "worst_case": 3}), _mask(20), _mask(left), _mask(left - 1), s)
+    assert found["eps_growth"]["passed"] is passed
+    assert found["eps_growth"]["value"] == pytest.approx(5.0 * left)
+    assert found["unbounded"]["passed"] is (left == 1)
+
+
+def _write(path: Path, records: list[dict], method: str) -> Path:
+    key = {"dataset": "digits", "K": 3, "method": method, "seed": 0}  # K=3: the paper has a row
+    path.write_text(json.dumps([{**key, **r} for r in records]))
+    return path
+
+
+def test_table_puts_the_protocol_beside_the_worst_case_and_warns(tmp_path: Path, ordinary, saturated) -> None:
+    protocol = [{"dataset": "digits", "K": 3, "method": m, "seed": 0, "threat": "whitebox", "attack": "pgd",
+                 "param": p, "metric": "accuracy_pct", "value": v} for m in ("baseline", "adp") for p, v in
+                ((0.1, 61.0), (EPS, 14.0), (0.4, 0.0))]
+    files = [_write(tmp_path / "o.json", ordinary, "baseline"), _write(tmp_path / "s.json", saturated, "adp")]
+    (tmp_path / "p.json").write_text(json.dumps(protocol))
+    df = build_strong_table(read_results(files + [tmp_path / "p.json"]), REPO / "config" / "paper_results.csv",
+                            {"digits": "fashion_mnist"}, tmp_path / "t.csv", tmp_path / "t.md")
+    pgd = df[df["attack"] == "pgd"]
+    assert set(zip(pgd["method"], pgd["param"])) == {("baseline", 0.1), ("baseline", EPS), ("adp", EPS)}  # no 0.4
+    clean = df[(df["attack"] == "none")].set_index("method")
+    assert clean.loc["baseline", "paper"] == pytest.approx(94.37)  # Table 2, Fashion-MNIST stand-in
+    md = (tmp_path / "t.md").read_text()
+    warnings = [line for line in md.splitlines() if line.startswith(MASKING_WARNING)]
+    assert warnings and all(" adp: " in line for line in warnings)
+    assert {"(a)", "(b)", "(c)"} <= {w.split(": ")[3].split()[0] for w in warnings}
+    row = next(line for line in md.splitlines() if line.startswith("| digits | 3 | baseline | ") and f"| {EPS:g} |" in line)
+    worst = df[(df["attack"] == "worst_case") & (df["method"] == "baseline") & (df["param"] == EPS)]["value"].iloc[0]
+    assert f"| 14.00 | **{worst:.2f}** | {worst - 14.0:+.2f} |" in row
+    written = pd.read_csv(tmp_path / "t.csv")
+    assert set(written.loc[written["metric"] == "passed", "status"]) == {"pass", "warn"}
+
+    only_ordinary = build_strong_table(read_results(files[:1] + [tmp_path / "p.json"]),
+                                       REPO / "config" / "paper_results.csv", {}, tmp_path / "u.csv", tmp_path / "u.md")
+    assert (only_ordinary.loc[only_ordinary["metric"] == "passed", "status"] == "pass").all()
+    assert MASKING_WARNING not in (tmp_path / "u.md").read_text()
