@@ -14,7 +14,8 @@ SNAKEFILE = REPO / "Snakefile"
 
 
 def tiny_config() -> dict:
-    """The demo config cut down to minutes: K=2, two epochs, 40 images, one parameter per attack."""
+    """The demo config cut down to minutes: K=2, two epochs, 40 images, one parameter per attack, a short
+    strong evaluation."""
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg = copy.deepcopy(cfg)
     cfg["datasets"]["digits"]["epochs"] = 2
@@ -35,7 +36,13 @@ def tiny_config() -> dict:
         "table6_adversarial_training": {"datasets": ["digits"], "K": [2], "methods": ["advt_fgsm"],
                                         "attacks": {"fgsm": [0.1]}},
         "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
+        "table_strong_evaluation": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
+                                    "reference": {"digits": "fashion_mnist"}},
     }
+    # Strong evaluation at the white-box PGD eps, on the same 40 images, with every attack a few steps long.
+    cfg["strong_evaluation"].update(num_images=40, eps={"digits": [0.3]}, apgd={"iterations": 5, "restarts": 1},
+                                    pgd={"steps": [10, 20], "restarts": 2}, transfer_steps=5)
+    cfg["strong_evaluation"]["diagnostics"].update(steps=20)
     two = {"dataset": "digits", "K": 2, "methods": ["baseline", "pdd"]}
     cfg["figures"] = {
         "figure2_discrimination": {**two, "num_images": 50},

@@ -48,6 +48,11 @@ def test_paper_config_plans_every_training_job(tmp_path: Path) -> None:
     (lambda c: c["training"].update(batch_size=-64), "batch_size"),
     (lambda c: c["model"].update(arch="resnet50"), "arch"),
     (lambda c: c["pdd"]["intervals"].update({5: 4}), "pdd.intervals"),
+    (lambda c: c["strong_evaluation"]["eps"].update(cifar100=[0.03]), "strong_evaluation.eps.cifar100"),
+    (lambda c: c["strong_evaluation"]["pgd"].update(steps=[200, 10]), "strong_evaluation.pgd.steps"),
+    (lambda c: c["strong_evaluation"]["diagnostics"].update(max_accuracy_pct=150), "max_accuracy_pct"),
+    (lambda c: c.pop("strong_evaluation"), "strong_evaluation"),
+    (lambda c: c["surrogates"]["oblivious"].update(arch="resnet18"), "surrogates.oblivious"),
 ])
 def test_bad_config_is_rejected_before_any_job(tmp_path: Path, edit, key: str) -> None:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -87,8 +92,28 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     assert set(entropy.index) == {"baseline", "pdd"} and entropy.between(0, 1).all()
     t6 = pd.read_csv(tables / "table6_adversarial_training.csv")
     assert set(t6["attack"]) == {"none", "fgsm"} and set(t6["method"]) == {"advt_fgsm"}
-    for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength"):
+    _check_strong_table(tables, t2)
+    for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength", "figure_strong_steps"):
         png = tiny_workdir / "results" / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # Nothing left to do: a second run plans no job.
     assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n", "--configfile", "tiny.yaml").stdout
+
+
+def _check_strong_table(tables: Path, t2: pd.DataFrame) -> None:
+    """The strong table: the paper protocol beside the worst case, for both ensembles, with its diagnostics."""
+    strong = pd.read_csv(tables / "table_strong_evaluation.csv")
+    acc = strong[(strong["metric"] == "accuracy_pct") & (strong["threat"] == "whitebox") & (strong["param"] == 0.3)]
+    for method in ("baseline", "pdd"):
+        mine = acc[acc["method"] == method].set_index("attack")["value"]
+        assert {"pgd", "pgd_10", "pgd_20", "pgd_20x2", "apgd_ce", "apgd_dlr", "worst_case"} <= set(mine.index)
+        assert (mine["worst_case"] <= mine.drop(["pgd", "worst_case"])).all()
+        # Same images, seed and attack: the strong run's PGD-10 is the white-box suite's (Table 2) number.
+        table2 = t2[(t2["attack"] == "pgd") & (t2["method"] == method)]["value"].iloc[0]
+        assert mine["pgd_10"] == pytest.approx(table2) and mine["pgd"] == pytest.approx(table2)
+    diagnostics = strong[strong["metric"] == "passed"]
+    assert len(diagnostics) == 8 and set(diagnostics["status"]) <= {"pass", "warn"}
+    md = (tables / "table_strong_evaluation.md").read_text()
+    assert "| digits | 2 | pdd |" in md and "## Gradient-masking diagnostics" in md
+    warned = set(diagnostics.loc[diagnostics["status"] == "warn", "method"])
+    assert ("WARNING: possible gradient masking" in md) == bool(warned)

@@ -84,3 +84,43 @@ rule diversity:
     shell:
         "pdd diversity --model {input} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
+
+
+def strong_args(dataset):
+    """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles."""
+    s, d = config["strong_evaluation"], config["strong_evaluation"]["diagnostics"]
+    flags = [f"--eps {eps}" for eps in s["eps"][dataset]]
+    flags += [f"--apgd-iterations {s['apgd']['iterations']}", f"--apgd-restarts {s['apgd']['restarts']}"]
+    flags += [f"--pgd-steps {n}" for n in s["pgd"]["steps"]] + [f"--pgd-restarts {s['pgd']['restarts']}"]
+    flags += [f"--transfer-steps {s['transfer_steps']}", f"--diagnostic-eps {d['eps']}",
+              f"--diagnostic-max-accuracy {d['max_accuracy_pct']}", f"--unbounded-eps {d['unbounded_eps']}",
+              f"--diagnostic-steps {d['steps']}", f"--noise-images {d['noise_images']}",
+              f"--batch-size {s['batch_size']}", f"--seed {config['evaluation']['seed']}"]
+    if s["num_images"]:
+        flags.append(f"--num-images {s['num_images']}")
+    return " ".join(flags)
+
+
+rule strong:
+    input:
+        model=f"{MODEL_DIR}/ensemble.pt",
+        surrogate=lambda w: surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
+    output:
+        f"{EVAL_DIR}/strong/evaluation.json",
+    params:
+        args=lambda w: strong_args(w.dataset),
+        data_root=config["data_root"],
+        device=config["device"],
+        version=VERSION,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
+    log:
+        "results/logs/strong/{dataset}_{arch}_K{K}_{method}_seed{seed}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd strong --model {input.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

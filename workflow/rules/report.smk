@@ -1,3 +1,7 @@
+STRONG_TABLE = "table_strong_evaluation"
+STRONG_FIGURE = "figure_strong_steps"  # drawn whenever the strong table is requested
+
+
 def table_inputs(name):
     """Result files of a table: per defended ensemble, clean accuracy plus the table's attacks."""
     files = []
@@ -7,6 +11,8 @@ def table_inputs(name):
 
         if name == "timing":
             files.append(model(dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
+        elif name == STRONG_TABLE:  # the strong evaluation beside the paper protocol's PGD (white-box suite)
+            files += [result("strong", "evaluation.json"), result("whitebox", "pgd.json")]
         elif name == "table1_entropy":
             files.append(result("diversity", "entropy.json"))
         elif name == "table4_blackbox":
@@ -39,7 +45,14 @@ rule table:
         " --out-csv {output.csv} --out-md {output.md} {input.results} > {log} 2>&1"
 
 
+def figure_spec(name):
+    """An output's config entry; the strong figure follows the strong table's."""
+    return OUTPUTS[STRONG_TABLE] if name == STRONG_FIGURE else OUTPUTS[name]
+
+
 def figure_inputs(name):
+    if name == STRONG_FIGURE:
+        return [evaluation("strong", *key, "evaluation.json") for key in grid(STRONG_TABLE)]
     if name == "figure4_pgd_strength":
         return [evaluation(name, *key, f"{a}.json") for key in grid(name) for a in OUTPUTS[name]["attacks"]]
     return [evaluation("diversity", *key, "per_image.csv") for key in grid(name)]
@@ -51,8 +64,8 @@ rule figure:
     output:
         report(FIGURES + "/{name}.png", category="Figures", subcategory="{name}", caption="../report/figure.rst"),
     params:
-        methods=lambda w: " ".join(f"--method {m}" for m in OUTPUTS[w.name]["methods"]),
-        num_images=lambda w: f"--num-images {n}" if (n := OUTPUTS[w.name].get("num_images")) else "",
+        methods=lambda w: " ".join(f"--method {m}" for m in figure_spec(w.name)["methods"]),
+        num_images=lambda w: f"--num-images {n}" if (n := figure_spec(w.name).get("num_images")) else "",
         version=VERSION,
     log:
         LOGS + "/figure/{name}.log",
@@ -69,4 +82,5 @@ rule all_tables:
 
 rule all_figures:
     input:
-        expand(FIGURES + "/{name}.png", name=list(config.get("figures", {}))),
+        expand(FIGURES + "/{name}.png",
+               name=list(config.get("figures", {})) + ([STRONG_FIGURE] if STRONG_TABLE in config["tables"] else [])),
