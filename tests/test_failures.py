@@ -3,7 +3,9 @@ workflow is restarted, and a failing job leaves nothing Snakemake would take as 
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import SNAKEFILE, snakemake, tiny_config
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 MODEL = "results/models/digits/resnet18/K2/baseline/seed0"
 TRAIN_LOG = "results/logs/train/digits_resnet18_K2_baseline_seed0.log"
-EPOCHS = 12  # about 0.5 s each here: long enough to be caught mid-run (after epoch 2), short to finish
+EPOCHS = 12  # about 0.5 s each here: killed after epochs 2 and 4, short enough to finish
 
 
 def _workdir(tmp_path: Path, epochs: int) -> Path:
@@ -54,46 +57,63 @@ def _epochs_logged(work: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("kill_snakemake", [False, True], ids=["train-process", "train-and-snakemake"])
-def test_killed_training_resumes_after_restart(tmp_path: Path, kill_snakemake: bool) -> None:
-    work = _workdir(tmp_path, EPOCHS)
-    cmd = ["snakemake", "-s", str(SNAKEFILE), "--cores", "2", f"{MODEL}/ensemble.pt", "--configfile", "tiny.yaml"]
+def _run_and_kill(work: Path, after_epoch: int, kill_snakemake: bool, *flags: str) -> str:
+    """Start the training job under Snakemake; once epoch `after_epoch` is checkpointed, SIGKILL the
+    `pdd train` process (first Snakemake itself too if `kill_snakemake`: the whole job dies, as on a
+    node failure). Returns the run's output."""
+    cmd = ["snakemake", "-s", str(SNAKEFILE), "--cores", "2", f"{MODEL}/ensemble.pt", *flags, "--configfile", "tiny.yaml"]
     run = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while _epochs_logged(work) < 2 or not (work / MODEL / "ensemble.pt.state").exists():
-            assert run.poll() is None and time.monotonic() < deadline, "training never got to epoch 2"
+        while _epochs_logged(work) < after_epoch or not (work / MODEL / "ensemble.pt.state").exists():
+            assert run.poll() is None and time.monotonic() < deadline, f"training never got to epoch {after_epoch}"
             time.sleep(0.1)
         pid = _pdd_train_pid(work)
         assert pid is not None
-        if kill_snakemake:  # the whole job dies at once, as on a node failure
+        if kill_snakemake:
             run.send_signal(signal.SIGKILL)
             run.wait(timeout=30)
         os.kill(pid, signal.SIGKILL)
-        first = run.communicate(timeout=60)[0]
+        out = run.communicate(timeout=60)[0]
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
     assert run.returncode != 0
-    if not kill_snakemake:
-        assert "Error in rule train" in first
     assert not (work / MODEL / "ensemble.pt").exists()
-    assert (work / MODEL / "ensemble.pt.state").exists()   # not an output: Snakemake leaves it
+    assert (work / MODEL / "ensemble.pt.state").exists()  # not an output: Snakemake leaves it
+    return out
 
-    if kill_snakemake:
-        # A half-written train_log.csv is left behind, but marked incomplete: Snakemake refuses to take it.
-        assert (work / MODEL / "train_log.csv").exists()
-        snakemake(work, "--unlock", "--configfile", "tiny.yaml")  # the killed run's lock
-        refused = snakemake(work, f"{MODEL}/ensemble.pt", "-n", "--configfile", "tiny.yaml", check=False)
-        assert refused.returncode != 0 and "incomplete" in (refused.stdout + refused.stderr).lower()
-    else:
-        assert not (work / MODEL / "train_log.csv").exists()  # Snakemake removed the failed job's outputs
 
+def _resumed_after(work: Path) -> int:
+    """The epoch the last training job resumed after, from its log."""
+    text = (work / TRAIN_LOG).read_text()
+    match = re.search(rf"pdd: resuming {re.escape(MODEL)}/ensemble.pt after epoch (\d+)", text)
+    assert match, text[-2000:]
+    return int(match.group(1))
+
+
+def test_killed_training_resumes_after_restart(tmp_path: Path) -> None:
+    work = _workdir(tmp_path, EPOCHS)
+    # 1. The training process is killed while Snakemake runs it: Snakemake sees the job fail.
+    out = _run_and_kill(work, 2, kill_snakemake=False)
+    assert "Error in rule train" in out
+    assert not (work / MODEL / "train_log.csv").exists()  # Snakemake removed the failed job's outputs
+
+    # 2. The restarted job resumes; then the whole job dies (Snakemake and training at once).
+    _run_and_kill(work, 4, True, "--rerun-incomplete")
+    first = _resumed_after(work)
+    assert first >= 2
+    # The half-written train_log.csv is left behind but marked incomplete: Snakemake will not take it.
+    assert (work / MODEL / "train_log.csv").exists()
+    snakemake(work, "--unlock", "--configfile", "tiny.yaml")  # the killed run's lock
+    refused = snakemake(work, f"{MODEL}/ensemble.pt", "-n", "--configfile", "tiny.yaml", check=False)
+    assert refused.returncode != 0 and "incomplete" in (refused.stdout + refused.stderr).lower()
+
+    # 3. Restarted again, it resumes where the second run stopped and finishes.
     snakemake(work, f"{MODEL}/ensemble.pt", "--rerun-incomplete", "--configfile", "tiny.yaml")
-    resumed = (work / TRAIN_LOG).read_text()
-    done = int(resumed.split(" after epoch ")[1].split()[0])
-    assert f"pdd: resuming {MODEL}/ensemble.pt after epoch {done}" in resumed and 2 <= done < EPOCHS
+    second = _resumed_after(work)
+    assert first < second < EPOCHS
     log = pd.read_csv(work / MODEL / "train_log.csv")
     assert list(log["epoch"]) == list(range(1, EPOCHS + 1))    # every epoch once: resumed, not restarted
     assert (work / MODEL / "ensemble.pt").exists() and not (work / MODEL / "ensemble.pt.state").exists()
@@ -102,11 +122,18 @@ def test_killed_training_resumes_after_restart(tmp_path: Path, kill_snakemake: b
 
 def test_failing_attack_leaves_no_output(tmp_path: Path) -> None:
     work = _workdir(tmp_path, 1)
-    snakemake(work, f"{MODEL}/ensemble.pt", "--configfile", "tiny.yaml")
-    checkpoint = work / MODEL / "ensemble.pt"
-    data = checkpoint.read_bytes()
-    checkpoint.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or a cut copy
+    # A trained ensemble's files, planted (no training run needed): the checkpoint is cut short, as by a
+    # full disk or an interrupted copy. Snakemake takes them as given and runs only the attack.
+    (work / "results" / "data").mkdir(parents=True)
+    (work / "results" / "data" / "digits.json").write_text("{}")
+    (work / MODEL).mkdir(parents=True)
+    (work / MODEL / "train_log.csv").write_text("epoch\n1\n")
+    buffer = io.BytesIO()
+    torch.save({"format": "anything", "weights": torch.zeros(1000)}, buffer)
+    (work / MODEL / "ensemble.pt").write_bytes(buffer.getvalue()[:2000])
     target = "results/eval/digits/resnet18/K2/baseline/seed0/whitebox/fgsm.json"
+    plan = snakemake(work, target, "-n", "--configfile", "tiny.yaml").stdout
+    assert "rule whitebox:" in plan and "rule train:" not in plan and "rule prepare_data:" not in plan
 
     failed = snakemake(work, target, "--configfile", "tiny.yaml", check=False)
     assert failed.returncode != 0 and "Error in rule whitebox" in failed.stdout + failed.stderr

@@ -1,8 +1,8 @@
 """Reruns after a change: `snakemake -n` on a finished tiny run plans exactly the affected jobs.
 
 One real run (module fixture) of a tiny grid: baseline and PDD ensembles, two white-box attacks,
-the clean evaluation, Table 2, timing and Figure 4 (which has its own PGD attack jobs). Each test
-changes one thing and compares the planned jobs with the set it must be.
+the clean evaluation, Table 2, timing and Figure 4 of the PDD ensemble (its own PGD attack job).
+Each test changes one thing and compares the planned jobs with the set it must be.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _config() -> dict:
     cfg["attacks"] = {"digits": {"fgsm": [0.1], "pgd": [0.3]}}
     two = {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]}
     cfg["tables"] = {"table2_whitebox_k3": dict(two), "timing": dict(two)}
-    cfg["figures"] = {"figure4_pgd_strength": {"dataset": "digits", "K": 2, "methods": ["baseline", "pdd"],
+    cfg["figures"] = {"figure4_pgd_strength": {"dataset": "digits", "K": 2, "methods": ["pdd"],
                                                "attacks": {"pgd": [0.1]}}}
     return cfg
 
@@ -63,20 +63,22 @@ def _dry_run(work: Path, cfg: dict, *extra: str, python_prelude: str | None = No
     return _planned(proc.stdout)
 
 
-def _everything(work: Path) -> set[Job]:
-    return _dry_run(work, _config(), "--forceall")
+@pytest.fixture(scope="module")
+def everything(finished_run: Path) -> set[Job]:
+    """Every job of the DAG (a forced dry run)."""
+    return _dry_run(finished_run, _config(), "--forceall")
 
 
-def test_nothing_to_do_after_the_run(finished_run: Path) -> None:
+def test_nothing_to_do_after_the_run(finished_run: Path, everything: set[Job]) -> None:
     assert _dry_run(finished_run, _config()) == set()
-    assert len(_everything(finished_run)) == 15  # the full DAG, for the comparisons below
+    assert len(everything) == 14  # the full DAG, for the comparisons below
 
 
-def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path) -> None:
+def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path, everything: set[Job]) -> None:
     cfg = _config()
     cfg["pdd"]["alpha"] = 0.8
     planned = _dry_run(finished_run, cfg)
-    pdd = {job for job in _everything(finished_run) if "/pdd/" in job[1]}
+    pdd = {job for job in everything if "/pdd/" in job[1]}
     assert {rule for rule, _ in pdd} == {"train", "whitebox"} and len(pdd) == 5  # train, none, fgsm, pgd, fig4 pgd
     assert planned == pdd | {
         ("table", "results/tables/table2_whitebox_k3.csv"),
@@ -98,8 +100,8 @@ def test_one_attack_eps_reruns_only_that_attack_and_its_table(finished_run: Path
     }  # no training, no other attack, no timing table, and Figure 4 (its own PGD jobs) untouched
 
 
-def test_new_package_version_reruns_everything(finished_run: Path) -> None:
+def test_new_package_version_reruns_everything(finished_run: Path, everything: set[Job]) -> None:
     planned = _dry_run(finished_run, _config(), python_prelude="import pdd; pdd.__version__ = '9.9.9'")
-    assert planned == _everything(finished_run)
+    assert planned == everything
     # and the same wrapper without a version change plans nothing (the wrapper itself changes nothing)
     assert _dry_run(finished_run, _config(), python_prelude="import pdd") == set()

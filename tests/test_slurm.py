@@ -191,7 +191,10 @@ def _test_profile(directory: Path) -> Path:
     profile.update({
         "slurm-no-account": True,                   # no accounting database to validate an account against
         "slurm-status-command": "squeue",           # sacct needs slurmdbd; squeue asks slurmctld
-        "slurm-init-seconds-before-status-checks": 1,
+        # The plugin checks job status after this many seconds, then waits 10 s longer after every check
+        # that finds no job finished: with 5, a tiny job here (two Snakemake starts and one pdd run,
+        # 12-18 s) is seen done at the second check, about 20 s after submission.
+        "slurm-init-seconds-before-status-checks": 5,
         "slurm-keep-successful-logs": True,
         "latency-wait": 5,
         "retries": 0,
