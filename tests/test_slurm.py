@@ -279,6 +279,9 @@ def test_workflow_runs_on_slurm(slurm_cluster: Cluster, tmp_path: Path) -> None:
         assert len(logs) == 1 and "Finished job" in logs[0].read_text(), job_id
     assert sorted((rule, len(ids)) for rule, ids in by_rule.items()) == [("train", 1), ("whitebox", 2)]
     assert {"prepare_data", "table"}.isdisjoint(by_rule)        # localrules stay on the submit host
+    if (os.cpu_count() or 1) >= 2:  # two CPUs, two GPUs: the two attack jobs ran side by side, so the
+        first, second = sorted((jobs[i]["StartTime"], jobs[i]["EndTime"]) for i in by_rule["whitebox"])
+        assert second[0] < first[1]  # local profile's `resources: gpu=1` did not cap the cluster run
     train_log = next((work / ".snakemake" / "slurm_logs").glob(f"rule_train/**/{by_rule['train'][0]}.log"))
     assert "pdd train" in train_log.read_text()
 
