@@ -12,9 +12,6 @@ import pytest
 from conftest import REPO, SNAKEFILE
 
 SNAKEFILES = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
-# Findings in files another change owns (helper functions still beside their rules, paths built with '+').
-# strict: once that change lands these pass, and the marker must go.
-PENDING = {"workflow/rules/evaluate.smk", "workflow/rules/report.smk"}
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +44,10 @@ def test_every_rule_has_a_log_and_a_conda_env(lint: subprocess.CompletedProcess)
             assert (smk.parent / env).resolve().parent == REPO / "envs" and (smk.parent / env).resolve().exists()
 
 
-@pytest.mark.parametrize("snakefile", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="lint findings pending in a file owned elsewhere"))
-    if name in PENDING else name
-    for name in SNAKEFILES
-])
+@pytest.mark.parametrize("snakefile", SNAKEFILES)
 def test_snakefile_has_no_findings(lint: subprocess.CompletedProcess, snakefile: str) -> None:
     assert _findings(lint).get(f"snakefile {REPO / snakefile}", []) == []
 
 
-@pytest.mark.xfail(strict=True, reason="lint findings pending in workflow/rules/evaluate.smk and report.smk")
 def test_lint_is_clean(lint: subprocess.CompletedProcess) -> None:
     assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr

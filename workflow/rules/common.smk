@@ -96,3 +96,73 @@ def train_params(w):
         args.update({"adv-eps": adv["eps"], "adv-steps": adv.get("steps", 1)})
     flags = " ".join(f"--{key} {value}" for key, value in args.items())
     return flags + (" --augment" if recipe["augment"] else " --no-augment")
+
+
+def attack_args(params):
+    """CLI flags of the attack protocol (config.evaluation) and the attack's parameters."""
+    e = config["evaluation"]
+    flags = (f"--batch-size {e['batch_size']} --seed {e['seed']} --steps {e['steps']}"
+             f" --jsma-theta {e['jsma_theta']} --cw-confidence {e['cw']['confidence']}"
+             f" --cw-learning-rate {e['cw']['learning_rate']} --cw-max-iter {e['cw']['max_iter']}"
+             f" --cw-binary-search-steps {e['cw']['binary_search_steps']}")
+    if e["num_images"]:
+        flags += f" --num-images {e['num_images']}"
+    return flags + "".join(f" --param {p}" for p in params)
+
+
+def strong_args(dataset):
+    """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles."""
+    s, d = config["strong_evaluation"], config["strong_evaluation"]["diagnostics"]
+    flags = [f"--eps {eps}" for eps in s["eps"][dataset]]
+    flags += [f"--apgd-iterations {s['apgd']['iterations']}", f"--apgd-restarts {s['apgd']['restarts']}"]
+    flags += [f"--pgd-steps {n}" for n in s["pgd"]["steps"]] + [f"--pgd-restarts {s['pgd']['restarts']}"]
+    flags += [f"--transfer-steps {s['transfer_steps']}", f"--diagnostic-eps {d['eps']}",
+              f"--diagnostic-max-accuracy {d['max_accuracy_pct']}", f"--unbounded-eps {d['unbounded_eps']}",
+              f"--diagnostic-steps {d['steps']}", f"--noise-images {d['noise_images']}",
+              f"--batch-size {s['batch_size']}", f"--seed {config['evaluation']['seed']}"]
+    if s["num_images"]:
+        flags.append(f"--num-images {s['num_images']}")
+    return " ".join(flags)
+
+
+STRONG_TABLE = "table_strong_evaluation"
+
+
+STRONG_FIGURE = "figure_strong_steps"  # drawn whenever the strong table is requested
+
+
+def table_inputs(name):
+    """Result files of a table: per defended ensemble, clean accuracy plus the table's attacks."""
+    files = []
+    for dataset, k, method, seed in grid(name):
+        def result(kind, file):
+            return evaluation(kind, dataset, k, method, seed, file)
+
+        if name == "timing":
+            files.append(model(dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
+        elif name == STRONG_TABLE:  # the strong evaluation beside the paper protocol's PGD (white-box suite)
+            files += [result("strong", "evaluation.json"), result("whitebox", "pgd.json")]
+        elif name == "table1_entropy":
+            files.append(result("diversity", "entropy.json"))
+        elif name == "table4_blackbox":
+            files.append(result("whitebox", "none.json"))
+            for threat in ("blackbox_oblivious", "blackbox_adaptive"):
+                files += [result(threat, f"{a}.json") for a in OUTPUTS[name]["attacks"]]
+        else:
+            suite = name if "attacks" in OUTPUTS[name] else "whitebox"
+            clean = [] if name == "table5_ablation" else [result("whitebox", "none.json")]
+            files += clean + [result(suite, f"{a}.json") for a in suite_attacks(suite, dataset)]
+    return files
+
+
+def figure_spec(name):
+    """An output's config entry; the strong figure follows the strong table's."""
+    return OUTPUTS[STRONG_TABLE] if name == STRONG_FIGURE else OUTPUTS[name]
+
+
+def figure_inputs(name):
+    if name == STRONG_FIGURE:
+        return [evaluation("strong", *key, "evaluation.json") for key in grid(STRONG_TABLE)]
+    if name == "figure4_pgd_strength":
+        return [evaluation(name, *key, f"{a}.json") for key in grid(name) for a in OUTPUTS[name]["attacks"]]
+    return [evaluation("diversity", *key, "per_image.csv") for key in grid(name)]
