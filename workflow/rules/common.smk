@@ -12,7 +12,6 @@ if _problems:
 
 VERSION = pdd.__version__
 OUTPUTS = outputs(config)
-RESULTS = "results"
 MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 TABLES = "results/tables"
