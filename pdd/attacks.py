@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pdd.models import Ensemble, LogMeanProb
 
@@ -100,6 +100,21 @@ def jsma_targets(labels: torch.Tensor, num_classes: int, seed: int) -> np.ndarra
     return np.eye(num_classes, dtype=np.float32)[targets]
 
 
+def art_generate(model: Ensemble, x: torch.Tensor, labels: np.ndarray, make_attack, seed: int,
+                 device: torch.device) -> torch.Tensor:
+    """Run the ART attack `make_attack(classifier)` on x with one-hot `labels` (targets for a targeted
+    attack), seeded, and return the examples clipped to [0, 1]."""
+    classifier = art_classifier(model, tuple(x.shape[1:]), model.spec.num_classes, device)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    x_adv = make_attack(classifier).generate(x.numpy().astype(np.float32), y=labels)
+    return torch.from_numpy(np.clip(x_adv, 0.0, 1.0)).float()
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype=np.float32)[y.numpy()]
+
+
 def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
              settings: AttackSettings, device: torch.device) -> torch.Tensor:
     """Adversarial examples [N, C, H, W] in [0, 1] crafted white-box on `model` ('none' returns x)."""
@@ -107,13 +122,8 @@ def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, par
     if attack == "none" or param == 0:
         return x.clone()
     num_classes = model.spec.num_classes
-    classifier = art_classifier(model, tuple(x.shape[1:]), num_classes, device)
-    np.random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    art_attack = build_attack(attack, param, classifier, settings)
-    labels = jsma_targets(y, num_classes, settings.seed) if attack == "jsma" else np.eye(num_classes, dtype=np.float32)[y.numpy()]
-    x_adv = art_attack.generate(x.numpy().astype(np.float32), y=labels)
-    return torch.from_numpy(np.clip(x_adv, 0.0, 1.0)).float()
+    labels = jsma_targets(y, num_classes, settings.seed) if attack == "jsma" else one_hot(y, num_classes)
+    return art_generate(model, x, labels, lambda clf: build_attack(attack, param, clf, settings), settings.seed, device)
 
 
 def score(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> dict:

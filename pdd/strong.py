@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pdd.attacks import AttackSettings, art_classifier, generate, predict
+from pdd.attacks import AttackSettings, art_generate, generate, one_hot, predict
 from pdd.models import Ensemble
 
 DIAGNOSTICS = ("eps_growth", "unbounded", "transfer", "convergence")
@@ -79,15 +79,13 @@ def apgd(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: float, loss: st
 
     if len(x) == 0 or eps == 0:
         return x.clone()
-    num_classes = model.spec.num_classes
-    classifier = art_classifier(model, tuple(x.shape[1:]), num_classes, device)
-    np.random.seed(s.seed)
-    torch.manual_seed(s.seed)
-    attack = AutoProjectedGradientDescent(
-        classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=s.apgd_iterations, targeted=False,
-        nb_random_init=s.apgd_restarts, batch_size=s.batch_size, loss_type=loss, verbose=False)
-    x_adv = attack.generate(x.numpy().astype(np.float32), y=np.eye(num_classes, dtype=np.float32)[y.numpy()])
-    return torch.from_numpy(np.clip(x_adv, 0.0, 1.0)).float()
+
+    def make_attack(classifier):
+        return AutoProjectedGradientDescent(
+            classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=s.apgd_iterations, targeted=False,
+            nb_random_init=s.apgd_restarts, batch_size=s.batch_size, loss_type=loss, verbose=False)
+
+    return art_generate(model, x, one_hot(y, model.spec.num_classes), make_attack, s.seed, device)
 
 
 def still_correct(model: Ensemble, x_adv: torch.Tensor, y: torch.Tensor, device: torch.device,
