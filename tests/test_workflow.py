@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake, tiny_config
+from conftest import REPO, snakemake
 
 
 def _dry_run(workdir: Path, config: Path, *targets: str) -> str:
