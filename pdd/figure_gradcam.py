@@ -1,0 +1,63 @@
+"""Figure 1 of the paper: one image's Grad-CAM maps, one row per method and one column per member,
+each row labelled with its mean pairwise centre distance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pdd.gradcam import map_centres  # noqa: E402
+from pdd.io import atomic_path  # noqa: E402
+
+
+def _background(image: torch.Tensor) -> tuple:
+    """(array, colour map) to show a [C, H, W] image in [0, 1]: grayscale for one channel, RGB otherwise."""
+    image = image.detach().cpu().float().clamp(0, 1)
+    if image.shape[0] == 1:
+        return image[0].numpy(), "gray"
+    return image.permute(1, 2, 0).numpy(), None
+
+
+def draw(image: torch.Tensor, maps: dict[str, torch.Tensor], distances: dict[str, float], out: str | Path,
+         title: str, threshold: float = 0.9) -> None:
+    """Draw the methods x members grid of 'jet' heat maps (alpha 0.5) over `image`, a cross at each map's
+    hot-pixel centre; save a PNG at `out` (and a PDF of the same stem if `out` ends in .png), atomically."""
+    methods = list(maps)
+    k = max(m.shape[0] for m in maps.values())
+    background, cmap = _background(image)
+    fig, axes = plt.subplots(len(methods), k, figsize=(2.1 * k + 1.2, 2.1 * len(methods) + 0.6), squeeze=False)
+    heat = None
+    for row, method in enumerate(methods):
+        member_maps = maps[method].detach().cpu().float()
+        centres = map_centres(member_maps, threshold)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= member_maps.shape[0]:
+                ax.axis("off")
+                continue
+            ax.imshow(background, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            heat = ax.imshow(member_maps[col].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                             interpolation="nearest")
+            ax.plot(centres[col, 1].item(), centres[col, 0].item(), marker="x", color="white", markersize=8,
+                    markeredgewidth=2)
+            if row == 0:
+                ax.set_title(f"member {col + 1}")
+        label = f"{method}\nd = {distances[method]:.2f} px" if method in distances else method
+        axes[row][0].set_ylabel(label)
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="Grad-CAM")
+    fig.suptitle(title)
+    out = Path(out)
+    targets = [(out, "png")]
+    if out.suffix == ".png":
+        targets.append((out.with_suffix(".pdf"), "pdf"))
+    for path, fmt in targets:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+    plt.close(fig)
