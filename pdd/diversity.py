@@ -18,12 +18,9 @@ def ambiguity_entropy(correct: torch.Tensor) -> float:
     return (torch.minimum(votes, k - votes).float() / (k - math.ceil(k / 2))).mean().item()
 
 
-def fisher_discrimination(features: torch.Tensor) -> torch.Tensor:
-    """L_F of eq. 6 per image: sum over member pairs of (mu_i - mu_j)^2 / (var_i + var_j), where mu and
-    var are over the member's activated (> 0) units; features [K, N, C] -> [N].
-
-    A pair is left out when a member has no activated unit or both variances are zero (ratio undefined).
-    """
+def _pair_scatter(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per member pair and image: S_b = (mu_i - mu_j)^2, S_w = var_i + var_j over each member's activated (> 0)
+    units, and whether the pair is valid (both members have an activated unit and S_w > 0); each [P, N]."""
     active = features > 0
     count = active.sum(-1)                                                   # [K, N]
     safe = count.clamp(min=1).to(features.dtype)
@@ -34,7 +31,26 @@ def fisher_discrimination(features: torch.Tensor) -> torch.Tensor:
     between = (mean[i] - mean[j]) ** 2                                        # [P, N]
     within = var[i] + var[j]
     valid = (count[i] > 0) & (count[j] > 0) & (within > 0)
+    return between, within, valid
+
+
+def fisher_discrimination(features: torch.Tensor) -> torch.Tensor:
+    """L_F of eq. 6 per image: sum over member pairs of (mu_i - mu_j)^2 / (var_i + var_j), where mu and
+    var are over the member's activated (> 0) units; features [K, N, C] -> [N].
+
+    A pair is left out when a member has no activated unit or both variances are zero (ratio undefined).
+    """
+    between, within, valid = _pair_scatter(features)
     return torch.where(valid, between / torch.where(valid, within, torch.ones_like(within)), torch.zeros_like(within)).sum(0)
+
+
+def scatter(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6's between- and within-member scatter S_b, S_w per image, each the mean over the valid member
+    pairs (NaN when no pair is valid); features [K, N, C] -> ([N], [N])."""
+    between, within, valid = _pair_scatter(features)
+    n = valid.sum(0).to(features.dtype)
+    mean = lambda t: torch.where(n > 0, (t * valid).sum(0) / n.clamp(min=1), torch.full_like(n, float("nan")))  # noqa: E731
+    return mean(between), mean(within)
 
 
 def pairwise_angles(grads: torch.Tensor) -> torch.Tensor:
@@ -67,14 +83,18 @@ def _features_and_logits(model: Ensemble, x: torch.Tensor) -> tuple[torch.Tensor
 
 
 def per_image(model: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 250) -> dict:
-    """Member correctness [K, N], ensemble correctness [N], L_F [N] and mean pairwise gradient angle [N]."""
+    """Member correctness [K, N], ensemble correctness [N], L_F, S_b, S_w [N] and mean pairwise gradient angle [N]."""
     model.eval()
-    out: dict[str, list] = {"member_correct": [], "correct": [], "fisher": [], "angle": []}
+    out: dict[str, list] = {"member_correct": [], "correct": [], "fisher": [], "between": [], "within": [],
+                            "angle": []}
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         xb, yb = xb.to(device), yb.to(device)
         features, logits = _features_and_logits(model, xb)
         out["member_correct"].append((logits.argmax(-1) == yb).cpu())
         out["correct"].append((logits.softmax(-1).mean(0).argmax(-1) == yb).cpu())
         out["fisher"].append(fisher_discrimination(features).cpu())
+        between, within = scatter(features)
+        out["between"].append(between.cpu())
+        out["within"].append(within.cpu())
         out["angle"].append(pairwise_angles(member_input_gradients(model, xb, yb)).mean(0).cpu())
     return {key: torch.cat(parts, dim=-1) for key, parts in out.items()}

@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pdd.io import atomic_path  # noqa: E402
+import re  # noqa: E402
+
+from pdd.io import atomic_path, write_text  # noqa: E402
 
 DIVERSITY_LABELS = {
     "fisher": ("figure2_discrimination", "discrimination score $L_F$ (eq. 6)"),
@@ -20,8 +22,11 @@ DIVERSITY_LABELS = {
 
 
 def _save(fig: plt.Figure, out: str | Path) -> None:
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    """Write the figure as PNG at `out` and as PDF beside it (same stem), atomically."""
+    out = Path(out)
+    for path, fmt in ((out, "png"), (out.with_suffix(".pdf"), "pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -37,40 +42,52 @@ def common_correct(per_image: pd.DataFrame, num_images: int | None, seed: int = 
 
 
 def diversity_boxplot(per_image: pd.DataFrame, measure: str, methods: list[str], num_images: int | None,
-                      out: str | Path) -> pd.DataFrame:
+                      out: str | Path, title: str = "") -> pd.DataFrame:
     """Figure 2 (measure 'fisher') or 3 ('angle'): one box per method over the commonly correct images
     (pooled over seeds; the title gives the image and seed counts)."""
     rows = common_correct(per_image, num_images)
     fig, ax = plt.subplots(figsize=(1.4 * len(methods) + 2, 4))
     data = [rows.loc[rows["method"] == m, measure].to_numpy() for m in methods]
-    ax.boxplot(data, showfliers=False)
+    ax.boxplot(data, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
     ax.set_xticks(range(1, len(methods) + 1), methods)
     ax.set_ylabel(DIVERSITY_LABELS[measure][1])
     seeds = rows["seed"].nunique()
-    ax.set_title(f"{len(rows) // max(len(methods), 1)} test images correct for every method, {seeds} seed(s)")
+    ax.set_title(f"{title}{len(rows) // max(len(methods), 1)} test images correct for every method, {seeds} seed(s)")
     _save(fig, out)
     return rows
 
 
-def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path) -> None:
-    """Figure 4: accuracy against eps (log2 axis) for L-inf and L2 PGD; mean over seeds, band = std."""
+def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path, paper: pd.DataFrame | None = None,
+                 title: str = "") -> None:
+    """Figure 4: accuracy against eps (log2 axis) for L-inf and L2 PGD; mean over seeds, band = std; a dotted
+    line per method at its clean accuracy; `paper` points (method, attack, param, value) as crosses."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (attack, title) in zip(axes, [("pgd", "PGD $L_\\infty$"), ("pgd_l2", "PGD $L_2$")]):
+    clean = results[results["attack"] == "none"].groupby("method")["value"].mean()
+    for ax, (attack, norm) in zip(axes, [("pgd", "$L_\\infty$"), ("pgd_l2", "$L_2$")]):
         part = results[results["attack"] == attack]
-        for method in methods:
+        for i, method in enumerate(methods):
             curve = part[part["method"] == method].groupby("param")["value"].agg(["mean", "std"]).reset_index()
             if curve.empty:
                 continue
-            ax.plot(curve["param"], curve["mean"], marker="o", label=method)
+            ax.plot(curve["param"], curve["mean"], marker="o", color=f"C{i}", label=method)
             ax.fill_between(curve["param"], curve["mean"] - curve["std"].fillna(0),
-                            curve["mean"] + curve["std"].fillna(0), alpha=0.2)
+                            curve["mean"] + curve["std"].fillna(0), color=f"C{i}", alpha=0.2)
+            if method in clean:
+                ax.axhline(clean[method], linestyle=":", color=f"C{i}", alpha=0.7)
+            if paper is not None:
+                points = paper[(paper["method"] == method) & (paper["attack"] == attack)]
+                ax.scatter(points["param"], points["value"], marker="x", s=70, color=f"C{i}", zorder=3)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("eps")
+        ax.set_xlabel(f"PGD {norm} eps (10 steps of eps/10)")
         ax.set_ylabel("accuracy (%) on initially correct images")
         ax.set_ylim(0, 100)
-        ax.set_title(title)
+        ax.set_title(f"{title}PGD {norm}")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], linestyle=":", color="gray"),
+                plt.Line2D([], [], marker="x", linestyle="none", color="gray")]
+    labels += ["clean accuracy", "paper (Figure 5 text)"]
+    axes[0].legend(handles, labels, fontsize=8)
     _save(fig, out)
 
 
@@ -117,3 +134,92 @@ def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
     labels += ["PGD with restarts", "worst case (all attacks)"]
     axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
     _save(fig, out)
+
+
+# --- Registry builders (pdd.outputs): input files + the output's config entry -> the figure ----------------
+
+def _where(spec: dict) -> str:
+    """'dataset, K = k: ' for titles."""
+    return f"{spec['datasets'][0]}, K = {spec['K'][0]}: "
+
+
+def build_diversity_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """Figures 2 and 3 from the diversity jobs' per-image CSVs."""
+    per_image = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    measure = "fisher" if spec["name"] == "figure2_discrimination" else "angle"
+    diversity_boxplot(per_image, measure, spec["methods"], spec.get("num_images"), f"{out}.png", _where(spec))
+
+
+def build_strength_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """Figure 4 with clean-accuracy lines and the paper's Figure 5 text points; those points, ours beside the
+    paper's, also go to `<out>.csv`."""
+    from pdd.tables import _param, read_results
+
+    results = read_results(inputs)
+    dataset, k = spec["datasets"][0], spec["K"][0]
+    paper_dataset = spec.get("reference", {}).get(dataset, dataset)
+    paper = pd.read_csv(paper_csv, dtype={"param": str})
+    paper = paper[(paper["table"] == "figure5_text") & (paper["dataset"] == paper_dataset) & (paper["K"] == k)].copy()
+    paper["param"] = paper["param"].map(_param)
+    ours = results.groupby(["method", "attack", "param"])["value"].mean().rename("ours").reset_index()
+    points = paper.merge(ours, on=["method", "attack", "param"], how="left")
+    points = points[["dataset", "K", "method", "attack", "param", "ours", "value"]].rename(columns={"value": "paper"})
+    write_text(f"{out}.csv", points.to_csv(index=False))
+    pgd_strength(results, spec["methods"], f"{out}.png", paper if paper_dataset == dataset else None, _where(spec))
+
+
+def build_strong_steps_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """figure_strong_steps from the strong-evaluation results of the strong table's ensembles."""
+    from pdd.tables import read_results
+
+    strong_steps(read_results(inputs), spec["methods"], f"{out}.png")
+
+
+def interval_of(path: str, default: int) -> int:
+    """PDD's M of the ensemble a result file belongs to: from its 'pdd-M<m>' folder, else the config's M."""
+    match = re.search(r"/pdd-M(\d+)/", path)
+    return int(match[1]) if match else default
+
+
+def intervals_summary(inputs: list[str], default: int) -> pd.DataFrame:
+    """Per M: mean S_b, S_w and L_F over the test images, clean and PGD accuracy (mean over seeds)."""
+    from pdd.tables import read_results
+
+    rows = []
+    for path in inputs:
+        m = interval_of(path, default)
+        if path.endswith(".csv"):
+            df = pd.read_csv(path)
+            rows += [{"M": m, "measure": c, "value": df[c].mean()} for c in ("between", "within", "fisher")]
+        else:
+            for r in read_results([path]).itertuples():
+                measure = "clean" if r.attack == "none" else f"{r.attack} {r.param:g}"
+                rows.append({"M": m, "measure": measure, "value": r.value})
+    return pd.DataFrame(rows).groupby(["M", "measure"], as_index=False)["value"].mean()
+
+
+def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """figure_intervals: S_b, S_w, L_F and accuracies against M; the numbers also go to `<out>.csv`."""
+    k = spec["K"][0]
+    intervals = spec.get("pdd_intervals", {})
+    summary = intervals_summary(inputs, int(intervals.get(str(k), intervals.get(k, 0))))
+    write_text(f"{out}.csv", summary.to_csv(index=False))
+    wide = summary.pivot(index="M", columns="measure", values="value").sort_index()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = [(["between", "within"], "scatter (mean over test images)", ["$S_b$ (between)", "$S_w$ (within)"]),
+              (["fisher"], "$L_F$ (eq. 6, mean over test images)", ["$L_F$"]),
+              ([c for c in wide.columns if c not in ("between", "within", "fisher")], "accuracy (%)", None)]
+    for ax, (columns, ylabel, labels) in zip(axes, panels):
+        for i, column in enumerate(columns):
+            label = labels[i] if labels else ("clean (all attacked images)" if column == "clean"
+                                               else f"{column} (initially correct images)")
+            ax.plot(wide.index, wide[column], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(wide.index), [str(m) for m in wide.index])
+        ax.minorticks_off()
+        ax.set_xlabel("number of intervals M")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{_where(spec)}PDD (alpha {spec.get('alpha', 0.9)}) trained with different M")
+    _save(fig, f"{out}.png")

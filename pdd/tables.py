@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pdd.io import write_text
+from pdd.outputs import OUTPUTS
 
 PAPER_TABLE = {
     "table1_entropy": "table1",
@@ -95,28 +96,63 @@ def _cell(value: float, std: float, paper: float, digits: int) -> str:
     return text + ("" if pd.isna(paper) else f" ({paper:.{digits}f})")
 
 
-def markdown(df: pd.DataFrame, name: str, reference: dict[str, str]) -> str:
-    """The table in the paper's shape: one row per (dataset, K, threat, attack, parameter), one column per method."""
-    digits = 4 if name == "table1_entropy" else 2
-    if name == "timing":
-        lines = ["| Dataset | K | Method | s/epoch (ours) | ratio | s/epoch (paper, V100) | ratio (paper) |",
-                 "|---|---|---|---|---|---|---|"]
-        for r in df.itertuples():
-            lines.append(f"| {r.dataset} | {r.K} | {r.method} | {_cell(r.value, r.std, math.nan, 2)} | "
-                         f"{r.ratio:.2f} | {_cell(r.paper, math.nan, math.nan, 0)} | {_cell(r.paper_ratio, math.nan, math.nan, 2)} |")
+# The paper's orientation of each table: row keys and column keys (the rest of KEYS is constant in a table).
+LAYOUTS = {
+    "table1_entropy": (["dataset", "K"], ["method"]),
+    "table2_whitebox_k3": (["K", "attack", "param"], ["dataset", "method"]),
+    "table3_whitebox_k5": (["K", "attack", "param"], ["dataset", "method"]),
+    "table4_blackbox": (["dataset", "K", "threat", "attack", "param"], ["method"]),
+    "table5_ablation": (["dataset", "K", "attack", "param"], ["method"]),
+    "table6_adversarial_training": (["dataset", "K", "method"], ["attack", "param"]),
+}
+THREAT_TITLES = {"whitebox": "White-box", "blackbox_oblivious": "Type I (oblivious)",
+                 "blackbox_adaptive": "Type II (adaptive)", "none": ""}
+CLEAN_LABEL = "Clean accuracy (% of all attacked images)"
+
+
+def _label(key: str, value) -> str:
+    """A row or column key as shown: attacks by title, 'none' as the clean-accuracy row, params compact."""
+    if key == "attack":
+        return CLEAN_LABEL if value == "none" else ATTACK_TITLES.get(value, value)
+    if key == "param":
+        return "" if pd.isna(value) else f"{value:g}"
+    if key == "threat":
+        return THREAT_TITLES.get(value, value)
+    return str(value)
+
+
+def pivot_markdown(df: pd.DataFrame, rows: list[str], columns: list[str], digits: int) -> list[str]:
+    """Markdown lines: one row per distinct `rows` key, one column per distinct `columns` key (first-seen order);
+    each cell looked up by its own keys, so a missing result is '-' in its own column only."""
+    row_keys = list(dict.fromkeys(tuple(r) for r in df[rows].itertuples(index=False)))
+    col_keys = list(dict.fromkeys(tuple(c) for c in df[columns].itertuples(index=False)))
+    cells = {(tuple(r[rows]), tuple(r[columns])): _cell(r["value"], r["std"], r["paper"], digits)
+             for _, r in df.iterrows()}
+    if columns == ["attack", "param"]:  # the clean row becomes a column
+        header_cols = [" ".join(x for x in (_label(k, v) for k, v in zip(columns, key)) if x) for key in col_keys]
     else:
-        methods = list(dict.fromkeys(df["method"]))
-        lines = ["| Dataset | K | Threat | Attack | Param | " + " | ".join(methods) + " |",
-                 "|---" * (5 + len(methods)) + "|"]
-        for (dataset, k, threat, attack, param), group in df.groupby(
-                ["dataset", "K", "threat", "attack", "param"], dropna=False, sort=False):
-            cells = {r.method: _cell(r.value, r.std, r.paper, digits) for r in group.itertuples()}
-            lines.append(f"| {dataset} | {k} | {threat} | {ATTACK_TITLES.get(attack, attack)} | "
-                         f"{'' if pd.isna(param) else f'{param:g}'} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
-    unit = "entropy E (eq. 5)" if name == "table1_entropy" else (
-        "seconds per training epoch" if name == "timing" else
-        "accuracy (%) over the test images classified correctly before the attack")
-    notes = [f"# {name}", "", f"Values: {unit}; ours first, the paper's in parentheses; ± = std over seeds."]
+        header_cols = [" ".join(_label(k, v) for k, v in zip(columns, key)) for key in col_keys]
+    header = [{"attack": "Attack", "param": "Param", "dataset": "Dataset", "K": "K", "threat": "Threat",
+               "method": "Method"}[k] for k in rows]
+    lines = ["| " + " | ".join(header + header_cols) + " |", "|---" * (len(header) + len(col_keys)) + "|"]
+    for key in row_keys:
+        labels = [_label(k, v) for k, v in zip(rows, key)]
+        lines.append("| " + " | ".join(labels + [cells.get((key, c), "-") for c in col_keys]) + " |")
+    return lines
+
+
+def markdown(df: pd.DataFrame, name: str, reference: dict[str, str]) -> str:
+    """The table in the paper's orientation (LAYOUTS), our value first and the paper's in parentheses."""
+    digits = 4 if name == "table1_entropy" else 2
+    rows, columns = LAYOUTS.get(name, (["dataset", "K", "threat", "attack", "param"], ["method"]))
+    lines = pivot_markdown(df, rows, columns, digits)
+    if name == "table1_entropy":
+        unit = "entropy E (eq. 5) over the test set"
+    else:
+        unit = ("accuracy (%) over the test images the ensemble classifies correctly before the attack, except the "
+                f"row or column '{CLEAN_LABEL}'")
+    title = OUTPUTS[name].title
+    notes = [f"# {title}", "", f"Values: {unit}; ours first, the paper's in parentheses; ± = std over seeds."]
     stand_ins = {d: p for d, p in reference.items() if d != p and d in set(df["dataset"])}
     if stand_ins:
         notes.append("Paper values shown for stand-in datasets: "
@@ -124,156 +160,58 @@ def markdown(df: pd.DataFrame, name: str, reference: dict[str, str]) -> str:
     return "\n".join(notes + [""] + lines) + "\n"
 
 
+def timing_markdown(df: pd.DataFrame) -> str:
+    """Timing: interleaved step seconds and ratio, training-log seconds per epoch, the paper's V100 figures."""
+    lines = ["| Dataset | K | Method | s/step (interleaved) | ratio | s/epoch (training log) | ratio | "
+             "s/epoch (paper, V100) | ratio (paper) |", "|---" * 9 + "|"]
+    for r in df.itertuples():
+        lines.append(f"| {r.dataset} | {r.K} | {r.method} | {_cell(r.step_seconds, math.nan, math.nan, 4)} | "
+                     f"{_cell(r.step_ratio, math.nan, math.nan, 2)} | {_cell(r.value, r.std, math.nan, 2)} | "
+                     f"{_cell(r.ratio, math.nan, math.nan, 2)} | {_cell(r.paper, math.nan, math.nan, 0)} | "
+                     f"{_cell(r.paper_ratio, math.nan, math.nan, 2)} |")
+    notes = [f"# {OUTPUTS['timing'].title}", "",
+             "s/step: median seconds per training step (loss, backward, SGD step) of every method timed in one "
+             "process, methods interleaved, so concurrent jobs cannot favour one method; s/epoch: median of the "
+             "training logs (jobs may have shared the machine). Ratios are to the baseline."]
+    return "\n".join(notes + [""] + lines) + "\n"
+
+
+def _write_table(df: pd.DataFrame, name: str, md: str, out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+    df.insert(0, "table", name)
+    write_text(out_csv, df.to_csv(index=False))
+    write_text(out_md, md)
+    return df
+
+
 def build_table(name: str, results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
                 out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
     """Aggregate over seeds, attach the paper's numbers and write `<name>.csv` and `.md` atomically."""
-    if name not in PAPER_TABLE:
-        raise ValueError(f"unknown table {name!r}; expected one of {sorted(PAPER_TABLE)}")
+    if name not in PAPER_TABLE or name == "timing":
+        raise ValueError(f"unknown table {name!r}; expected one of {sorted(set(PAPER_TABLE) - {'timing'})}")
     df = attach_paper(aggregate(results), read_paper(paper_csv, name), reference)
-    if name == "timing":
-        df = add_ratio(df)
-    df.insert(0, "table", name)
-    write_text(out_csv, df.to_csv(index=False))
-    write_text(out_md, markdown(df, name, reference))
-    return df
+    return _write_table(df, name, markdown(df, name, reference), out_csv, out_md)
 
 
-# --- The strong evaluation (issue 7): the paper's protocol beside APGD / PGD with restarts ----------------
-
-STRONG_TABLE = "table_strong_evaluation"
-DIAGNOSTIC_TITLES = {
-    "eps_growth": "(a) large eps: accuracy ~0",
-    "unbounded": "(b) unbounded eps: 0 robust",
-    "transfer": "(c) transfer <= white-box",
-    "convergence": "(d) more steps never help",
-}
-MASKING_WARNING = "WARNING: possible gradient masking"
-
-
-def strong_attack_title(attack: str) -> str:
-    """Column title of a strong-evaluation attack: pgd_200x5 -> 'PGD-200 x5', apgd_dlr -> 'APGD-DLR'."""
-    match = re.fullmatch(r"pgd_(\d+)(?:x(\d+))?", attack)
-    if match:
-        return f"PGD-{match[1]}" + (f" x{match[2]}" if match[2] else "")
-    return {"none": "Clean", "pgd": "Paper protocol (PGD-10)", "worst_case": "Worst case", "apgd_ce": "APGD-CE",
-            "apgd_dlr": "APGD-DLR", "transfer": "Transfer (Type I)"}.get(attack, attack)
+def build_timing(step_files: list[str | Path], logs: list[str | Path], paper_csv: str | Path,
+                 reference: dict[str, str], out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+    """The timing table: interleaved step seconds (and ratio) beside training-log seconds per epoch."""
+    df = attach_paper(aggregate(timing_results(logs)), read_paper(paper_csv, "timing"), reference)
+    df = add_ratio(df)
+    steps = pd.DataFrame([r for p in step_files for r in json.loads(Path(p).read_text())])
+    steps = steps.groupby(["dataset", "K", "method"], sort=False)["seconds"].mean().rename("step_seconds")
+    df = df.join(steps, on=["dataset", "K", "method"])
+    base = df[df["method"] == "baseline"].set_index(["dataset", "K"])["step_seconds"]
+    df["step_ratio"] = [v / base.get((d, k), math.nan) for v, d, k in zip(df["step_seconds"], df["dataset"], df["K"])]
+    return _write_table(df, "timing", timing_markdown(df), out_csv, out_md)
 
 
-def _strong_order(attack: str) -> tuple:
-    """Column order: APGD, then PGD by steps and restarts, then transfer."""
-    match = re.fullmatch(r"pgd_(\d+)(?:x(\d+))?", attack)
-    if match:
-        return (1, int(match[1]), int(match[2] or 1))
-    return ({"apgd_ce": 0, "apgd_dlr": 0, "transfer": 2}.get(attack, 3), 0, attack)
+def build_paper_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """Registry builder of Tables 1-6: result JSONs -> `<out>.csv` and `<out>.md`."""
+    build_table(spec["name"], read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md")
 
 
-def _paper_pgd(paper_csv: str | Path) -> pd.DataFrame:
-    """The paper's clean and PGD accuracies (Tables 2, 3, 5), one value per key."""
-    paper = pd.read_csv(paper_csv, dtype={"param": str})
-    paper = paper[paper["table"].isin(["table2", "table3", "table5"]) & paper["attack"].isin(["none", "pgd"])].copy()
-    paper["param"] = paper["param"].map(_param)
-    return paper.rename(columns={"value": "paper"}).drop_duplicates(KEYS)[KEYS + ["paper"]]
-
-
-def aggregate_strong(results: pd.DataFrame) -> pd.DataFrame:
-    """Over seeds: accuracies as mean and std; a diagnostic passes only if it passes for every seed."""
-    is_diag = results["metric"] == "passed"
-    accuracies = aggregate(results[~is_diag].drop(columns=["measure"], errors="ignore"))
-    rows = []
-    for key, group in results[is_diag].groupby(KEYS, dropna=False, sort=False):
-        ran, failed = group["value"].dropna(), group[group["value"] == 0]
-        several = group["seed"].nunique() > 1
-        details = [(f"seed {s}: " if several else "") + d for s, d in zip(failed["seed"], failed["detail"])]
-        rows.append({**dict(zip(KEYS, key)), "value": ran.min() if len(ran) else math.nan, "std": math.nan,
-                     "n_seeds": group["seed"].nunique(), "measure": pd.to_numeric(group["measure"]).max(),
-                     "detail": "; ".join(details) if details else group["detail"].iloc[0]})
-    return pd.concat([accuracies, pd.DataFrame(rows)], ignore_index=True)
-
-
-def _status(value: float) -> str:
-    return "n/a" if pd.isna(value) else ("pass" if value == 1 else "warn")
-
-
-def strong_markdown(df: pd.DataFrame, reference: dict[str, str]) -> str:
-    """Per ensemble and eps: the paper's protocol beside the worst case and every attack; then the diagnostics,
-    and a WARNING line for each failed one."""
-    acc = df[df["metric"] == "accuracy_pct"]
-    diag = df[df["metric"] == "passed"]
-    columns = sorted(set(acc.loc[acc["attack"].str.match(r"(pgd_|apgd_|transfer)") & (acc["threat"] != "diagnostic"),
-                                 "attack"]), key=_strong_order)
-    header = ["Dataset", "K", "Method", "Clean", "eps", strong_attack_title("pgd"), "Worst case", "Drop"]
-    lines = ["| " + " | ".join(header + [strong_attack_title(a) for a in columns]) + " |",
-             "|---" * (len(header) + len(columns)) + "|"]
-    ensembles = list(dict.fromkeys(zip(acc["dataset"], acc["K"], acc["method"])))
-    for dataset, k, method in ensembles:
-        mine = acc[(acc["dataset"] == dataset) & (acc["K"] == k) & (acc["method"] == method)]
-        whitebox = mine[mine["threat"] != "diagnostic"]
-        cell = {(r.attack, r.param): r for r in whitebox.itertuples()}
-        clean = next((r for r in whitebox.itertuples() if r.attack == "none"), None)
-        for eps in sorted(p for p in whitebox.loc[whitebox["attack"] == "worst_case", "param"].unique()):
-            def text(attack: str) -> str:
-                r = cell.get((attack, eps))
-                return "-" if r is None else _cell(r.value, r.std, getattr(r, "paper", math.nan), 2)
-            paper_protocol, worst = cell.get(("pgd", eps)), cell.get(("worst_case", eps))
-            drop = "-" if paper_protocol is None or worst is None else f"{worst.value - paper_protocol.value:+.2f}"
-            clean_text = "-" if clean is None else _cell(clean.value, clean.std, getattr(clean, "paper", math.nan), 2)
-            lines.append(f"| {dataset} | {k} | {method} | {clean_text} | {eps:g} | {text('pgd')} | **{text('worst_case')}**"
-                         f" | {drop} | " + " | ".join(text(a) for a in columns) + " |")
-    steps = sorted({int(m[1]) for m in (re.fullmatch(r"pgd_(\d+)", a) for a in columns) if m})
-    chain = " >= ".join(f"PGD-{n}" for n in steps) + " accuracy"
-    notes = [f"# {STRONG_TABLE}", "",
-             "Honest robustness: the paper's protocol (PGD, 10 steps of eps/10, one random start, on log(mean "
-             "softmax); from this pipeline's white-box results) beside a strong L-inf evaluation of the same "
-             "ensembles. Values: accuracy (%) over the test images classified correctly before the attack "
-             "(Clean: over all images); ours first, the paper's reported value in parentheses; ± = std over seeds.",
-             "Worst case: an image counts as robust only if it is classified correctly after every white-box "
-             "attack of the row (APGD-CE, APGD-DLR, PGD at each step count and with restarts). Drop = worst case "
-             "minus paper protocol. Transfer (Type I): PGD crafted on the independent baseline-trained surrogate "
-             "ensemble (config `surrogates.oblivious`) of the same dataset and K."]
-    stand_ins = {d: p for d, p in reference.items() if d != p and d in set(df["dataset"])}
-    if stand_ins:
-        notes.append("Paper values shown for stand-in datasets: " + ", ".join(f"{d} -> {p}" for d, p in stand_ins.items()) + ".")
-    notes += ["", *lines, "", "## Gradient-masking diagnostics", "",
-              "(a) PGD at a large eps leaves at most the allowed accuracy; (b) PGD at an unbounded eps breaks every "
-              "image; (c) the transfer attack never beats the white-box worst case; (d) PGD with more steps never "
-              f"leaves more images correct ({chain}; (c) and (d) allow `noise_images` images of noise). "
-              "Details of every warning in the CSV (`detail`).", "",
-              "| Dataset | K | Method | " + " | ".join(DIAGNOSTIC_TITLES.values()) + " |",
-              "|---" * (3 + len(DIAGNOSTIC_TITLES)) + "|"]
-    warnings = []
-    for dataset, k, method in ensembles:
-        mine = diag[(diag["dataset"] == dataset) & (diag["K"] == k) & (diag["method"] == method)].set_index("attack")
-        cells = []
-        for name, title in DIAGNOSTIC_TITLES.items():
-            if name not in mine.index:
-                cells.append("-")
-                continue
-            r = mine.loc[name]
-            status = _status(r["value"])
-            shown = {"eps_growth": f" ({r['measure']:.1f}% at eps {r['param']:g})",
-                     "unbounded": f" ({r['measure']:.1f}% at eps {r['param']:g})"}.get(name, "")
-            cells.append(("**WARN**" if status == "warn" else status) + ("" if pd.isna(r["measure"]) else shown))
-            if status == "warn":
-                warnings.append(f"{MASKING_WARNING}: {dataset} K={k} {method}: {title}: {r['detail']}")
-        notes.append(f"| {dataset} | {k} | {method} | " + " | ".join(cells) + " |")
-    notes.append("")
-    notes += warnings or ["All diagnostics pass for every ensemble: no sign of gradient masking at this attack strength."]
-    return "\n".join(notes) + "\n"
-
-
-def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
-                       out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
-    """`table_strong_evaluation`: strong-evaluation records (`pdd strong`) and the paper-protocol PGD records
-    (white-box suite); the latter only at the eps values the strong evaluation covers."""
-    strong = results[results["attack"] != "pgd"]
-    covered = set(zip(strong["dataset"], strong["K"], strong["method"], strong["seed"], strong["param"]))
-    protocol = results[(results["attack"] == "pgd") & (results["threat"] == "whitebox")]
-    protocol = protocol[[key in covered for key in zip(protocol["dataset"], protocol["K"], protocol["method"],
-                                                       protocol["seed"], protocol["param"])]]
-    df = attach_paper(aggregate_strong(pd.concat([strong, protocol], ignore_index=True)), _paper_pgd(paper_csv),
-                      reference)
-    df["status"] = [_status(v) if m == "passed" else "" for v, m in zip(df["value"], df["metric"])]
-    df.insert(0, "table", STRONG_TABLE)
-    write_text(out_csv, df.to_csv(index=False))
-    write_text(out_md, strong_markdown(df, reference))
-    return df
+def build_timing_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """Registry builder of `timing`: step-timing JSONs and training logs."""
+    steps = [p for p in inputs if p.endswith(".json")]
+    logs = [p for p in inputs if p.endswith(".csv")]
+    build_timing(steps, logs, paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md")

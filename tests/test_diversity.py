@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pdd.diversity import ambiguity_entropy, fisher_discrimination, member_input_gradients, pairwise_angles
+from pdd.diversity import ambiguity_entropy, fisher_discrimination, member_input_gradients, pairwise_angles, scatter
 from pdd.models import Ensemble, EnsembleSpec
 
 
@@ -78,3 +78,14 @@ def test_member_input_gradients_match_autograd_per_member() -> None:
         loss = torch.nn.functional.cross_entropy(model(xk)[k], y, reduction="sum")
         (expected,) = torch.autograd.grad(loss, xk)
         assert torch.allclose(grads[k], expected, atol=1e-6)
+
+
+def test_scatter_by_hand() -> None:
+    """Two members, one image: member 0 activated units (1, 3), member 1 (2, 6): mu 2 and 4, var 1 and 4, so
+    S_b = (2 - 4)^2 = 4 and S_w = 1 + 4 = 5; a third member with no activated unit leaves its pairs out."""
+    features = torch.tensor([[[1.0, 3.0, -1.0]], [[2.0, 6.0, 0.0]], [[-1.0, 0.0, -2.0]]])
+    between, within = scatter(features)
+    assert between.tolist() == pytest.approx([4.0]) and within.tolist() == pytest.approx([5.0])
+    assert fisher_discrimination(features).tolist() == pytest.approx([0.8])
+    none_valid = torch.tensor([[[-1.0]], [[-2.0]]])
+    assert torch.isnan(scatter(none_valid)[0]).all()

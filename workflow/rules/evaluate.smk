@@ -4,7 +4,7 @@ rule whitebox:
     output:
         f"{EVAL_DIR}/{{suite}}/{{attack}}.json",
     params:
-        args=lambda w: attack_args([] if w.attack == "none" else suite_attacks(w.suite, w.dataset)[w.attack]),
+        args=get_suite_args,
         data_root=config["data_root"],
         device=config["device"],
         version=VERSION,
@@ -24,12 +24,12 @@ rule whitebox:
 
 rule transfer:
     input:
-        surrogate=lambda w: surrogate(w.threat, w.dataset, w.K, w.method, w.seed),
+        surrogate=lambda w: get_surrogate(w.threat, w.dataset, w.K, w.method, w.seed),
         target=f"{MODEL_DIR}/ensemble.pt",
     output:
         f"{EVAL_DIR}/{{threat}}/{{attack}}.json",
     params:
-        args=lambda w: attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
+        args=lambda w: get_attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
         data_root=config["data_root"],
         device=config["device"],
         version=VERSION,
@@ -77,11 +77,11 @@ rule diversity:
 rule strong:
     input:
         model=f"{MODEL_DIR}/ensemble.pt",
-        surrogate=lambda w: surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
+        surrogate=lambda w: get_surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
     output:
         f"{EVAL_DIR}/strong/evaluation.json",
     params:
-        args=lambda w: strong_args(w.dataset),
+        args=get_strong_args,
         data_root=config["data_root"],
         device=config["device"],
         version=VERSION,
@@ -91,7 +91,7 @@ rule strong:
         runtime=12 * 60,
         mem_mb=16000,
     log:
-        "results/logs/strong/{dataset}_{arch}_K{K}_{method}_seed{seed}.log",
+        f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     conda:
         "../../envs/pdd.yaml"
     shell:

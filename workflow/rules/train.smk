@@ -5,7 +5,7 @@ rule train:
         model=f"{MODEL_DIR}/ensemble.pt",
         log=f"{MODEL_DIR}/train_log.csv",
     params:
-        args=train_params,
+        args=get_train_params,
         data_root=config["data_root"],
         device=config["device"],
         workers=config["training"]["workers"],
@@ -21,6 +21,32 @@ rule train:
         "../../envs/pdd.yaml"
     shell:
         "pdd train --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
-        " --method {wildcards.method} --seed {wildcards.seed} {params.args}"
+        " --seed {wildcards.seed} {params.args}"
         " --data-root {params.data_root} --device {params.device} --threads {threads} --workers {params.workers}"
         " --out {output.model} --log {output.log} > {log} 2>&1"
+
+
+rule time_steps:
+    """Time every method's training step interleaved in one process (the timing table)."""
+    input:
+        "results/data/{dataset}.json",
+    output:
+        registry.TIMING,
+    params:
+        args=get_timing_args,
+        data_root=config["data_root"],
+        device=config["device"],
+        version=VERSION,
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=60,
+        mem_mb=16000,
+    log:
+        f"{LOGS}/time_steps/{{dataset}}_{{arch}}_K{{K}}_seed{{seed}}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd time-steps --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
+        " --seed {wildcards.seed} {params.args} --data-root {params.data_root} --device {params.device}"
+        " --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,99 @@
+"""Checks of a workflow config that a JSON schema cannot express (run before any job)."""
+
+from __future__ import annotations
+
+from pdd.data import DATASETS
+from pdd.methods import METHODS, get_method
+from pdd.outputs import OUTPUTS, intervals_for, requested, variant
+
+STRONG_TABLE = "table_strong_evaluation"
+
+
+def problems(config: dict) -> list[str]:
+    """Every cross-key inconsistency of `config`, each naming the key, each once; empty when fine."""
+    found = []
+    if config["training"]["lr_min"] > config["training"]["lr"]:
+        found.append("training.lr_min must not exceed training.lr")
+    found += [f"datasets.{d}: unknown dataset; known: {sorted(DATASETS)}" for d in config["datasets"]
+              if d not in DATASETS]
+    for section, kind in (("tables", "table"), ("figures", "figure")):
+        for name in config.get(section, {}):
+            if name not in OUTPUTS or OUTPUTS[name].kind != kind:
+                known = sorted(n for n, o in OUTPUTS.items() if o.kind == kind)
+                found.append(f"{section}.{name}: unknown {kind}; known: {known}")
+    if found:
+        return found
+    for name, spec in requested(config).items():
+        found += output_problems(config, name, spec)
+    if STRONG_TABLE in config.get("tables", {}):
+        found += strong_problems(config)
+    return list(dict.fromkeys(found))
+
+
+def output_problems(config: dict, name: str, spec: dict) -> list[str]:
+    """Problems of one output's config entry: datasets, methods, attack lists, PDD's M."""
+    output, key = OUTPUTS[name], f"{'tables' if OUTPUTS[name].kind == 'table' else 'figures'}.{name}"
+    found = []
+    if output.follows:
+        return found
+    if output.own_attacks and not spec.get("attacks"):
+        found.append(f"{key}.attacks: this output needs its own attack list")
+    for dataset in spec["datasets"]:
+        if dataset not in config["datasets"]:
+            found.append(f"{key}: dataset {dataset!r} has no recipe under 'datasets'")
+        if "whitebox" in output.needs and not config["attacks"].get(dataset):
+            found.append(f"{key}: dataset {dataset!r} has no attack list under 'attacks'")
+    names = spec.get("methods", [])
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)}"]
+    if name == "figure_intervals":
+        k = spec["K"][0]
+        found += [f"{key}.intervals: M={m} must exceed K={k} (PDD needs M > K)" for m in spec["intervals"] if m <= k]
+        return found
+    if name == "table_stronger_attacks":
+        for dataset in spec["datasets"]:
+            standard = config["attacks"].get(dataset, {})
+            for attack, params in spec["attacks"].items():
+                missing = [p for p in params if float(p) not in map(float, standard.get(attack, []))]
+                if missing:
+                    found.append(f"{key}.attacks.{attack}: {missing} not among attacks.{dataset}.{attack}, so the "
+                                 "standard-iteration column would have no result")
+    uses_pdd = any(get_method(variant(m)[0]).pdd for m in names)
+    for k in spec["K"] if uses_pdd else []:
+        m = intervals_for(config, k)
+        if m is None:
+            found.append(f"pdd.intervals: no number of intervals for K={k} (needed by {key})")
+        elif m <= k:
+            found.append(f"pdd.intervals: M={m} for K={k} must exceed K (PDD needs M > K)")
+    return found
+
+
+def strong_problems(config: dict) -> list[str]:
+    """What `table_strong_evaluation` needs: its config section, a coherent diagnostic setup and an
+    independent surrogate."""
+    spec, key = config["tables"][STRONG_TABLE], f"tables.{STRONG_TABLE}"
+    strong = config.get("strong_evaluation")
+    if strong is None:
+        return [f"strong_evaluation: missing; {key} needs it (eps, apgd, pgd, transfer_steps, diagnostics)"]
+    found = []
+    if "attacks" in spec:
+        found.append(f"{key}.attacks: not used; the strong evaluation's attacks are set under strong_evaluation")
+    for dataset in spec["datasets"]:
+        eps_values = strong["eps"].get(dataset)
+        if not eps_values:
+            found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by {key})")
+        elif max(eps_values) >= strong["diagnostics"]["eps"]:
+            found.append(f"strong_evaluation.diagnostics.eps must exceed every eps of strong_evaluation.eps.{dataset}")
+    steps = strong["pgd"]["steps"]
+    if steps != sorted(steps):
+        found.append(f"strong_evaluation.pgd.steps must be increasing, got {steps}")
+    if 10 not in steps:
+        found.append(f"strong_evaluation.pgd.steps must include 10 (the paper-protocol column), got {steps}")
+    if strong["diagnostics"]["unbounded_eps"] <= strong["diagnostics"]["eps"]:
+        found.append("strong_evaluation.diagnostics.unbounded_eps must exceed strong_evaluation.diagnostics.eps")
+    oblivious = config["surrogates"]["oblivious"]
+    if (oblivious["arch"], oblivious["width"]) == (config["model"]["arch"], config["model"]["width"]):
+        found.append("surrogates.oblivious: same architecture and width as model; the transfer check of "
+                     f"{key} needs an independent surrogate")
+    return found

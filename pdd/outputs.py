@@ -1,0 +1,232 @@
+"""Every table and figure the pipeline builds, declared once: its kind, title, what it needs and its builder.
+
+The workflow (input functions, target rules), the config checks, the CLI (`pdd table` / `pdd figure`) and
+the report captions all read `OUTPUTS`. Adding an output = one `Output` here + one builder + its config entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
+EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
+TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
+THREATS = ("blackbox_oblivious", "blackbox_adaptive")
+VARIANT = re.compile(r"(?P<base>[a-z_]+)-M(?P<intervals>\d+)")
+
+# What an output can need, per defended ensemble (dataset, K, method, seed):
+NEEDS = {
+    "clean": "clean accuracy (the white-box job 'none')",
+    "whitebox": "the dataset's white-box attacks (only those the output lists, if it has a list)",
+    "own_attacks": "the output's own attack list, in jobs of its own (its `protocol` overrides apply)",
+    "transfer": "the output's attacks crafted on both black-box surrogates (Type I and II)",
+    "entropy": "the diversity job's ensemble record (eq. 5)",
+    "per_image": "the diversity job's per-image CSV (L_F, S_b, S_w, gradient angle)",
+    "strong": "the strong evaluation",
+    "train_log": "the training log",
+    "model": "the trained checkpoint itself",
+    "step_timing": "the interleaved training-step timing of the (dataset, K)",
+}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One table or figure: how the workflow plans it and which function builds it."""
+
+    name: str
+    kind: str                          # "table" (csv + md) or "figure" (png)
+    title: str                         # human title: the paper's caption where it has one
+    needs: tuple[str, ...]             # keys of NEEDS
+    builder: str                       # "module:function", called as f(inputs, spec, out_stem, paper_csv)
+    paper_table: str | None = None     # `table` key of paper_results.csv
+    own_attacks: bool = False          # its config entry must carry an `attacks` list
+    follows: str | None = None         # a figure drawn from this table's config entry and ensembles
+    caption: str = ""
+
+    def build(self) -> Callable:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+_ACC = ("Accuracy (%) over the test images the ensemble classifies correctly before the attack; ours first, "
+        "the paper's in parentheses; ± = std over seeds.")
+
+OUTPUTS: dict[str, Output] = {o.name: o for o in (
+    Output("table1_entropy", "table", "Table 1: ambiguity entropy E of the ensembles' outputs (eq. 5)",
+           ("entropy",), "pdd.tables:build_paper_table", "table1",
+           caption="Entropy E of eq. 5 over the test set; higher = members disagree more often."),
+    Output("table2_whitebox_k3", "table", "Table 2: white-box attacks, K = 3", ("clean", "whitebox"),
+           "pdd.tables:build_paper_table", "table2", caption=_ACC),
+    Output("table3_whitebox_k5", "table", "Table 3: white-box attacks, K = 5", ("clean", "whitebox"),
+           "pdd.tables:build_paper_table", "table3", caption=_ACC),
+    Output("table4_blackbox", "table", "Table 4: black-box attacks (Type I oblivious, Type II adaptive)",
+           ("clean", "transfer"), "pdd.tables:build_paper_table", "table4", own_attacks=True,
+           caption=_ACC + " Type I: crafted on a baseline VGG-16 ensemble; Type II: on a ResNet-34 ensemble "
+                          "trained with the target's method."),
+    Output("table5_ablation", "table", "Table 5: ablation of PDD and DEG", ("own_attacks",),
+           "pdd.tables:build_paper_table", "table5", own_attacks=True, caption=_ACC),
+    Output("table6_adversarial_training", "table", "Table 6: adversarial training with and without PDD",
+           ("clean", "own_attacks"), "pdd.tables:build_paper_table", "table6", own_attacks=True, caption=_ACC),
+    Output("timing", "table", "Training cost: seconds per training step and ratio to the baseline",
+           ("step_timing", "train_log"), "pdd.tables:build_timing_table", "timing",
+           caption="Seconds per training step of each method, timed interleaved in one process (median), and "
+                   "the ratio to the baseline; training-log seconds per epoch beside it; the paper's V100 "
+                   "seconds per epoch."),
+    Output("table_strong_evaluation", "table", "Honest robustness: the paper's PGD-10 beside a strong evaluation",
+           ("strong",), "pdd.strong_table:build",
+           caption="Per ensemble and L-inf eps: the paper's protocol (PGD-10 on log(mean softmax), on the same "
+                   "images) beside APGD-CE, APGD-DLR and PGD with restarts; the worst case counts an image as "
+                   "robust only if it survives every attack. Below: four gradient-masking diagnostics."),
+    Output("table_stronger_attacks", "table", "Stronger attacks: BIM / PGD at 30 iterations, C&W at 2000",
+           ("clean", "whitebox", "own_attacks"), "pdd.stronger:build_stronger_table", own_attacks=True,
+           caption="Table 2's ensembles under the paper's iteration counts and the stronger ones of the section "
+                   "'Increasing Attack Strength'; PDD+DEG's gain over the baseline and ADP, in points."),
+    Output("table_figure1_distance", "table", "Figure 1's number: distance between the members' Grad-CAM centres",
+           ("model",), "pdd.figure1:build_distance_table",
+           caption="Mean pairwise Euclidean distance (pixels) between the centres of the members' Grad-CAM "
+                   "pixels above 0.9, for the chosen image beside the paper's, and mean ± std over test images "
+                   "classified correctly by every ensemble."),
+    Output("figure1_gradcam", "figure", "Figure 1: Grad-CAM of each member", ("model",),
+           "pdd.figure1:build_figure",
+           caption="Grad-CAM of each member's true-class score on its last convolutional feature maps with "
+                   "spatial extent, for one test image; rows: methods, columns: members."),
+    Output("figure2_discrimination", "figure", "Figure 2: discrimination score L_F (eq. 6)", ("per_image",),
+           "pdd.figures:build_diversity_figure",
+           caption="Per test image, L_F of eq. 6 between the members' activated penultimate units, one box per "
+                   "method (outliers drawn), over the test images every method classifies correctly."),
+    Output("figure3_gradient_angles", "figure", "Figure 3: angles between the members' input gradients",
+           ("per_image",), "pdd.figures:build_diversity_figure",
+           caption="Per test image, the mean pairwise angle (degrees) between the members' input gradients of "
+                   "their cross-entropy, one box per method (outliers drawn)."),
+    Output("figure4_pgd_strength", "figure", "Figure 4: accuracy against the PGD budget", ("clean", "own_attacks"),
+           "pdd.figures:build_strength_figure", "figure5_text", own_attacks=True,
+           caption="Accuracy (% of initially correct test images) under 10-step PGD against eps, L-inf and L2, "
+                   "log2 axis; dotted: each method's clean accuracy; crosses: the paper's reported points."),
+    Output("figure5_examples", "figure", "Figure 5: PGD examples on the baseline and PDD+DEG", ("model",),
+           "pdd.figure_examples:build_figure",
+           caption="One test image and its PGD examples at L-inf and L2 budgets, crafted on each ensemble, with "
+                   "the ensemble's prediction."),
+    Output("figure_strong_steps", "figure", "Strong evaluation: accuracy against PGD steps", ("strong",),
+           "pdd.figures:build_strong_steps_figure", follows="table_strong_evaluation",
+           caption="Accuracy against PGD steps per method; diamonds: restarts; dashed: the worst case."),
+    Output("figure_intervals", "figure", "The effect of M: PDD ensembles over the number of intervals",
+           ("clean", "own_attacks", "per_image"), "pdd.figures:build_intervals_figure", own_attacks=True,
+           caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
+                   "(eq. 6, means over test images), clean and PGD accuracy."),
+)}
+
+
+def tables_and_figures(kind: str) -> list[str]:
+    return [name for name, o in OUTPUTS.items() if o.kind == kind]
+
+
+def intervals_for(config: dict, k: int) -> int | None:
+    """PDD's number of intervals M for ensemble size K (YAML keys may be int or str)."""
+    intervals = config["pdd"]["intervals"]
+    return intervals.get(k, intervals.get(str(k)))
+
+
+def variant(method: str) -> tuple[str, int | None]:
+    """('pdd', 20) for 'pdd-M20' (a PDD ensemble with its own M); (method, None) otherwise."""
+    match = VARIANT.fullmatch(method)
+    return (match["base"], int(match["intervals"])) if match else (method, None)
+
+
+def requested(config: dict) -> dict[str, dict]:
+    """Every requested output as {name: spec} with `datasets` and `K` lists (figures name one of each)."""
+    found = {}
+    for name, spec in config.get("tables", {}).items():
+        found[name] = dict(spec)
+    for name, spec in config.get("figures", {}).items():
+        found[name] = {**spec, "datasets": [spec["dataset"]], "K": [spec["K"]]} if "dataset" in spec else dict(spec)
+    for name, o in OUTPUTS.items():
+        if o.follows and o.follows in found and name not in found:
+            found[name] = found[o.follows]
+    return found
+
+
+def methods(config: dict, name: str, spec: dict) -> list[str]:
+    """The ensembles' method names: figure_intervals trains PDD at each M (the config's M keeps the name 'pdd')."""
+    if name != "figure_intervals":
+        return list(spec["methods"])
+    default = intervals_for(config, spec["K"][0])
+    return ["pdd" if m == default else f"pdd-M{m}" for m in spec["intervals"]]
+
+
+def ensembles(config: dict, name: str) -> list[tuple[str, int, str, int]]:
+    """(dataset, K, method, seed) of every defended ensemble output `name` reports."""
+    spec = requested(config)[name]
+    return [(d, k, m, s) for d in spec["datasets"] for k in spec["K"] for m in methods(config, name, spec)
+            for s in config["seeds"]]
+
+
+def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:
+    """Path of a trained ensemble (the defended architecture unless `arch` is given)."""
+    return f"{MODEL_DIR}/ensemble.pt".format(dataset=dataset, arch=arch or config["model"]["arch"], K=k,
+                                             method=method, seed=seed)
+
+
+def eval_path(config: dict, kind: str, dataset: str, k: int, method: str, seed: int, file: str) -> str:
+    """Path of one evaluation of a defended ensemble: kind is an attack suite, a threat, 'diversity' or 'strong'."""
+    base = EVAL_DIR.format(dataset=dataset, arch=config["model"]["arch"], K=k, method=method, seed=seed)
+    return f"{base}/{kind}/{file}"
+
+
+def dataset_attacks(config: dict, dataset: str) -> dict[str, list[float]]:
+    return config["attacks"].get(dataset, {})
+
+
+def inputs(config: dict, name: str) -> list[str]:
+    """Every file output `name` is built from, in a stable order without repeats."""
+    output, spec = OUTPUTS[name], requested(config)[name]
+    files: list[str] = []
+    for dataset, k, method, seed in ensembles(config, name):
+        def ev(kind: str, file: str) -> str:
+            return eval_path(config, kind, dataset, k, method, seed, file)
+
+        for need in output.needs:
+            if need == "clean":
+                files.append(ev("whitebox", "none.json"))
+            elif need == "whitebox":
+                listed = spec.get("attacks")
+                files += [ev("whitebox", f"{a}.json") for a in dataset_attacks(config, dataset)
+                          if listed is None or a in listed]
+            elif need == "own_attacks":
+                files += [ev(name, f"{a}.json") for a in spec["attacks"]]
+            elif need == "transfer":
+                files += [ev(t, f"{a}.json") for t in THREATS for a in spec["attacks"]]
+            elif need == "entropy":
+                files.append(ev("diversity", "entropy.json"))
+            elif need == "per_image":
+                files.append(ev("diversity", "per_image.csv"))
+            elif need == "strong":
+                files.append(ev("strong", "evaluation.json"))
+            elif need == "train_log":
+                files.append(model_path(config, dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
+            elif need == "model":
+                files.append(model_path(config, dataset, k, method, seed))
+            elif need == "step_timing":
+                files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
+            else:
+                raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
+    return list(dict.fromkeys(files))
+
+
+def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[float]]:
+    """{attack: [params]} of an attack suite: the dataset's list ('whitebox') or an output's own list."""
+    return dataset_attacks(config, dataset) if suite == "whitebox" else requested(config)[suite]["attacks"]
+
+
+def suites(config: dict) -> list[str]:
+    """Attack suites with jobs of their own: 'whitebox' and every requested output with its own attacks."""
+    return ["whitebox", *[n for n in requested(config) if "own_attacks" in OUTPUTS[n].needs]]
+
+
+def targets(config: dict, kind: str) -> list[str]:
+    """The files of every requested output of `kind` ('table': csv + md; 'figure': png)."""
+    exts = ("csv", "md") if kind == "table" else ("png",)
+    folder = "results/tables" if kind == "table" else "results/figures"
+    return [f"{folder}/{name}.{ext}" for name in requested(config) if OUTPUTS[name].kind == kind for ext in exts]

@@ -1,0 +1,59 @@
+"""Seconds per training step of several methods, timed interleaved in one process (median of many steps),
+so that other jobs on the machine cannot favour one method: the `timing` table's measurement."""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+
+import torch
+
+from pdd.methods import LossSettings, get_method
+from pdd.models import Ensemble, EnsembleSpec
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: LossSettings, x: torch.Tensor,
+                 y: torch.Tensor, warmup: int, reps: int, lr: float = 0.02, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, seed: int = 0) -> dict[str, float]:
+    """Median seconds per step (zero_grad, the method's loss and backward, SGD step) of every method, each on
+    its own copy of the same initial ensemble and the same batch; methods alternate round-robin so drifts of
+    the machine hit all alike. `pdd` holds PDD's {num_intervals, alpha, beta} for the methods that use it."""
+    device = x.device
+    torch.manual_seed(seed)
+    initial = Ensemble(spec).state_dict()
+    runs = {}
+    for name in methods:
+        method = get_method(name, settings)
+        model = Ensemble(EnsembleSpec(**{**spec.__dict__, "pdd": dict(pdd) if method.uses_pdd else {}}))
+        model.load_state_dict(copy.deepcopy(initial))
+        model.to(device).train()
+        method.start_epoch(model, 0, 1, seed)
+        optimizers = [torch.optim.SGD(group, lr=lr, momentum=momentum, weight_decay=weight_decay)
+                      for group in method.parameter_groups(model)]
+        runs[name] = (model, method, optimizers)
+
+    def step(name: str) -> float:
+        model, method, optimizers = runs[name]
+        _sync(device)
+        start = time.perf_counter()
+        loss, _ = method.step(model, optimizers, x, y)
+        _sync(device)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{name}: non-finite loss {loss}")
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        for name in methods:
+            step(name)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(reps):
+        for name in methods:
+            times[name].append(step(name))
+    return {name: statistics.median(t) for name, t in times.items()}
