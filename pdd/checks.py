@@ -6,8 +6,6 @@ from pdd.data import DATASETS
 from pdd.methods import METHODS, get_method
 from pdd.outputs import OUTPUTS, intervals_for, requested, variant
 
-STRONG_TABLE = "table_strong_evaluation"
-
 
 def problems(config: dict) -> list[str]:
     """Every cross-key inconsistency of `config`, each naming the key, each once; empty when fine."""
@@ -25,8 +23,9 @@ def problems(config: dict) -> list[str]:
         return found
     for name, spec in requested(config).items():
         found += output_problems(config, name, spec)
-    if STRONG_TABLE in config.get("tables", {}):
-        found += strong_problems(config)
+    strong_users = [n for n, spec in requested(config).items() if "strong" in OUTPUTS[n].needs and not OUTPUTS[n].follows]
+    if strong_users:
+        found += strong_problems(config, strong_users)
     return list(dict.fromkeys(found))
 
 
@@ -47,6 +46,8 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)}"]
+    if name == "figure_member_transfer" and not spec.get("eps"):
+        found.append(f"{key}.eps: the L-inf budget of the PGD crafted on each member is missing")
     if name == "figure_intervals":
         k = spec["K"][0]
         found += [f"{key}.intervals: M={m} must exceed K={k} (PDD needs M > K)" for m in spec["intervals"] if m <= k]
@@ -69,22 +70,26 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     return found
 
 
-def strong_problems(config: dict) -> list[str]:
-    """What `table_strong_evaluation` needs: its config section, a coherent diagnostic setup and an
-    independent surrogate."""
-    spec, key = config["tables"][STRONG_TABLE], f"tables.{STRONG_TABLE}"
+def strong_problems(config: dict, names: list[str]) -> list[str]:
+    """What the outputs that read the strong evaluation need: its config section with eps for their datasets, a
+    coherent diagnostic setup and an independent surrogate."""
+    key = f"tables.{names[0]}"
     strong = config.get("strong_evaluation")
     if strong is None:
         return [f"strong_evaluation: missing; {key} needs it (eps, apgd, pgd, transfer_steps, diagnostics)"]
     found = []
-    if "attacks" in spec:
-        found.append(f"{key}.attacks: not used; the strong evaluation's attacks are set under strong_evaluation")
-    for dataset in spec["datasets"]:
-        eps_values = strong["eps"].get(dataset)
-        if not eps_values:
-            found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by {key})")
-        elif max(eps_values) >= strong["diagnostics"]["eps"]:
-            found.append(f"strong_evaluation.diagnostics.eps must exceed every eps of strong_evaluation.eps.{dataset}")
+    for name in names:
+        spec = requested(config)[name]
+        if "attacks" in spec:
+            found.append(f"tables.{name}.attacks: not used; the strong evaluation's attacks are set under "
+                         "strong_evaluation")
+        for dataset in spec["datasets"]:
+            eps_values = strong["eps"].get(dataset)
+            if not eps_values:
+                found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by tables.{name})")
+            elif max(eps_values) >= strong["diagnostics"]["eps"]:
+                found.append("strong_evaluation.diagnostics.eps must exceed every eps of "
+                             f"strong_evaluation.eps.{dataset}")
     steps = strong["pgd"]["steps"]
     if steps != sorted(steps):
         found.append(f"strong_evaluation.pgd.steps must be increasing, got {steps}")

@@ -29,6 +29,7 @@ NEEDS = {
     "train_log": "the training log",
     "model": "the trained checkpoint itself",
     "step_timing": "the interleaved training-step timing of the (dataset, K)",
+    "member_transfer": "PGD crafted on each member, scored on every member (the output's `eps`)",
 }
 
 
@@ -40,7 +41,8 @@ class Output:
     kind: str                          # "table" (csv + md) or "figure" (png)
     title: str                         # human title: the paper's caption where it has one
     needs: tuple[str, ...]             # keys of NEEDS
-    builder: str                       # "module:function", called as f(inputs, spec, out_stem, paper_csv)
+    builder: str                       # "module:function", called as f(inputs, spec, out_stem, paper_csv); writes
+                                       # <out>.csv/.md/.tex (table) or <out>.png/.pdf (figure)
     paper_table: str | None = None     # `table` key of paper_results.csv
     own_attacks: bool = False          # its config entry must carry an `attacks` list
     follows: str | None = None         # a figure drawn from this table's config entry and ensembles
@@ -112,6 +114,15 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
     Output("figure_strong_steps", "figure", "Strong evaluation: accuracy against PGD steps", ("strong",),
            "pdd.figures:build_strong_steps_figure", follows="table_strong_evaluation",
            caption="Accuracy against PGD steps per method; diamonds: restarts; dashed: the worst case."),
+    Output("table_ensemble_defences", "table", "Beyond the paper: ensemble-diversity defences under one protocol",
+           ("strong", "entropy", "per_image"), "pdd.defences_table:build",
+           caption="Every method trained with the same members, recipe and data: clean accuracy, the paper's PGD-10, "
+                   "the strong evaluation's worst case and Type I transfer (on the same images), the ambiguity "
+                   "entropy E (eq. 5) and the mean pairwise cosine between the members' input gradients."),
+    Output("figure_member_transfer", "figure", "Transfer between members (DVERGE's diversity measure)",
+           ("member_transfer",), "pdd.figure_member_transfer:build",
+           caption="Per method, the K x K matrix of fooling rates: PGD crafted on member i (row) scored on member j "
+                   "(column), % of member j's correctly classified test images; low off-diagonal = diverse."),
     Output("figure_intervals", "figure", "The effect of M: PDD ensembles over the number of intervals",
            ("clean", "own_attacks", "per_image"), "pdd.figures:build_intervals_figure", own_attacks=True,
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
@@ -208,6 +219,8 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(model_path(config, dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
             elif need == "model":
                 files.append(model_path(config, dataset, k, method, seed))
+            elif need == "member_transfer":
+                files.append(ev("member_transfer", "pgd.json"))
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
@@ -226,7 +239,7 @@ def suites(config: dict) -> list[str]:
 
 
 def targets(config: dict, kind: str) -> list[str]:
-    """The files of every requested output of `kind` ('table': csv + md; 'figure': png)."""
-    exts = ("csv", "md") if kind == "table" else ("png",)
+    """The files of every requested output of `kind` ('table': csv, md, tex; 'figure': png, pdf)."""
+    exts = ("csv", "md", "tex") if kind == "table" else ("png", "pdf")
     folder = "results/tables" if kind == "table" else "results/figures"
     return [f"{folder}/{name}.{ext}" for name in requested(config) if OUTPUTS[name].kind == kind for ext in exts]

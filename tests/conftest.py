@@ -38,6 +38,10 @@ def tiny_config() -> dict:
         "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
         "table_strong_evaluation": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
                                     "reference": {"digits": "fashion_mnist"}},
+        "table_stronger_attacks": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
+                                   "attacks": {"pgd": [0.3]}, "protocol": {"steps": 15}},
+        "table_figure1_distance": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"], "image": 0,
+                                   "num_images": 20},
     }
     # Strong evaluation at the white-box PGD eps, on the same 40 images, with every attack a few steps long.
     cfg["strong_evaluation"].update(num_images=40, eps={"digits": [0.3]}, apgd={"iterations": 5, "restarts": 1},
@@ -48,7 +52,11 @@ def tiny_config() -> dict:
         "figure2_discrimination": {**two, "num_images": 50},
         "figure3_gradient_angles": {**two, "num_images": 50},
         "figure4_pgd_strength": {**two, "attacks": {"pgd": [0.1, 0.3], "pgd_l2": [1.0]}},
+        "figure1_gradcam": {**two, "image": 0},
+        "figure5_examples": {**two, "image": 0, "eps": {"pgd": 0.1, "pgd_l2": 1.0}},
+        "figure_intervals": {"dataset": "digits", "K": 2, "intervals": [3, 5], "attacks": {"pgd": [0.3]}},
     }
+    cfg["timing"] = {"steps": 3, "warmup": 1, "batch_size": 32}
     return cfg
 
 

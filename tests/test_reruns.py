@@ -71,7 +71,7 @@ def everything(finished_run: Path) -> set[Job]:
 
 def test_nothing_to_do_after_the_run(finished_run: Path, everything: set[Job]) -> None:
     assert _dry_run(finished_run, _config()) == set()
-    assert len(everything) == 14  # the full DAG, for the comparisons below
+    assert len(everything) == 15  # the full DAG, for the comparisons below
 
 
 def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path, everything: set[Job]) -> None:
@@ -84,6 +84,7 @@ def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path
         ("table", "results/tables/table2_whitebox_k3.csv"),
         ("table", "results/tables/timing.csv"),
         ("figure", "results/figures/figure4_pgd_strength.png"),
+        ("time_steps", "results/eval/digits/resnet18/K2/timing/seed0.json"),  # times PDD with the new alpha
         ("all", ""),
     }
     assert not any("/baseline/" in output for _, output in planned)
@@ -100,8 +101,25 @@ def test_one_attack_eps_reruns_only_that_attack_and_its_table(finished_run: Path
     }  # no training, no other attack, no timing table, and Figure 4 (its own PGD jobs) untouched
 
 
-def test_new_package_version_reruns_everything(finished_run: Path, everything: set[Job]) -> None:
-    planned = _dry_run(finished_run, _config(), python_prelude="import pdd; pdd.__version__ = '9.9.9'")
-    assert planned == everything
-    # and the same wrapper without a version change plans nothing (the wrapper itself changes nothing)
+def _edited(module: str) -> str:
+    """A prelude that makes pdd.fingerprint read `module` as if one line had been added to it."""
+    return ("import pdd.fingerprint as f\n_read = f.source\n"
+            f"f.source = lambda path: _read(path) + ('\\n# edited' if path == f.module_file({module!r}) else '')")
+
+
+def test_loss_code_change_reruns_trainings_and_what_depends_on_them(finished_run: Path, everything: set[Job]) -> None:
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.losses"))
+    assert planned == {job for job in everything if job[0] != "prepare_data"}  # all but the data preparation
+
+
+def test_table_code_change_reruns_only_tables_and_figures(finished_run: Path, everything: set[Job]) -> None:
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.tables"))
+    assert planned == {job for job in everything if job[0] in ("table", "figure", "all")}
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.stronger"))
+    assert planned == set()  # no requested output is built by that module
+
+
+def test_new_package_version_reruns_nothing(finished_run: Path) -> None:
+    assert _dry_run(finished_run, _config(), python_prelude="import pdd; pdd.__version__ = '9.9.9'") == set()
+    # and the same wrapper without any change plans nothing (the wrapper itself changes nothing)
     assert _dry_run(finished_run, _config(), python_prelude="import pdd") == set()

@@ -93,11 +93,28 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     t6 = pd.read_csv(tables / "table6_adversarial_training.csv")
     assert set(t6["attack"]) == {"none", "fgsm"} and set(t6["method"]) == {"advt_fgsm"}
     _check_strong_table(tables, t2)
-    for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength", "figure_strong_steps"):
+    _check_new_outputs(tables)
+    for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength", "figure_strong_steps",
+                 "figure1_gradcam", "figure5_examples", "figure_intervals"):
         png = tiny_workdir / "results" / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    for name in pd.read_csv(tables / "table2_whitebox_k3.csv")["table"].unique():
+        assert (tables / f"{name}.tex").stat().st_size > 0
     # Nothing left to do: a second run plans no job.
     assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n", "--configfile", "tiny.yaml").stdout
+
+
+def _check_new_outputs(tables: Path) -> None:
+    """Figure 1's distances, the stronger-attack table and the interleaved timing of the tiny run."""
+    distance = pd.read_csv(tables / "table_figure1_distance.csv").set_index("method")
+    assert set(distance.index) == {"baseline", "pdd"} and (distance["distance"] >= 0).all()
+    assert (distance["n_images"] > 0).all() and distance["paper"].isna().all()  # digits: no paper value
+    stronger = pd.read_csv(tables / "table_stronger_attacks.csv")
+    acc = stronger[(stronger["kind"] == "accuracy") & (stronger["attack"] == "pgd")]
+    assert set(zip(acc["strength"], acc["iterations"])) == {("standard", 10), ("stronger", 15)}
+    timing = pd.read_csv(tables / "timing.csv").set_index("method")
+    assert (timing["step_seconds"] > 0).all() and timing.loc["baseline", "step_ratio"] == pytest.approx(1.0)
 
 
 def _check_strong_table(tables: Path, t2: pd.DataFrame) -> None:

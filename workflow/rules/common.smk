@@ -5,16 +5,25 @@ import json
 import os
 import shlex
 
-import pdd
 from pdd import outputs as registry
 from pdd.checks import problems
+from pdd.fingerprint import fingerprint
 from pdd.methods import get_method
 
 _problems = problems(config)
 if _problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
 
-VERSION = pdd.__version__
+# The code each rule's command runs (pdd.fingerprint): a change in it reruns exactly those jobs.
+CODE = {
+    "prepare_data": fingerprint("pdd.data"),
+    "train": fingerprint("pdd.training"),
+    "attack": fingerprint("pdd.attacks", "pdd.data"),
+    "diversity": fingerprint("pdd.diversity", "pdd.attacks", "pdd.data"),
+    "strong": fingerprint("pdd.strong", "pdd.attacks", "pdd.data"),
+    "time_steps": fingerprint("pdd.step_timing", "pdd.attacks", "pdd.data"),
+    "member_transfer": fingerprint("pdd.member_transfer", "pdd.data"),
+}
 OUTPUTS = registry.requested(config)
 MODEL_DIR = registry.MODEL_DIR
 EVAL_DIR = registry.EVAL_DIR
@@ -113,6 +122,14 @@ def get_suite_args(w):
     return get_attack_args(registry.suite_attacks(config, w.suite, w.dataset)[w.attack], protocol)
 
 
+def get_member_transfer_args(w):
+    """Flags of the member-transfer job: figure_member_transfer's eps and the attack protocol's images and steps."""
+    e = config["evaluation"]
+    flags = (f"--eps {OUTPUTS['figure_member_transfer']['eps']} --steps {e['steps']} --batch-size {e['batch_size']}"
+             f" --seed {e['seed']}")
+    return flags + (f" --num-images {e['num_images']}" if e["num_images"] else "")
+
+
 def get_strong_args(w):
     """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles."""
     s, d = config["strong_evaluation"], config["strong_evaluation"]["diagnostics"]
@@ -126,6 +143,11 @@ def get_strong_args(w):
     if s["num_images"]:
         flags.append(f"--num-images {s['num_images']}")
     return " ".join(flags)
+
+
+def get_output_code(w):
+    """Fingerprint of the code that builds output `w.name` (its builder module and what that imports)."""
+    return fingerprint(registry.OUTPUTS[w.name].builder.split(":")[0])
 
 
 def get_output_inputs(w):

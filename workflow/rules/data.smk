@@ -9,7 +9,7 @@ rule prepare_data:
         "results/data/{dataset}.json",
     params:
         root=config["data_root"],
-        version=VERSION,
+        code=CODE["prepare_data"],
     log:
         "results/logs/prepare_data/{dataset}.log",
     conda:

@@ -7,7 +7,7 @@ rule whitebox:
         args=get_suite_args,
         data_root=config["data_root"],
         device=config["device"],
-        version=VERSION,
+        code=CODE["attack"],
     threads: config["threads"]
     resources:
         gpu=1,
@@ -32,7 +32,7 @@ rule transfer:
         args=lambda w: get_attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
         data_root=config["data_root"],
         device=config["device"],
-        version=VERSION,
+        code=CODE["attack"],
     threads: config["threads"]
     resources:
         gpu=1,
@@ -59,7 +59,7 @@ rule diversity:
         seed=config["evaluation"]["seed"],
         data_root=config["data_root"],
         device=config["device"],
-        version=VERSION,
+        code=CODE["diversity"],
     threads: config["threads"]
     resources:
         gpu=1,
@@ -84,7 +84,7 @@ rule strong:
         args=get_strong_args,
         data_root=config["data_root"],
         device=config["device"],
-        version=VERSION,
+        code=CODE["strong"],
     threads: config["threads"]
     resources:
         gpu=1,
@@ -97,3 +97,28 @@ rule strong:
     shell:
         "pdd strong --model {input.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule member_transfer:
+    """PGD crafted on each member of one ensemble, scored on every member (figure_member_transfer)."""
+    input:
+        f"{MODEL_DIR}/ensemble.pt",
+    output:
+        f"{EVAL_DIR}/member_transfer/pgd.json",
+    params:
+        args=get_member_transfer_args,
+        data_root=config["data_root"],
+        device=config["device"],
+        code=CODE["member_transfer"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=2 * 60,
+        mem_mb=16000,
+    log:
+        f"{LOGS}/member_transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
+    conda:
+        "../../envs/pdd.yaml"
+    shell:
+        "pdd member-transfer --model {input} {params.args} --data-root {params.data_root} --device {params.device}"
+        " --threads {threads} --out {output} > {log} 2>&1"

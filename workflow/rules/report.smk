@@ -2,16 +2,17 @@
 
 
 rule table:
-    """Build one table (CSV + Markdown) from its evaluations."""
+    """Build one table (CSV, Markdown, LaTeX) from its evaluations."""
     input:
         results=get_output_inputs,
         paper=PAPER_RESULTS,
     output:
         csv=report(f"{TABLES}/{{name}}.csv", category="Tables", subcategory="{name}", caption="../report/table.rst"),
         md=report(f"{TABLES}/{{name}}.md", category="Tables", subcategory="{name}", caption="../report/table.rst"),
+        tex=f"{TABLES}/{{name}}.tex",
     params:
         spec=get_output_spec,
-        version=VERSION,
+        code=get_output_code,
     log:
         f"{LOGS}/table/{{name}}.log",
     conda:
@@ -22,15 +23,16 @@ rule table:
 
 
 rule figure:
-    """Draw one figure (PNG) from its evaluations."""
+    """Draw one figure (PNG, PDF) from its evaluations."""
     input:
         results=get_output_inputs,
         paper=PAPER_RESULTS,
     output:
-        report(f"{FIGURES}/{{name}}.png", category="Figures", subcategory="{name}", caption="../report/figure.rst"),
+        png=report(f"{FIGURES}/{{name}}.png", category="Figures", subcategory="{name}", caption="../report/figure.rst"),
+        pdf=f"{FIGURES}/{{name}}.pdf",
     params:
         spec=get_output_spec,
-        version=VERSION,
+        code=get_output_code,
     log:
         f"{LOGS}/figure/{{name}}.log",
     conda:

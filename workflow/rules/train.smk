@@ -9,7 +9,7 @@ rule train:
         data_root=config["data_root"],
         device=config["device"],
         workers=config["training"]["workers"],
-        version=VERSION,
+        code=CODE["train"],
     threads: config["threads"]
     resources:
         gpu=1,
@@ -36,7 +36,7 @@ rule time_steps:
         args=get_timing_args,
         data_root=config["data_root"],
         device=config["device"],
-        version=VERSION,
+        code=CODE["time_steps"],
     threads: config["threads"]
     resources:
         gpu=1,

@@ -1,0 +1,45 @@
+"""Registry builder of `figure_member_transfer`: per method, the K x K matrix of PGD fooling rates between
+members (crafted on member i, scored on member j)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pdd.figures import _save  # noqa: E402
+from pdd.io import write_text  # noqa: E402
+from pdd.tables import read_results  # noqa: E402
+
+
+def matrices(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{method: K x K mean fooling rate over seeds}, rows = source member, columns = target member."""
+    return {method: group.groupby(["source", "target"])["value"].mean().unstack("target")
+            for method, group in results.groupby("method", sort=False)}
+
+
+def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+    """One heat map per method in the spec's order; the matrices also go to `<out>.csv`."""
+    results = read_results(inputs)
+    found = matrices(results)
+    methods = [m for m in spec["methods"] if m in found]
+    write_text(f"{out}.csv", results.drop(columns=["model"], errors="ignore").to_csv(index=False))
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 0.8, 3.4), squeeze=False)
+    image = None
+    for ax, method in zip(axes[0], methods):
+        matrix = found[method]
+        image = ax.imshow(matrix.to_numpy(), vmin=0, vmax=100, cmap="viridis")
+        for (i, j), value in pd.DataFrame(matrix.to_numpy()).stack().items():
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < 50 else "black")
+        ax.set_xticks(range(len(matrix.columns)), [str(c) for c in matrix.columns])
+        ax.set_yticks(range(len(matrix.index)), [str(r) for r in matrix.index])
+        ax.set_xlabel("scored on member j")
+        ax.set_ylabel("crafted on member i")
+        ax.set_title(method)
+    fig.colorbar(image, ax=axes[0].tolist(), label="fooled (% of member j's correct images)")
+    eps = spec.get("eps")
+    fig.suptitle(f"{spec['datasets'][0]}, K = {spec['K'][0]}: PGD $L_\\infty$ eps {eps} crafted on one member")
+    _save(fig, f"{out}.png")

@@ -1,0 +1,70 @@
+"""Fingerprints of the code a job runs: a hash of the package modules its entry modules import (transitively),
+so Snakemake reruns exactly the jobs a code change touches and nothing else.
+
+`pdd/cli.py` is left out on purpose: it only parses options, and every option that changes a result reaches the
+job as a Snakemake param already; so is `pdd/__init__.py` (the version string: a release alone reruns nothing).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+EXCLUDED = {"pdd", "pdd.cli"}  # the version string and the option parsing
+
+
+def source(path: Path) -> str:
+    """The text of one module (a seam for tests that simulate an edit)."""
+    return path.read_text()
+
+
+def module_file(name: str) -> Path | None:
+    """The file of package module `name` ('pdd.methods' -> pdd/methods/__init__.py); None if not ours."""
+    parts = name.split(".")
+    if parts[0] != "pdd":
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported(name: str) -> set[str]:
+    """Package modules that module `name` imports anywhere in its body (function-level imports included)."""
+    path = module_file(name)
+    tree = ast.parse(source(path)) if path else ast.Module(body=[], type_ignores=[])
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from pdd import data`
+    return {m for m in found if module_file(m) is not None and m not in EXCLUDED}
+
+
+def closure(entries: tuple[str, ...]) -> list[str]:
+    """Every package module the entry modules reach through imports (parents of submodules included)."""
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen or name in EXCLUDED or module_file(name) is None:
+            continue
+        seen.add(name)
+        parent = name.rsplit(".", 1)[0]
+        todo += sorted(imported(name)) + ([parent] if "." in parent else [])
+    return sorted(seen)
+
+
+@lru_cache(maxsize=None)
+def fingerprint(*entries: str) -> str:
+    """Short hash of the sources of `closure(entries)`: it changes iff one of those modules changes."""
+    digest = hashlib.sha256()
+    for name in closure(entries):
+        digest.update(name.encode() + b"\0" + source(module_file(name)).encode() + b"\0")
+    return digest.hexdigest()[:16]
