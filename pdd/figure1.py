@@ -10,11 +10,14 @@ from pdd import data
 from pdd.attacks import select_images
 from pdd.figure_gradcam import draw
 from pdd.gradcam import centre_distance, default_layer, distances_over_images, gradcam
-from pdd.io import write_text
+from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
 from pdd.models import Ensemble, load_ensemble
+from pdd.outputs import OUTPUTS
+from pdd.tables import stand_in_note
 
 # The paper's text, section "Diversified Feature Learning": one Tiny-ImageNet test image ("meatloaf").
 PAPER_DISTANCES = {"tiny_imagenet": {"pdd": 24.68, "baseline": 8.8, "adp": 14.34}}
+TABLE = "table_figure1_distance"
 
 
 def load_ensembles(inputs: list[str], methods: list[str]) -> dict[str, Ensemble]:
@@ -50,7 +53,7 @@ def build_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> Non
     x, y = _image(spec)
     layer = _layer(spec, ensembles, x.shape[-1])
     maps, distances = image_distances(ensembles, x, y, layer, spec.get("threshold", 0.9))
-    title = (f"{spec['datasets'][0]}, K = {spec['K'][0]}: Grad-CAM per member, test image {spec.get('image', 0)} "
+    title = (f"{where(spec['datasets'][0], spec['K'][0])}: Grad-CAM per member, test image {spec.get('image', 0)} "
              f"(class {y}), layer {layer}")
     draw(x, maps, distances, f"{out}.png", title, spec.get("threshold", 0.9))
 
@@ -66,16 +69,40 @@ def distance_table(one: dict[str, float], many: pd.DataFrame, spec: dict) -> pd.
     return pd.DataFrame(rows)
 
 
-def distance_markdown(df: pd.DataFrame, layer: str, threshold: float) -> str:
-    lines = ["# Figure 1's number: distance between the members' Grad-CAM centres", "",
+def distance_grid(df: pd.DataFrame, own_paper: bool) -> Grid:
+    """Rows per method: this image's distance, the paper's (only where the dataset is the paper's own), mean, std
+    and count over images; bold: the largest distance per column (members looking at the most different places)."""
+    columns = {"distance": "This image", **({"paper": "Paper (one image)"} if own_paper else {}),
+               "mean": "Mean over images", "std": "Std", "n_images": "Images"}
+    index = pd.Index([method_name(m) for m in df["method"]], name="Method")
+    text = pd.DataFrame({title: [str(v) if c == "n_images" else fmt(v) for v in df[c]] for c, title in columns.items()},
+                        index=index)
+    ranked = [title for c, title in columns.items() if c in ("distance", "paper", "mean")]
+    values = pd.DataFrame({title: df[c].to_numpy(dtype=float).round(2) for c, title in columns.items()
+                           if title in ranked}, index=index)
+    bold = best_mask(values, "column").reindex(columns=text.columns, fill_value=False)
+    return Grid(text, bold)
+
+
+def distance_document(df: pd.DataFrame, spec: dict, layer: str, threshold: float) -> tuple[list[str], list[Grid]]:
+    """Notes and grids of table_figure1_distance; a stand-in dataset's paper numbers in a table of their own."""
+    dataset = spec["datasets"][0]
+    paper_dataset = spec.get("reference", {}).get(dataset, dataset)
+    notes = [f"{where(dataset, spec['K'][0])}; test image {spec.get('image', 0)}.",
              f"Mean Euclidean distance (input pixels) between the centres of each pair of members' Grad-CAM pixels "
              f"above {threshold} (layer {layer}); larger = members look at different parts of the image. The "
-             "paper reports one Tiny-ImageNet image (64x64); distances on other image sizes compare only in order.",
-             "", "| Method | This image | Paper (one image) | Mean over images | Std | Images |", "|---" * 6 + "|"]
-    for r in df.itertuples():
-        paper = "-" if pd.isna(r.paper) else f"{r.paper:.2f}"
-        lines.append(f"| {r.method} | {r.distance:.2f} | {paper} | {r.mean:.2f} | {r.std:.2f} | {r.n_images} |")
-    return "\n".join(lines) + "\n"
+             "paper reports one Tiny-ImageNet image (64x64); distances on other image sizes compare only in order. "
+             "Bold: the largest distance per column."]
+    grids = [distance_grid(df, paper_dataset == dataset and df["paper"].notna().any())]
+    if paper_dataset != dataset and df["paper"].notna().any():
+        notes.append(stand_in_note(dataset, paper_dataset, "Figure 1 text"))
+        paper = df[df["paper"].notna()]
+        values = pd.DataFrame({"Paper (one image)": paper["paper"].to_numpy(dtype=float)},
+                              index=pd.Index([method_name(m) for m in paper["method"]], name="Method"))
+        grids.append(Grid(values.map(fmt), best_mask(values, "column"),
+                          caption=f"The paper's Figure 1 text: {dataset_name(paper_dataset)} "
+                                  f"(what {dataset_name(dataset)} stands in for)"))
+    return notes, grids
 
 
 def build_distance_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
@@ -88,6 +115,6 @@ def build_distance_table(inputs: list[str], spec: dict, out: str, paper_csv: str
     dataset = data.get_dataset(spec["datasets"][0], "test", spec["data_root"])
     xs, ys = select_images(dataset, spec.get("num_images"), seed=0)
     df = distance_table(one, distances_over_images(ensembles, xs, ys, layer, threshold), spec)
-    df.insert(0, "table", "table_figure1_distance")
-    write_text(f"{out}.csv", df.to_csv(index=False))
-    write_text(f"{out}.md", distance_markdown(df, layer, threshold))
+    notes, grids = distance_document(df, spec, layer, threshold)
+    df.insert(0, "table", TABLE)
+    write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", df, TABLE, OUTPUTS[TABLE].title, notes, grids)

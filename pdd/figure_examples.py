@@ -12,9 +12,8 @@ import torch  # noqa: E402
 from pdd import data  # noqa: E402
 from pdd.attacks import AttackSettings, generate, predict  # noqa: E402
 from pdd.figure1 import load_ensembles  # noqa: E402
-from pdd.figures import _save  # noqa: E402
-
-NORMS = {"pgd": "$L_\\infty$", "pgd_l2": "$L_2$"}
+from pdd.display import method_name, norm_tex, where  # noqa: E402
+from pdd.figures import save_figure  # noqa: E402
 
 
 def examples(ensembles: dict, x: torch.Tensor, y: int, eps: dict[str, float], seed: int) -> dict:
@@ -26,9 +25,15 @@ def examples(ensembles: dict, x: torch.Tensor, y: int, eps: dict[str, float], se
         cells = [("clean", x, int(predict(model, x[None], device)[0]))]
         for attack, value in eps.items():
             adv = generate(model, x[None], torch.tensor([y]), attack, float(value), settings, device)
-            cells.append((f"PGD {NORMS.get(attack, attack)} eps {value:g}", adv[0], int(predict(model, adv, device)[0])))
+            cells.append((example_label(attack, float(value)), adv[0], int(predict(model, adv, device)[0])))
         rows[method] = cells
     return rows
+
+
+def example_label(attack: str, eps: float) -> str:
+    """'PGD $L_\\infty$ eps 0.02 (= 5.1/255)' or 'PGD $L_2$ eps 0.4': the example's attack, norm and budget."""
+    levels = f" (= {eps * 255:.1f}/255)" if attack == "pgd" else ""
+    return f"PGD {norm_tex(attack)} eps {eps:g}{levels}"
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -54,7 +59,7 @@ def build_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> Non
             _show(axes[r][c], image)
             colour = "green" if pred == int(y) else "red"
             axes[r][c].set_title(f"{label}\npredicted {pred}", fontsize=8, color=colour)
-        axes[r][0].set_ylabel(method)
-    fig.suptitle(f"{spec['datasets'][0]}, K = {spec['K'][0]}: test image {index} (class {int(y)}), PGD 10 steps "
+        axes[r][0].set_ylabel(method_name(method))
+    fig.suptitle(f"{where(spec['datasets'][0], spec['K'][0])}: test image {index} (class {int(y)}), PGD 10 steps "
                  "crafted on each ensemble", fontsize=9)
-    _save(fig, f"{out}.png")
+    save_figure(fig, f"{out}.png")

@@ -11,8 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from pdd.display import method_name  # noqa: E402
+from pdd.figures import save_figure  # noqa: E402
 from pdd.gradcam import map_centres  # noqa: E402
-from pdd.io import atomic_path  # noqa: E402
 
 
 def _background(image: torch.Tensor) -> tuple:
@@ -26,7 +27,7 @@ def _background(image: torch.Tensor) -> tuple:
 def draw(image: torch.Tensor, maps: dict[str, torch.Tensor], distances: dict[str, float], out: str | Path,
          title: str, threshold: float = 0.9) -> None:
     """Draw the methods x members grid of 'jet' heat maps (alpha 0.5) over `image`, a cross at each map's
-    hot-pixel centre; save a PNG at `out` (and a PDF of the same stem if `out` ends in .png), atomically."""
+    hot-pixel centre, rows labelled with the methods' display names; save a PNG at `out` and a PDF beside it."""
     methods = list(maps)
     k = max(m.shape[0] for m in maps.values())
     background, cmap = _background(image)
@@ -48,16 +49,10 @@ def draw(image: torch.Tensor, maps: dict[str, torch.Tensor], distances: dict[str
                     markeredgewidth=2)
             if row == 0:
                 ax.set_title(f"member {col + 1}")
-        label = f"{method}\nd = {distances[method]:.2f} px" if method in distances else method
+        name = method_name(method)
+        label = f"{name}\nd = {distances[method]:.2f} px" if method in distances else name
         axes[row][0].set_ylabel(label)
     if heat is not None:
         fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="Grad-CAM")
     fig.suptitle(title)
-    out = Path(out)
-    targets = [(out, "png")]
-    if out.suffix == ".png":
-        targets.append((out.with_suffix(".pdf"), "pdf"))
-    for path, fmt in targets:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out)

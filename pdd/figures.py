@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 import re  # noqa: E402
 
+from pdd.display import attack_name, method_name, norm_tex, param_label, where  # noqa: E402
 from pdd.io import atomic_path, write_text  # noqa: E402
 
 DIVERSITY_LABELS = {
@@ -21,13 +22,16 @@ DIVERSITY_LABELS = {
 }
 
 
-def _save(fig: plt.Figure, out: str | Path) -> None:
-    """Write the figure as PNG at `out` and as PDF beside it (same stem), atomically."""
+def save_figure(fig: plt.Figure, out: str | Path) -> None:
+    """Write the figure as PNG at `out` and as PDF beside it (same stem), atomically; every figure goes through it."""
     out = Path(out)
     for path, fmt in ((out, "png"), (out.with_suffix(".pdf"), "pdf")):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+_save = save_figure
 
 
 def common_correct(per_image: pd.DataFrame, num_images: int | None, seed: int = 0) -> pd.DataFrame:
@@ -49,27 +53,29 @@ def diversity_boxplot(per_image: pd.DataFrame, measure: str, methods: list[str],
     fig, ax = plt.subplots(figsize=(1.4 * len(methods) + 2, 4))
     data = [rows.loc[rows["method"] == m, measure].to_numpy() for m in methods]
     ax.boxplot(data, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
-    ax.set_xticks(range(1, len(methods) + 1), methods)
+    ax.set_xticks(range(1, len(methods) + 1), [method_name(m) for m in methods])
     ax.set_ylabel(DIVERSITY_LABELS[measure][1])
     seeds = rows["seed"].nunique()
     ax.set_title(f"{title}{len(rows) // max(len(methods), 1)} test images correct for every method, {seeds} seed(s)")
-    _save(fig, out)
+    save_figure(fig, out)
     return rows
 
 
 def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path, paper: pd.DataFrame | None = None,
                  title: str = "") -> None:
     """Figure 4: accuracy against eps (log2 axis) for L-inf and L2 PGD; mean over seeds, band = std; a dotted
-    line per method at its clean accuracy; `paper` points (method, attack, param, value) as crosses."""
+    line per method at its clean accuracy; `paper` points (method, attack, param, value) as crosses; L-inf ticks also
+    in 8-bit levels (n/255)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     clean = results[results["attack"] == "none"].groupby("method")["value"].mean()
-    for ax, (attack, norm) in zip(axes, [("pgd", "$L_\\infty$"), ("pgd_l2", "$L_2$")]):
+    for ax, attack in zip(axes, ["pgd", "pgd_l2"]):
+        norm = norm_tex(attack)
         part = results[results["attack"] == attack]
         for i, method in enumerate(methods):
             curve = part[part["method"] == method].groupby("param")["value"].agg(["mean", "std"]).reset_index()
             if curve.empty:
                 continue
-            ax.plot(curve["param"], curve["mean"], marker="o", color=f"C{i}", label=method)
+            ax.plot(curve["param"], curve["mean"], marker="o", color=f"C{i}", label=method_name(method))
             ax.fill_between(curve["param"], curve["mean"] - curve["std"].fillna(0),
                             curve["mean"] + curve["std"].fillna(0), color=f"C{i}", alpha=0.2)
             if method in clean:
@@ -78,7 +84,12 @@ def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path, pap
                 points = paper[(paper["method"] == method) & (paper["attack"] == attack)]
                 ax.scatter(points["param"], points["value"], marker="x", s=70, color=f"C{i}", zorder=3)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"PGD {norm} eps (10 steps of eps/10)")
+        eps = sorted(part["param"].dropna().unique())
+        if eps:
+            ax.set_xticks(eps, [f"{e:g}\n({e * 255:.1f}/255)" if attack == "pgd" else f"{e:g}" for e in eps])
+            ax.minorticks_off()
+        meaning = "largest change per pixel, inputs in [0, 1]" if attack == "pgd" else "L2 norm of the perturbation"
+        ax.set_xlabel(f"PGD {norm} eps ({meaning}; 10 steps of eps/10)")
         ax.set_ylabel("accuracy (%) on initially correct images")
         ax.set_ylim(0, 100)
         ax.set_title(f"{title}PGD {norm}")
@@ -88,7 +99,7 @@ def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path, pap
                 plt.Line2D([], [], marker="x", linestyle="none", color="gray")]
     labels += ["clean accuracy", "paper (Figure 5 text)"]
     axes[0].legend(handles, labels, fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> None:
@@ -110,7 +121,7 @@ def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
             single = runs[runs["restarts"] == 1].groupby("steps")["value"].mean()
             if single.empty:
                 continue
-            ax.plot(single.index, single.to_numpy(), marker="o", color=f"C{i}", label=method)
+            ax.plot(single.index, single.to_numpy(), marker="o", color=f"C{i}", label=method_name(method))
             restarts = runs[runs["restarts"] > 1].groupby("steps")["value"].mean()
             ax.scatter(restarts.index, restarts.to_numpy(), marker="D", s=50, facecolors="none", color=f"C{i}")
             worst = mine.loc[mine["attack"] == "worst_case", "value"].mean()
@@ -126,21 +137,21 @@ def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
         ax.set_xlabel("PGD steps (step = eps/10, one random start)")
         ax.set_ylabel("accuracy (%) on initially correct images")
         ax.set_ylim(-2, 102)
-        ax.set_title(f"{dataset}, K={k}, $L_\\infty$ eps={eps:g}")
+        ax.set_title(f"{where(dataset, k)}, PGD {param_label('pgd', eps)}", fontsize=9)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     handles += [plt.Line2D([], [], marker="D", linestyle="none", markerfacecolor="none", color="gray"),
                 plt.Line2D([], [], linestyle="--", color="gray")]
     labels += ["PGD with restarts", "worst case (all attacks)"]
     axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 # --- Registry builders (pdd.outputs): input files + the output's config entry -> the figure ----------------
 
 def _where(spec: dict) -> str:
-    """'dataset, K = k: ' for titles."""
-    return f"{spec['datasets'][0]}, K = {spec['K'][0]}: "
+    """'Digits (8x8), K = 3: ' for titles."""
+    return f"{where(spec['datasets'][0], spec['K'][0])}: "
 
 
 def build_diversity_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
@@ -198,6 +209,14 @@ def intervals_summary(inputs: list[str], default: int) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby(["M", "measure"], as_index=False)["value"].mean()
 
 
+def measure_label(measure: str) -> str:
+    """Legend text of an intervals_summary accuracy measure: 'pgd 0.1' -> 'PGD L-inf eps 0.1 (= 25.5/255) ...'."""
+    if measure == "clean":
+        return "clean (all attacked images)"
+    attack, value = measure.rsplit(" ", 1)
+    return f"{attack_name(attack)} {param_label(attack, value)} (initially correct images)"
+
+
 def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """figure_intervals: S_b, S_w, L_F and accuracies against M; the numbers also go to `<out>.csv`."""
     k = spec["K"][0]
@@ -211,8 +230,7 @@ def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: s
               ([c for c in wide.columns if c not in ("between", "within", "fisher")], "accuracy (%)", None)]
     for ax, (columns, ylabel, labels) in zip(axes, panels):
         for i, column in enumerate(columns):
-            label = labels[i] if labels else ("clean (all attacked images)" if column == "clean"
-                                               else f"{column} (initially correct images)")
+            label = labels[i] if labels else measure_label(column)
             ax.plot(wide.index, wide[column], marker="o", label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(wide.index), [str(m) for m in wide.index])
@@ -222,4 +240,4 @@ def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: s
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{_where(spec)}PDD (alpha {spec.get('alpha', 0.9)}) trained with different M")
-    _save(fig, f"{out}.png")
+    save_figure(fig, f"{out}.png")

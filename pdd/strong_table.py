@@ -7,10 +7,14 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from pdd.io import write_text
-from pdd.tables import KEYS, _cell, _param, aggregate, attach_paper, read_results
+from pdd.display import (HEADERS, Grid, attack_name, best_mask, dataset_name, fmt, label, method_name, param_label,
+                         param_legend, write_table)
+from pdd.outputs import OUTPUTS
+from pdd.tables import (KEYS, _param, aggregate, attach_paper, paper_grid, read_results, settings, settings_line,
+                        stand_in_note, stand_ins)
 
 STRONG_TABLE = "table_strong_evaluation"
 DIAGNOSTIC_TITLES = {
@@ -24,11 +28,7 @@ MASKING_WARNING = "WARNING: possible gradient masking"
 
 def strong_attack_title(attack: str) -> str:
     """Column title of a strong-evaluation attack: pgd_200x5 -> 'PGD-200 x5', apgd_dlr -> 'APGD-DLR'."""
-    match = re.fullmatch(r"pgd_(\d+)(?:x(\d+))?", attack)
-    if match:
-        return f"PGD-{match[1]}" + (f" x{match[2]}" if match[2] else "")
-    return {"none": "Clean", "pgd": "Paper protocol (PGD-10)", "worst_case": "Worst case", "apgd_ce": "APGD-CE",
-            "apgd_dlr": "APGD-DLR", "transfer": "Transfer (Type I)"}.get(attack, attack)
+    return {"none": "Clean", "pgd": "Paper protocol (PGD-10)"}.get(attack) or attack_name(attack)
 
 
 def _strong_order(attack: str) -> tuple:
@@ -66,71 +66,119 @@ def _status(value: float) -> str:
     return "n/a" if pd.isna(value) else ("pass" if value == 1 else "warn")
 
 
-def strong_markdown(df: pd.DataFrame, reference: dict[str, str]) -> str:
-    """Per ensemble and eps: the paper's protocol beside the worst case and every attack; then the diagnostics,
-    and a WARNING line for each failed one."""
-    acc = df[df["metric"] == "accuracy_pct"]
-    diag = df[df["metric"] == "passed"]
-    columns = sorted(set(acc.loc[acc["attack"].str.match(r"(pgd_|apgd_|transfer)") & (acc["threat"] != "diagnostic"),
-                                 "attack"]), key=_strong_order)
-    header = ["Dataset", "K", "Method", "Clean", "eps", strong_attack_title("pgd"), "Worst case", "Drop"]
-    lines = ["| " + " | ".join(header + [strong_attack_title(a) for a in columns]) + " |",
-             "|---" * (len(header) + len(columns)) + "|"]
-    ensembles = list(dict.fromkeys(zip(acc["dataset"], acc["K"], acc["method"])))
-    for dataset, k, method in ensembles:
-        mine = acc[(acc["dataset"] == dataset) & (acc["K"] == k) & (acc["method"] == method)]
+def _strong_grid(acc: pd.DataFrame, columns: list[str]) -> Grid:
+    """Rows per ensemble and eps: clean, the paper's protocol, the worst case, the drop and every attack; the
+    paper's value in parentheses for the paper's own datasets; bold: the highest worst case among the methods of
+    each dataset, K and eps (a lone method's too: it is the table's headline)."""
+    constant = settings(acc, ["dataset", "K"])
+    keys = [k for k in ("dataset", "K") if k not in constant] + ["method", "param"]
+    header = ["Clean", strong_attack_title("pgd"), "Worst case", "Drop"] + [strong_attack_title(a) for a in columns]
+    index, text, suffix, worst, groups = [], [], [], [], {}
+    for (dataset, k, method), mine in acc.groupby(["dataset", "K", "method"], sort=False):
         whitebox = mine[mine["threat"] != "diagnostic"]
         cell = {(r.attack, r.param): r for r in whitebox.itertuples()}
         clean = next((r for r in whitebox.itertuples() if r.attack == "none"), None)
         for eps in sorted(p for p in whitebox.loc[whitebox["attack"] == "worst_case", "param"].unique()):
-            def text(attack: str) -> str:
-                r = cell.get((attack, eps))
-                return "-" if r is None else _cell(r.value, r.std, getattr(r, "paper", math.nan), 2)
-            paper_protocol, worst = cell.get(("pgd", eps)), cell.get(("worst_case", eps))
-            drop = "-" if paper_protocol is None or worst is None else f"{worst.value - paper_protocol.value:+.2f}"
-            clean_text = "-" if clean is None else _cell(clean.value, clean.std, getattr(clean, "paper", math.nan), 2)
-            lines.append(f"| {dataset} | {k} | {method} | {clean_text} | {eps:g} | {text('pgd')} | **{text('worst_case')}**"
-                         f" | {drop} | " + " | ".join(text(a) for a in columns) + " |")
-    steps = sorted({int(m[1]) for m in (re.fullmatch(r"pgd_(\d+)", a) for a in columns) if m})
-    chain = " >= ".join(f"PGD-{n}" for n in steps) + " accuracy"
-    notes = [f"# {STRONG_TABLE}", "",
-             "Honest robustness: the paper's protocol (PGD, 10 steps of eps/10, one random start, on log(mean "
-             "softmax), run by the strong evaluation on the same images) beside a strong L-inf evaluation of the same "
-             "ensembles. Values: accuracy (%) over the test images classified correctly before the attack "
-             "(Clean: over all attacked images); ours first, the paper's reported value in parentheses; ± = std over seeds.",
-             "Worst case: an image counts as robust only if it is classified correctly after every white-box "
-             "attack of the row (APGD-CE, APGD-DLR, PGD at each step count and with restarts). Drop = worst case "
-             "minus paper protocol. Transfer (Type I): PGD crafted on the independent baseline-trained surrogate "
-             "ensemble (config `surrogates.oblivious`) of the same dataset and K."]
-    stand_ins = {d: p for d, p in reference.items() if d != p and d in set(df["dataset"])}
-    if stand_ins:
-        notes.append("Paper values shown for stand-in datasets: " + ", ".join(f"{d} -> {p}" for d, p in stand_ins.items()) + ".")
-    notes += ["", *lines, "", "## Gradient-masking diagnostics", "",
-              "(a) PGD at a large eps leaves at most the allowed accuracy; (b) PGD at an unbounded eps breaks every "
-              "image; (c) the transfer attack never beats the white-box worst case; (d) PGD with more steps never "
-              f"leaves more images correct ({chain}; (c) and (d) allow `noise_images` images of noise). "
-              "Details of every warning in the CSV (`detail`).", "",
-              "| Dataset | K | Method | " + " | ".join(DIAGNOSTIC_TITLES.values()) + " |",
-              "|---" * (3 + len(DIAGNOSTIC_TITLES)) + "|"]
-    warnings = []
+            found = [clean, cell.get(("pgd", eps)), cell.get(("worst_case", eps)), None] + \
+                [cell.get((a, eps)) for a in columns]
+            protocol, worst_case = found[1], found[2]
+            row = ["-" if r is None else fmt(r.value, 2, r.std) for r in found]
+            row[3] = "-" if protocol is None or worst_case is None else f"{worst_case.value - protocol.value:+.2f}"
+            text.append(row)
+            suffix.append(["" if r is None or pd.isna(getattr(r, "paper", math.nan)) or r.paper_dataset != r.dataset
+                           else f" ({r.paper:.2f})" for r in found[:2]] + [""] * (len(found) - 2))
+            worst.append(math.nan if worst_case is None else round(worst_case.value, 2))
+            groups.setdefault((dataset, k, eps), []).append(len(index))
+            index.append(tuple({"dataset": dataset, "K": k, "method": method, "param": eps}[n] for n in keys))
+    labels = pd.MultiIndex.from_tuples([tuple(param_label("pgd", v) if n == "param" else label(n, v)
+                                              for n, v in zip(keys, key)) for key in index],
+                                       names=[HEADERS[n] for n in keys])
+    bold = np.zeros((len(index), len(header)), dtype=bool)
+    bold[:, 2] = best_mask(pd.DataFrame({"worst": worst}), "column", list(groups.values()), min_count=1)["worst"]
+    grid = Grid(pd.DataFrame(text, index=labels, columns=header), caption="", notes=[settings_line(constant)],
+                suffix=pd.DataFrame(suffix, index=labels, columns=header))
+    grid.bold = pd.DataFrame(bold, index=labels, columns=header)
+    return grid
+
+
+def _diagnostics_grid(diag: pd.DataFrame, ensembles: list[tuple], keys: list[str]) -> tuple[Grid, list[str]]:
+    """One row per ensemble (labelled by `keys`), one column per diagnostic ('pass', 'WARN' in bold, 'n/a', '-' if
+    not run), and a WARNING line per failed diagnostic."""
+    text, suffix, bold, warnings = [], [], [], []
     for dataset, k, method in ensembles:
         mine = diag[(diag["dataset"] == dataset) & (diag["K"] == k) & (diag["method"] == method)].set_index("attack")
-        cells = []
+        row_text, row_suffix, row_bold = [], [], []
         for name, title in DIAGNOSTIC_TITLES.items():
             if name not in mine.index:
-                cells.append("-")
+                row_text.append("-"), row_suffix.append(""), row_bold.append(False)
                 continue
             r = mine.loc[name]
             status = _status(r["value"])
-            shown = {"eps_growth": f" ({r['measure']:.1f}% at eps {r['param']:g})",
-                     "unbounded": f" ({r['measure']:.1f}% at eps {r['param']:g})"}.get(name, "")
-            cells.append(("**WARN**" if status == "warn" else status) + ("" if pd.isna(r["measure"]) else shown))
+            shown = "" if pd.isna(r["measure"]) or name not in ("eps_growth", "unbounded") else \
+                f" ({r['measure']:.1f}% at L-inf eps {r['param']:g})"
+            row_text.append(status.upper() if status == "warn" else status)
+            row_suffix.append(shown)
+            row_bold.append(status == "warn")
             if status == "warn":
-                warnings.append(f"{MASKING_WARNING}: {dataset} K={k} {method}: {title}: {r['detail']}")
-        notes.append(f"| {dataset} | {k} | {method} | " + " | ".join(cells) + " |")
-    notes.append("")
-    notes += warnings or ["All diagnostics pass for every ensemble: no sign of gradient masking at this attack strength."]
-    return "\n".join(notes) + "\n"
+                warnings.append(f"{MASKING_WARNING}: {dataset_name(dataset)} K={k} {method_name(method)}: {title}: "
+                                f"{r['detail']}")
+        text.append(row_text), suffix.append(row_suffix), bold.append(row_bold)
+    index = pd.MultiIndex.from_tuples([tuple(label(n, {"dataset": d, "K": k, "method": m}[n]) for n in keys)
+                                       for d, k, m in ensembles], names=[HEADERS[n] for n in keys])
+    header = list(DIAGNOSTIC_TITLES.values())
+    grid = Grid(pd.DataFrame(text, index=index, columns=header), pd.DataFrame(bold, index=index, columns=header),
+                caption="Gradient-masking diagnostics", suffix=pd.DataFrame(suffix, index=index, columns=header))
+    return grid, warnings
+
+
+def strong_document(df: pd.DataFrame, reference: dict[str, str], paper: pd.DataFrame | None = None
+                    ) -> tuple[list[str], list[Grid]]:
+    """Notes and grids: per ensemble and eps the paper's protocol beside the worst case and every attack; the
+    paper's numbers of a stand-in dataset in a table of their own; then the diagnostics, with a WARNING line for
+    each failed one."""
+    acc = df[df["metric"] == "accuracy_pct"]
+    diag = df[df["metric"] == "passed"]
+    columns = sorted(set(acc.loc[acc["attack"].str.match(r"(pgd_|apgd_|transfer)") & (acc["threat"] != "diagnostic"),
+                                 "attack"]), key=_strong_order)
+    main = _strong_grid(acc, columns)
+    steps = sorted({int(m[1]) for m in (re.fullmatch(r"pgd_(\d+)", a) for a in columns) if m})
+    chain = " >= ".join(f"PGD-{n}" for n in steps) + " accuracy"
+    own = "; the paper's reported value in parentheses" if (
+        (acc["paper_dataset"] == acc["dataset"]) & acc["paper"].notna()).any() else ""
+    notes = main.notes + [
+        "Honest robustness: the paper's protocol (PGD, 10 steps of eps/10, one random start, on log(mean "
+        "softmax), run by the strong evaluation on the same images) beside a strong L-inf evaluation of the same "
+        "ensembles. Values: accuracy (%) over the test images classified correctly before the attack "
+        f"(Clean: over all attacked images); mean over seeds, ± = std over seeds{own}.",
+        "Worst case: an image counts as robust only if it is classified correctly after every white-box "
+        "attack of the row (APGD-CE, APGD-DLR, PGD at each step count and with restarts). Drop = worst case "
+        "minus paper protocol. Transfer (Type I): PGD crafted on the independent baseline-trained surrogate "
+        "ensemble (config `surrogates.oblivious`) of the same dataset and K. Bold: the highest worst case among "
+        "the methods at each dataset, K and eps (the honest ranking; the other columns can reward gradient "
+        "masking, so they are not ranked).",
+        param_legend(["pgd"])]
+    main.notes = []
+    grids = [main]
+    for ours, theirs in stand_ins(acc, reference).items():
+        notes.append(stand_in_note(ours, theirs, "Tables 2, 3, 5", attacks=True))
+        extra = None if paper is None else paper_grid(paper, acc, ours, theirs, "table2", ["dataset", "K", "method"],
+                                                      ["attack", "param"], 2)
+        if extra is not None:
+            extra.caption = (f"The paper's clean and PGD-10 accuracy (Tables 2, 3, 5): {dataset_name(theirs)} "
+                             f"(what {dataset_name(ours)} stands in for)")
+            grids.append(extra)
+    ensembles = list(dict.fromkeys(zip(acc["dataset"], acc["K"], acc["method"])))
+    keys = [k for k in ("dataset", "K") if k not in settings(acc, ["dataset", "K"])] + ["method"]
+    diagnostics, warnings = _diagnostics_grid(diag, ensembles, keys)
+    diagnostics.notes = [
+        "(a) PGD at a large eps leaves at most the allowed accuracy; (b) PGD at an unbounded eps breaks every "
+        "image; (c) the transfer attack never beats the white-box worst case; (d) PGD with more steps never "
+        f"leaves more images correct ({chain}; (c) and (d) allow `noise_images` images of noise). Bold WARN: a "
+        "failed diagnostic. Details of every warning in the CSV (`detail`) and below.",
+        "\n\n".join(warnings) or "All diagnostics pass for every ensemble: no sign of gradient masking at this "
+                                 "attack strength."]
+    grids.append(diagnostics)
+    return notes, grids
 
 
 def paper_protocol(results: pd.DataFrame) -> pd.DataFrame:
@@ -143,19 +191,20 @@ def paper_protocol(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
-                       out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+                       out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None) -> pd.DataFrame:
     """`table_strong_evaluation` from strong-evaluation records (`pdd strong`); the paper-protocol column is their
     PGD-10 on the same images, so Drop compares like with like."""
     strong = results[results["attack"] != "pgd"]
     df = attach_paper(aggregate_strong(pd.concat([strong, paper_protocol(strong)], ignore_index=True)),
                       _paper_pgd(paper_csv), reference)
     df["status"] = [_status(v) if m == "passed" else "" for v, m in zip(df["value"], df["metric"])]
+    notes, grids = strong_document(df, reference, _paper_pgd(paper_csv))
     df.insert(0, "table", STRONG_TABLE)
-    write_text(out_csv, df.to_csv(index=False))
-    write_text(out_md, strong_markdown(df, reference))
+    write_table(out_csv, out_md, out_tex, df, STRONG_TABLE, OUTPUTS[STRONG_TABLE].title, notes, grids)
     return df
 
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """Registry builder: `pdd strong` result JSONs -> `<out>.csv` and `<out>.md`."""
-    build_strong_table(read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md")
+    """Registry builder: `pdd strong` result JSONs -> `<out>.csv`, `<out>.md` and `<out>.tex`."""
+    build_strong_table(read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md",
+                       f"{out}.tex")

@@ -8,12 +8,14 @@ import math
 
 import pandas as pd
 
-from pdd.io import write_text
-from pdd.tables import ATTACK_TITLES, read_results
+from pdd.display import Grid, label, method_name, param_legend, write_table
+from pdd.outputs import OUTPUTS
+from pdd.tables import pivot_grid, read_results
 
 # The paper's text: PDD+DEG improves on the baseline by 14-50 % and on ADP by 13-48 % over the attacks.
 PAPER_GAIN = {"baseline": (14.0, 50.0), "adp": (13.0, 48.0)}
 DEFENCE = "pdd_deg"
+TABLE = "table_stronger_attacks"
 
 
 def label_iterations(inputs: list[str], name: str, protocol: dict, standard: dict) -> pd.DataFrame:
@@ -62,31 +64,53 @@ def gain_ranges(g: pd.DataFrame) -> pd.DataFrame:
     return ranges
 
 
-def markdown(df: pd.DataFrame, ranges: pd.DataFrame, methods: list[str]) -> str:
-    acc = df.groupby(["dataset", "K", "attack", "param", "iterations", "strength", "method"], dropna=False,
-                     sort=False)["value"].mean()
-    lines = ["# Stronger attacks: the paper's iteration counts and the stronger ones", "",
-             "Accuracy (%) over the test images classified correctly before the attack (Clean: over all attacked "
-             "images); BIM / PGD at 10 and 30 iterations, C&W at 1000 and 2000 (or the config's counts).", "",
-             "| Dataset | K | Attack | Param | Iterations | " + " | ".join(methods) + " |",
-             "|---" * (5 + len(methods)) + "|"]
-    keys = list(dict.fromkeys((d, k, a, p, i, s) for d, k, a, p, i, s, _ in acc.index))
-    keys.sort(key=lambda t: (t[0], t[1], t[2] != "none", t[2], t[3], t[4] if not pd.isna(t[4]) else 0))
-    for d, k, a, p, i, s in keys:
-        cells = [acc.get((d, k, a, p, i, s, m), math.nan) for m in methods]
-        label = "Clean" if a == "none" else ATTACK_TITLES.get(a, a)
-        lines.append(f"| {d} | {k} | {label} | {'' if pd.isna(p) else f'{p:g}'} | "
-                     f"{'' if pd.isna(i) else int(i)} | " + " | ".join("-" if pd.isna(c) else f"{c:.2f}" for c in cells) + " |")
-    lines += ["", "PDD+DEG's gain in accuracy points (min to max over the attacks) beside the paper's stated range:", "",
-              "| Dataset | K | Iterations | Over | Ours (points) | Paper |", "|---" * 6 + "|"]
-    for r in ranges.itertuples():
-        lines.append(f"| {r.dataset} | {r.K} | {r.strength} | {r.over} | {r.min:+.2f} to {r.max:+.2f} | "
-                     f"{r.paper_min:g} to {r.paper_max:g} |")
-    return "\n".join(lines) + "\n"
+STRENGTHS = {"standard": "the paper's", "stronger": "stronger"}
+
+
+def accuracy_grid(df: pd.DataFrame, methods: list[str]) -> Grid:
+    """Accuracy per attack, parameter and iteration count (rows) and method (columns), mean ± std over seeds;
+    bold: the best method per row."""
+    acc = df[df["method"].isin(methods)].groupby(
+        ["dataset", "K", "attack", "param", "iterations", "method"], dropna=False, sort=False)["value"].agg(
+        ["mean", "std"]).reset_index().rename(columns={"mean": "value"})
+    acc["_clean_last"] = acc["attack"] != "none"
+    acc["_method"] = acc["method"].map(methods.index)
+    acc = acc.sort_values(["dataset", "K", "_clean_last", "attack", "param", "iterations", "_method"], kind="stable")
+    return pivot_grid(acc.drop(columns=["_clean_last", "_method"]), ["dataset", "K", "attack", "param", "iterations"],
+                      ["method"], 2)
+
+
+def gains_grid(ranges: pd.DataFrame) -> Grid:
+    """PDD+DEG's gain range over each reference method beside the paper's stated range; no bold (a range)."""
+    keys = ["dataset", "K", "strength", "over"]
+    rows = [(tuple(label(k, getattr(r, k)) if k != "strength" else STRENGTHS.get(r.strength, r.strength)
+                   for k in keys), [f"{r.min:+.2f} to {r.max:+.2f}", f"{r.paper_min:g} to {r.paper_max:g}"])
+            for r in ranges.itertuples()]
+    index = pd.MultiIndex.from_tuples([key for key, _ in rows] or [("",) * len(keys)],
+                                      names=["Dataset", "K", "Iterations", "Over"])
+    text = [cells for _, cells in rows] or [["-", "-"]]
+    return Grid(pd.DataFrame(text, index=index, columns=["Ours (points)", "Paper"]),
+                caption=f"{method_name(DEFENCE)}'s gain in accuracy points")
+
+
+def document(df: pd.DataFrame, ranges: pd.DataFrame, methods: list[str]) -> tuple[list[str], list[Grid]]:
+    """Notes and grids: accuracies under both iteration counts, then the gain ranges beside the paper's."""
+    main = accuracy_grid(df, methods)
+    notes = main.notes + [
+        "Accuracy (%) over the test images classified correctly before the attack (No attack: clean accuracy "
+        "over all attacked images); mean over seeds, ± = std over seeds. BIM / PGD at the paper's 10 and at 30 "
+        "iterations, C&W at 1000 and 2000 (or the config's counts). Bold: the highest value among the methods in "
+        "each row.", param_legend(df["attack"].unique())]
+    main.notes = []
+    gains = gains_grid(ranges)
+    gains.notes = [f"{method_name(DEFENCE)}'s gain in accuracy points (min to max over the attacks) beside the "
+                   "paper's stated range (the paper does not say whether its range is in points or relative; the "
+                   "CSV has both)."]
+    return notes, [main, gains]
 
 
 def build_stronger_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """Write `<out>.csv` (accuracies, gains in points and relative, ranges) and `<out>.md`."""
+    """Write `<out>.csv` (accuracies, gains in points and relative, ranges), `<out>.md` and `<out>.tex`."""
     df = label_iterations(inputs, spec["name"], spec.get("protocol", {}), spec.get("standard", {}))
     # The clean records are the same for both strengths; show them once.
     df.loc[df["attack"] == "none", ["strength", "iterations"]] = ["standard", math.nan]
@@ -95,6 +119,6 @@ def build_stronger_table(inputs: list[str], spec: dict, out: str, paper_csv: str
     ranges = gain_ranges(g)
     long = pd.concat([df.assign(kind="accuracy"), g.assign(kind="gain"),
                       ranges.assign(kind="gain_range")], ignore_index=True)
-    long.insert(0, "table", "table_stronger_attacks")
-    write_text(f"{out}.csv", long.to_csv(index=False))
-    write_text(f"{out}.md", markdown(df, ranges, spec["methods"]))
+    long.insert(0, "table", TABLE)
+    notes, grids = document(df, ranges, spec["methods"])
+    write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", long, TABLE, OUTPUTS[TABLE].title, notes, grids)

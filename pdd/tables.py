@@ -1,15 +1,17 @@
-"""Assemble result files into the paper's tables: long-format CSV with a `paper` column, and Markdown."""
+"""Assemble result files into the paper's tables: a long-format CSV (code names, a `paper` column), and Markdown and
+LaTeX in the paper's shape (display names, parameters named per attack, the best method in bold)."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from pdd.io import write_text
+from pdd.display import (HEADERS, Grid, best_mask, dataset_name, fmt, label, param_label, param_legend,
+                         write_table)
 from pdd.outputs import OUTPUTS
 
 PAPER_TABLE = {
@@ -22,8 +24,11 @@ PAPER_TABLE = {
     "timing": "timing",
 }
 KEYS = ["dataset", "K", "threat", "attack", "param", "method", "metric"]
-ATTACK_TITLES = {"none": "No attack", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "pgd_l2": "PGD-L2",
-                 "jsma": "JSMA", "cw": "C&W"}
+# Keys a table may hold one value of: shown once above the table instead of in every row.
+SETTING_KEYS = ("dataset", "K", "threat")
+ACCURACY = ("Accuracy (%) over the test images the ensemble classifies correctly before the attack; No attack: clean "
+            "accuracy over all evaluated test images.")
+SEEDS = "Mean over seeds, ± = std over seeds"
 
 
 def _param(value) -> float:
@@ -89,13 +94,6 @@ def add_ratio(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _cell(value: float, std: float, paper: float, digits: int) -> str:
-    text = "-" if pd.isna(value) else f"{value:.{digits}f}"
-    if not pd.isna(std):
-        text += f" ± {std:.{digits}f}"
-    return text + ("" if pd.isna(paper) else f" ({paper:.{digits}f})")
-
-
 # The paper's orientation of each table: row keys and column keys (the rest of KEYS is constant in a table).
 LAYOUTS = {
     "table1_entropy": (["dataset", "K"], ["method"]),
@@ -105,113 +103,254 @@ LAYOUTS = {
     "table5_ablation": (["dataset", "K", "attack", "param"], ["method"]),
     "table6_adversarial_training": (["dataset", "K", "method"], ["attack", "param"]),
 }
-THREAT_TITLES = {"whitebox": "White-box", "blackbox_oblivious": "Type I (oblivious)",
-                 "blackbox_adaptive": "Type II (adaptive)", "none": ""}
-CLEAN_LABEL = "Clean accuracy (% of all attacked images)"
+DEFAULT_LAYOUT = (["dataset", "K", "threat", "attack", "param"], ["method"])
 
 
-def _label(key: str, value) -> str:
-    """A row or column key as shown: attacks by title, 'none' as the clean-accuracy row, params compact."""
-    if key == "attack":
-        return CLEAN_LABEL if value == "none" else ATTACK_TITLES.get(value, value)
-    if key == "param":
-        return "" if pd.isna(value) else f"{value:g}"
-    if key == "threat":
-        return THREAT_TITLES.get(value, value)
-    return str(value)
+def _key(values) -> tuple:
+    """A row's key values with every missing value as None, so keys with no parameter compare equal."""
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
 
 
-def pivot_markdown(df: pd.DataFrame, rows: list[str], columns: list[str], digits: int) -> list[str]:
-    """Markdown lines: one row per distinct `rows` key, one column per distinct `columns` key (first-seen order);
-    each cell looked up by its own keys, so a missing result is '-' in its own column only."""
-    row_keys = list(dict.fromkeys(tuple(r) for r in df[rows].itertuples(index=False)))
-    col_keys = list(dict.fromkeys(tuple(c) for c in df[columns].itertuples(index=False)))
-    cells = {(tuple(r[rows]), tuple(r[columns])): _cell(r["value"], r["std"], r["paper"], digits)
-             for _, r in df.iterrows()}
-    if columns == ["attack", "param"]:  # the clean row becomes a column
-        header_cols = [" ".join(x for x in (_label(k, v) for k, v in zip(columns, key)) if x) for key in col_keys]
-    else:
-        header_cols = [" ".join(_label(k, v) for k, v in zip(columns, key)) for key in col_keys]
-    header = [{"attack": "Attack", "param": "Param", "dataset": "Dataset", "K": "K", "threat": "Threat",
-               "method": "Method"}[k] for k in rows]
-    lines = ["| " + " | ".join(header + header_cols) + " |", "|---" * (len(header) + len(col_keys)) + "|"]
-    for key in row_keys:
-        labels = [_label(k, v) for k, v in zip(rows, key)]
-        lines.append("| " + " | ".join(labels + [cells.get((key, c), "-") for c in col_keys]) + " |")
-    return lines
+def key_labels(names: list[str], key: tuple) -> tuple[str, ...]:
+    """Display labels of one key: the parameter named after the attack in the same key (param_label)."""
+    attack = dict(zip(names, key)).get("attack")
+    return tuple(param_label(attack or "", v) if n == "param" else label(n, v) for n, v in zip(names, key))
 
 
-def markdown(df: pd.DataFrame, name: str, reference: dict[str, str]) -> str:
-    """The table in the paper's orientation (LAYOUTS), our value first and the paper's in parentheses."""
-    digits = 4 if name == "table1_entropy" else 2
-    rows, columns = LAYOUTS.get(name, (["dataset", "K", "threat", "attack", "param"], ["method"]))
-    lines = pivot_markdown(df, rows, columns, digits)
+def _index(names: list[str], keys: list[tuple]) -> pd.Index:
+    """Row or column labels of `keys` for display, headed by the keys' names (one level per key name)."""
+    labels = [key_labels(names, k) for k in keys]
+    headers = [HEADERS.get(n, n) for n in names]
+    if len(names) == 1:
+        return pd.Index([lab[0] for lab in labels], name=headers[0])
+    return pd.MultiIndex.from_tuples(labels, names=headers)
+
+
+def settings(df: pd.DataFrame, keys: list[str]) -> dict[str, object]:
+    """The setting keys (dataset, K, threat) among `keys` with one value in the whole table."""
+    return {k: df[k].iloc[0] for k in SETTING_KEYS if k in keys and df[k].nunique(dropna=False) == 1}
+
+
+def settings_line(constant: dict[str, object]) -> str:
+    """'Dataset: Digits (8x8); K = 3.' for the keys shown once above a table."""
+    parts = [f"K = {label('K', v)}" if k == "K" else f"{HEADERS[k]}: {label(k, v)}" for k, v in constant.items()
+             if label(k, v)]
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def comparison(rows: list[str], columns: list[str]) -> str | None:
+    """Where methods are compared: 'row' when methods are columns, 'column' when they are rows."""
+    return "row" if "method" in columns else ("column" if "method" in rows else None)
+
+
+def pivot_grid(df: pd.DataFrame, rows: list[str], columns: list[str], digits: int, show_paper: bool = True,
+               higher: bool | None = True) -> Grid:
+    """One cell per distinct (`rows`, `columns`) key in first-seen order, looked up by its own keys (a missing
+    result is '-' in its own cell only); setting keys with one value are left out of the labels. Bold: the best
+    method among those compared on everything else (`higher`: best = highest; None: no bold). The paper's value
+    goes in parentheses after ours where `show_paper` and the row's dataset is the paper's own (not a stand-in)."""
+    constant = settings(df, rows + columns)
+    shown_rows = [k for k in rows if k not in constant] or rows
+    shown_cols = [k for k in columns if k not in constant] or columns
+    row_keys = list(dict.fromkeys(_key(r) for r in df[rows].itertuples(index=False)))
+    col_keys = list(dict.fromkeys(_key(c) for c in df[columns].itertuples(index=False)))
+    records = {(_key(r[rows]), _key(r[columns])): r for _, r in df.iterrows()}
+    text = np.full((len(row_keys), len(col_keys)), "-", dtype=object)
+    suffix = np.full(text.shape, "", dtype=object)
+    values = np.full(text.shape, np.nan)
+    for i, rk in enumerate(row_keys):
+        for j, ck in enumerate(col_keys):
+            r = records.get((rk, ck))
+            if r is None:
+                continue
+            text[i, j] = fmt(r["value"], digits, r.get("std", math.nan))
+            paper = r.get("paper", math.nan)
+            if show_paper and r.get("paper_dataset", r["dataset"]) == r["dataset"] and not pd.isna(paper):
+                suffix[i, j] = f" ({paper:.{digits}f})"
+            values[i, j] = round(r["value"], digits) if not pd.isna(r["value"]) else np.nan
+    keep_r = [rows.index(k) for k in shown_rows]
+    keep_c = [columns.index(k) for k in shown_cols]
+    index = _index(shown_rows, [tuple(k[i] for i in keep_r) for k in row_keys])
+    cols = _index(shown_cols, [tuple(k[i] for i in keep_c) for k in col_keys])
+    cells = pd.DataFrame(text, index=index, columns=cols)
+    suffix = pd.DataFrame(suffix, index=index, columns=cols)
+    bold = None
+    along = comparison(rows, columns)
+    if higher is not None and along:
+        frame = pd.DataFrame(values)
+        other_names, other_keys = (columns, col_keys) if along == "row" else (rows, row_keys)
+        context = [i for i, n in enumerate(other_names) if n != "method"]
+        groups: dict[tuple, list[int]] = {}
+        for pos, key in enumerate(other_keys):
+            groups.setdefault(tuple(key[i] for i in context), []).append(pos)
+        bold = best_mask(frame, along, list(groups.values()), higher=higher)
+        bold = pd.DataFrame(bold.to_numpy(), index=index, columns=cols)
+    return Grid(cells, bold, notes=[settings_line(constant)], suffix=suffix)
+
+
+def bold_note(rows: list[str], columns: list[str], df: pd.DataFrame, what: str = "highest") -> str:
+    """Says what the bold marks: the best method per row or per column, within each dataset / K where several."""
+    along = comparison(rows, columns)
+    if along is None:
+        return ""
+    other = columns if along == "row" else rows
+    within = [HEADERS[k].lower() if k != "K" else "K" for k in other
+              if k in SETTING_KEYS and df[k].nunique(dropna=False) > 1]
+    return (f"Bold: the {what} value among the methods in each {along}"
+            + (f" (per {' and '.join(within)})" if within else "") + ".")
+
+
+def stand_ins(df: pd.DataFrame, reference: dict[str, str]) -> dict[str, str]:
+    """{our dataset: the paper's dataset it stands in for} for the table's datasets that are not the paper's."""
+    return {d: p for d, p in reference.items() if d != p and d in set(df["dataset"])}
+
+
+def _paper_name(table: str) -> str:
+    return {"timing": "timing paragraph"}.get(table, table.replace("table", "Table "))
+
+
+def stand_in_note(ours: str, paper: str, table: str, attacks: bool = False) -> str:
+    """Says that `ours` stands in for the paper's dataset and that the paper's numbers are a table of their own."""
+    return (f"{dataset_name(ours)} stands in for the paper's {dataset_name(paper)} (config `reference`): its cells "
+            f"show our numbers only, since the paper's are for another dataset; the paper's {dataset_name(paper)} "
+            f"numbers ({_paper_name(table)}) are in the table below"
+            + (", at the paper's own attack parameters." if attacks else "."))
+
+
+def paper_rows(paper: pd.DataFrame, df: pd.DataFrame, ours: str, paper_dataset: str) -> pd.DataFrame:
+    """The paper's rows for `paper_dataset` at our stand-in's K values and methods, as value rows (no std)."""
+    mine = df[df["dataset"] == ours]
+    rows = paper[(paper["dataset"] == paper_dataset) & paper["K"].isin(set(mine["K"]))
+                 & paper["method"].isin(set(mine["method"]))]
+    return rows.assign(value=rows["paper"], std=math.nan, paper=math.nan)
+
+
+def paper_grid(paper: pd.DataFrame, df: pd.DataFrame, ours: str, paper_dataset: str, table: str,
+               rows: list[str], columns: list[str], digits: int, higher: bool | None = True) -> Grid | None:
+    """A small table of the paper's numbers for the dataset `ours` stands in for (None if the paper has none)."""
+    found = paper_rows(paper, df, ours, paper_dataset)
+    if found.empty:
+        return None
+    grid = pivot_grid(found, rows, columns, digits, show_paper=False, higher=higher)
+    grid.caption = (f"The paper's {_paper_name(table)}: {dataset_name(paper_dataset)} "
+                    f"(what {dataset_name(ours)} stands in for)")
+    return grid
+
+
+def table_notes(name: str, df: pd.DataFrame, rows: list[str], columns: list[str]) -> list[str]:
+    """The paragraphs under a paper table's heading: what the values are, the bold, the parameters, stand-ins."""
+    own = (df.get("paper_dataset", df["dataset"]) == df["dataset"]) & df["paper"].notna()
+    paper = "; the paper's value in parentheses" if own.any() else ""
     if name == "table1_entropy":
-        unit = "entropy E (eq. 5) over the test set"
+        unit = f"Entropy E of eq. 5 over the test set (higher = the members disagree more often). {SEEDS}{paper}."
     else:
-        unit = ("accuracy (%) over the test images the ensemble classifies correctly before the attack, except the "
-                f"row or column '{CLEAN_LABEL}'")
-    title = OUTPUTS[name].title
-    notes = [f"# {title}", "", f"Values: {unit}; ours first, the paper's in parentheses; ± = std over seeds."]
-    stand_ins = {d: p for d, p in reference.items() if d != p and d in set(df["dataset"])}
-    if stand_ins:
-        notes.append("Paper values shown for stand-in datasets: "
-                     + ", ".join(f"{d} -> {p}" for d, p in stand_ins.items()) + ".")
-    return "\n".join(notes + [""] + lines) + "\n"
+        unit = f"{ACCURACY} {SEEDS}{paper}."
+    return [unit, bold_note(rows, columns, df), param_legend(df["attack"].unique())]
 
 
-def timing_markdown(df: pd.DataFrame) -> str:
-    """Timing: interleaved step seconds and ratio, training-log seconds per epoch, the paper's V100 figures."""
-    lines = ["| Dataset | K | Method | s/step (interleaved) | ratio | s/epoch (training log) | ratio | "
-             "s/epoch (paper, V100) | ratio (paper) |", "|---" * 9 + "|"]
-    for r in df.itertuples():
-        lines.append(f"| {r.dataset} | {r.K} | {r.method} | {_cell(r.step_seconds, math.nan, math.nan, 4)} | "
-                     f"{_cell(r.step_ratio, math.nan, math.nan, 2)} | {_cell(r.value, r.std, math.nan, 2)} | "
-                     f"{_cell(r.ratio, math.nan, math.nan, 2)} | {_cell(r.paper, math.nan, math.nan, 0)} | "
-                     f"{_cell(r.paper_ratio, math.nan, math.nan, 2)} |")
-    notes = [f"# {OUTPUTS['timing'].title}", "",
-             "s/step: median seconds per training step (loss, backward, SGD step) of every method timed in one "
-             "process, methods interleaved, so concurrent jobs cannot favour one method; s/epoch: median of the "
-             "training logs (jobs may have shared the machine). Ratios are to the baseline."]
-    return "\n".join(notes + [""] + lines) + "\n"
+def paper_document(df: pd.DataFrame, name: str, reference: dict[str, str], paper: pd.DataFrame | None = None
+             ) -> tuple[list[str], list[Grid]]:
+    """Notes and grids of a paper table in its orientation (LAYOUTS); a stand-in dataset's paper numbers as a
+    table of their own below (from `paper`, the paper's rows of this table)."""
+    digits = 4 if name == "table1_entropy" else 2
+    rows, columns = LAYOUTS.get(name, DEFAULT_LAYOUT)
+    main = pivot_grid(df, rows, columns, digits)
+    notes, main.notes = main.notes + table_notes(name, df, rows, columns), []
+    grids = [main]
+    for ours, theirs in stand_ins(df, reference).items():
+        notes.append(stand_in_note(ours, theirs, PAPER_TABLE.get(name, name), name != "table1_entropy"))
+        extra = None if paper is None else paper_grid(paper, df, ours, theirs, PAPER_TABLE.get(name, name), rows,
+                                                      columns, digits)
+        if extra is not None:
+            grids.append(extra)
+    return notes, grids
 
 
-def _write_table(df: pd.DataFrame, name: str, md: str, out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+def _finish(df: pd.DataFrame, name: str) -> pd.DataFrame:
     df.insert(0, "table", name)
-    write_text(out_csv, df.to_csv(index=False))
-    write_text(out_md, md)
     return df
 
 
 def build_table(name: str, results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
-                out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
-    """Aggregate over seeds, attach the paper's numbers and write `<name>.csv` and `.md` atomically."""
+                out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None) -> pd.DataFrame:
+    """Aggregate over seeds, attach the paper's numbers and write `<name>.csv`, `.md` and `.tex` atomically."""
     if name not in PAPER_TABLE or name == "timing":
         raise ValueError(f"unknown table {name!r}; expected one of {sorted(set(PAPER_TABLE) - {'timing'})}")
-    df = attach_paper(aggregate(results), read_paper(paper_csv, name), reference)
-    return _write_table(df, name, markdown(df, name, reference), out_csv, out_md)
+    paper = read_paper(paper_csv, name)
+    df = attach_paper(aggregate(results), paper, reference)
+    notes, grids = paper_document(df, name, reference, paper)
+    df = _finish(df, name)
+    write_table(out_csv, out_md, out_tex, df, name, OUTPUTS[name].title, notes, grids)
+    return df
+
+
+TIMING_COLUMNS = {"step_seconds": ("s/step (interleaved)", 4), "step_ratio": ("ratio (s/step)", 2),
+                  "value": ("s/epoch (training log)", 2), "ratio": ("ratio (s/epoch)", 2),
+                  "paper": ("s/epoch (paper, V100)", 0), "paper_ratio": ("ratio (paper)", 2)}
+
+
+def timing_grid(df: pd.DataFrame, columns: list[str]) -> Grid:
+    """Rows per (dataset, K, method), one column per measurement in `columns` (keys of TIMING_COLUMNS); no bold:
+    a cost, not a result to rank."""
+    constant = settings(df, ["dataset", "K"])
+    keys = [k for k in ("dataset", "K") if k not in constant] + ["method"]
+    text = [[fmt(r[c], TIMING_COLUMNS[c][1], r["std"] if c == "value" else math.nan) for c in columns]
+            for _, r in df.iterrows()]
+    index = _index(keys, [tuple(r[k] for k in keys) for _, r in df.iterrows()])
+    return Grid(pd.DataFrame(text, index=index, columns=[TIMING_COLUMNS[c][0] for c in columns]),
+                notes=[settings_line(constant)])
+
+
+def timing_document(df: pd.DataFrame, reference: dict[str, str]) -> tuple[list[str], list[Grid]]:
+    """Timing: interleaved step seconds and ratio, training-log seconds per epoch, and the paper's V100 figures
+    (inline for the paper's own datasets, in a table of their own for a stand-in)."""
+    own = df["paper_dataset"] == df["dataset"]
+    shown = df.assign(paper=df["paper"].where(own), paper_ratio=df["paper_ratio"].where(own))
+    columns = ["step_seconds", "step_ratio", "value", "ratio"] + (["paper", "paper_ratio"] if own.any() else [])
+    notes = ["s/step: median seconds per training step (loss, backward, SGD step) of every method timed in one "
+             "process, methods interleaved, so concurrent jobs cannot favour one method; s/epoch: median of the "
+             "training logs (jobs may have shared the machine; ± = std over seeds). Ratios are to the baseline. "
+             "No bold: costs, not results to rank."]
+    main = timing_grid(shown, columns)
+    notes, main.notes, grids = main.notes + notes, [], [main]
+    for ours, theirs in stand_ins(df, reference).items():
+        notes.append(stand_in_note(ours, theirs, "timing"))
+        mine = df[df["dataset"] == ours].drop_duplicates(["K", "method"])
+        paper = mine[mine["paper"].notna()].assign(dataset=theirs, std=math.nan)
+        if not paper.empty:
+            grid = timing_grid(paper, ["paper", "paper_ratio"])
+            grid.caption = (f"The paper's timing paragraph: {dataset_name(theirs)} on a V100 "
+                            f"(what {dataset_name(ours)} stands in for)")
+            grids.append(grid)
+    return notes, grids
 
 
 def build_timing(step_files: list[str | Path], logs: list[str | Path], paper_csv: str | Path,
-                 reference: dict[str, str], out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+                 reference: dict[str, str], out_csv: str | Path, out_md: str | Path,
+                 out_tex: str | Path | None = None) -> pd.DataFrame:
     """The timing table: interleaved step seconds (and ratio) beside training-log seconds per epoch."""
     df = attach_paper(aggregate(timing_results(logs)), read_paper(paper_csv, "timing"), reference)
     df = add_ratio(df)
-    steps = pd.DataFrame([r for p in step_files for r in json.loads(Path(p).read_text())])
+    steps = pd.DataFrame([r for p in step_files for r in json.loads(Path(p).read_text())],
+                         columns=["dataset", "K", "method", "seconds"])
     steps = steps.groupby(["dataset", "K", "method"], sort=False)["seconds"].mean().rename("step_seconds")
     df = df.join(steps, on=["dataset", "K", "method"])
     base = df[df["method"] == "baseline"].set_index(["dataset", "K"])["step_seconds"]
     df["step_ratio"] = [v / base.get((d, k), math.nan) for v, d, k in zip(df["step_seconds"], df["dataset"], df["K"])]
-    return _write_table(df, "timing", timing_markdown(df), out_csv, out_md)
+    notes, grids = timing_document(df, reference)
+    df = _finish(df, "timing")
+    write_table(out_csv, out_md, out_tex, df, "timing", OUTPUTS["timing"].title, notes, grids)
+    return df
 
 
 def build_paper_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """Registry builder of Tables 1-6: result JSONs -> `<out>.csv` and `<out>.md`."""
-    build_table(spec["name"], read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md")
+    """Registry builder of Tables 1-6: result JSONs -> `<out>.csv`, `<out>.md` and `<out>.tex`."""
+    build_table(spec["name"], read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md",
+                f"{out}.tex")
 
 
 def build_timing_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """Registry builder of `timing`: step-timing JSONs and training logs."""
     steps = [p for p in inputs if p.endswith(".json")]
     logs = [p for p in inputs if p.endswith(".csv")]
-    build_timing(steps, logs, paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md")
+    build_timing(steps, logs, paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md", f"{out}.tex")
