@@ -87,10 +87,63 @@ def train(**opts) -> None:
     click.echo(f"trained {out} on {device}: test accuracy {last['test_accuracy']:.4f}")
 
 
-def _load(path: str, device: torch.device):
-    """(ensemble in eval mode, its training config) from a final checkpoint, with clear errors."""
+EXTERNAL_OPTIONS = ("factory", "weights", "dataset", "name", "model_seed")
+
+
+def _external_options(f):
+    """--factory, --weights, --dataset, --name, --model-seed: evaluate a user's model instead of a pdd checkpoint;
+    the command receives them as one `external` dict (None without --factory)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        given = {k: kwargs.pop(k) for k in EXTERNAL_OPTIONS}
+        if not given["factory"]:
+            stray = [f"--{k.replace('_', '-')}" for k in ("weights", "dataset", "name") if given[k]]
+            if stray:
+                raise click.UsageError(f"{', '.join(stray)} describe an external model: give --factory too")
+        return f(*args, external=given if given["factory"] else None, **kwargs)
+
+    for option in reversed([
+        click.option("--factory", help="External model instead of a pdd checkpoint: 'package.module:function' "
+                                       "returning an nn.Module (logits [B, L]) or a list of member modules."),
+        click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+                     help="With --factory: its state_dict (a list of them for members), loaded as data only."),
+        click.option("--dataset", help="With --factory: the dataset to evaluate on."),
+        click.option("--name", help="With --factory: the method name in the result records."),
+        click.option("--model-seed", default=0, show_default=True, help="With --factory: the records' seed."),
+    ]):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _external_label(external: dict) -> str:
+    """What the records' `model` field says of an external model: its weights file, else its factory."""
+    return external["weights"] or external["factory"]
+
+
+def _load(path: str | None, device: torch.device, external: dict | None = None):
+    """(ensemble in eval mode, its training config) from a final checkpoint or, with `external` (see
+    `_external_options`), from a user's factory and weights (config: dataset, K, --name, arch 'external');
+    clear errors."""
     from pdd.models import CheckpointError, ensemble_from_checkpoint, read_checkpoint
 
+    if external is not None:
+        from pdd.external import ARCH, load_external
+
+        if path:
+            raise click.UsageError("give a pdd checkpoint or --factory, not both")
+        missing = [f"--{k}" for k in ("dataset", "name") if not external[k]]
+        if missing:
+            raise click.UsageError(f"--factory needs {' and '.join(missing)}")
+        try:
+            model = load_external(external["factory"], external["weights"], device, dataset=external["dataset"])
+        except ValueError as err:  # ExternalModelError, unknown dataset
+            raise click.ClickException(str(err)) from err
+        return model, {"dataset": external["dataset"], "members": model.num_members, "method": external["name"],
+                       "arch": ARCH, "seed": external["model_seed"]}
+    if not path:
+        raise click.UsageError("give a pdd checkpoint (--model / --target) or an external model (--factory ...)")
     try:
         ckpt = read_checkpoint(path, device)
         model = ensemble_from_checkpoint(ckpt, path).to(device).eval()
@@ -122,7 +175,8 @@ def _attack_options(f):
     return f
 
 
-def _attack(target_path: str, surrogate_path: str | None, threat: str, opts: dict) -> None:
+def _attack(target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,
+            external: dict | None = None) -> None:
     from pdd import data
     from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
     from pdd.devices import select_device
@@ -134,7 +188,8 @@ def _attack(target_path: str, surrogate_path: str | None, threat: str, opts: dic
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     device = select_device(opts["device"])
-    target, cfg = _load(target_path, device)
+    target, cfg = _load(target_path, device, external)
+    target_path = _external_label(external) if external else target_path
     surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
     settings = AttackSettings(
         steps=opts["steps"], step_fraction=opts["step_fraction"], jsma_theta=opts["jsma_theta"],
@@ -158,25 +213,30 @@ def _attack(target_path: str, surrogate_path: str | None, threat: str, opts: dic
 
 
 @main.command()
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
+@_external_options
 @_attack_options
-def attack(model_path: str, **opts) -> None:
-    """White-box attack on a trained ensemble's log(mean softmax); writes a result JSON."""
-    _attack(model_path, None, "whitebox", opts)
+def attack(model_path: str | None, external: dict | None, **opts) -> None:
+    """White-box attack on a trained ensemble's log(mean softmax) (--model, or --factory for your own);
+    writes a result JSON."""
+    _attack(model_path, None, "whitebox", opts, external)
 
 
 @main.command()
 @click.option("--surrogate", "surrogate_path", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--target", "target_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", "target_path", type=click.Path(exists=True, dir_okay=False),
+              help="A pdd checkpoint (or --factory for your own target).")
 @click.option("--threat", type=click.Choice(["blackbox_oblivious", "blackbox_adaptive"]), required=True)
+@_external_options
 @_attack_options
-def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None:
-    """Black-box: craft on SURROGATE, score on TARGET; writes a result JSON."""
-    _attack(target_path, surrogate_path, threat, opts)
+def transfer(surrogate_path: str, target_path: str | None, threat: str, external: dict | None, **opts) -> None:
+    """Black-box: craft on SURROGATE, score on TARGET (--target, or --factory); writes a result JSON."""
+    _attack(target_path, surrogate_path, threat, opts, external)
 
 
 @main.command()
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
+@_external_options
 @click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
 @click.option("--eps", "eps_values", type=float, multiple=True, required=True, help="L-inf budget; repeatable.")
@@ -200,10 +260,10 @@ def transfer(surrogate_path: str, target_path: str, threat: str, **opts) -> None
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int)
-def strong(model_path: str, surrogate_path: str | None, eps_values: tuple[float, ...], num_images: int | None,
-           data_root: str, out: str, device: str, threads: int | None, **opts) -> None:
+def strong(model_path: str | None, external: dict | None, surrogate_path: str | None, eps_values: tuple[float, ...],
+           num_images: int | None, data_root: str, out: str, device: str, threads: int | None, **opts) -> None:
     """Strong evaluation: APGD-CE, APGD-DLR and PGD with restarts, worst case per image, and four
-    gradient-masking diagnostics; writes a result JSON."""
+    gradient-masking diagnostics (--model, or --factory for your own); writes a result JSON."""
     from pdd import data
     from pdd.attacks import select_images
     from pdd.devices import select_device
@@ -216,7 +276,8 @@ def strong(model_path: str, surrogate_path: str | None, eps_values: tuple[float,
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     dev = select_device(device)
-    model, cfg = _load(model_path, dev)
+    model, cfg = _load(model_path, dev, external)
+    model_path = _external_label(external) if external else model_path
     surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
     x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, settings.seed)
     records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
@@ -226,7 +287,8 @@ def strong(model_path: str, surrogate_path: str | None, eps_values: tuple[float,
     for r in records:
         if r["threat"] != "diagnostic" or r["metric"] == "passed":
             label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
-            click.echo(f"{r['threat']:<18} {label:<22} {r['value']:6.2f}  {r.get('detail', '')}", err=True)
+            value = "   n/a" if r["value"] is None else f"{r['value']:6.2f}"  # a check that could not run
+            click.echo(f"{r['threat']:<18} {label:<22} {value}  {r.get('detail', '')}", err=True)
 
 
 @main.command()
@@ -254,7 +316,8 @@ def table(name: str, paper_csv: str, reference: tuple[str, ...], out_csv: str, o
 
 
 @main.command()
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
+@_external_options
 @click.option("--num-images", type=int, help="Test images (default: all).")
 @click.option("--batch-size", default=250, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Image subset.")
@@ -263,22 +326,27 @@ def table(name: str, paper_csv: str, reference: tuple[str, ...], out_csv: str, o
 @click.option("--out-csv", required=True, type=click.Path(dir_okay=False), help="Per-image L_F and gradient angle.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int)
-def diversity(model_path: str, num_images: int | None, batch_size: int, seed: int, data_root: str, out_json: str,
-              out_csv: str, device: str, threads: int | None) -> None:
-    """Ambiguity entropy (eq. 5), per-image discrimination (eq. 6) and gradient angles of an ensemble."""
+def diversity(model_path: str | None, external: dict | None, num_images: int | None, batch_size: int, seed: int,
+              data_root: str, out_json: str, out_csv: str, device: str, threads: int | None) -> None:
+    """Ambiguity entropy (eq. 5), per-image discrimination (eq. 6) and gradient angles of an ensemble
+    (--model, or --factory for your own: without a feature split its L_F, S_b, S_w are empty)."""
     import pandas as pd
 
     from pdd import data
     from pdd.attacks import select_images
     from pdd.devices import select_device
-    from pdd.diversity import ambiguity_entropy, per_image
+    from pdd.diversity import ambiguity_entropy
+    from pdd.external import diversity_per_image
     from pdd.io import write_json, write_text
 
     _threads(threads)
     dev = select_device(device)
-    model, cfg = _load(model_path, dev)
+    model, cfg = _load(model_path, dev, external)
+    model_path = _external_label(external) if external else model_path
+    if model.num_members < 2:
+        raise click.ClickException(f"diversity needs an ensemble of K >= 2 members, got K = {model.num_members}")
     x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, seed)
-    stats = per_image(model, x, y, dev, batch_size)
+    stats = diversity_per_image(model, x, y, dev, batch_size)
     entropy = ambiguity_entropy(stats["member_correct"])
     key = {"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "seed": cfg["seed"]}
     write_json(out_json, [{**key, "threat": "none", "attack": "none", "param": None, "metric": "entropy",

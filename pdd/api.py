@@ -1,0 +1,102 @@
+"""Python entry point: evaluate your own model or ensemble with the paper's protocol (RobustBench-style).
+
+Example (a list of member modules, combined by mean softmax; images in [0, 1])::
+
+    from pdd.api import evaluate
+
+    members = [MyNet(), MyNet(), MyNet()]          # each maps [B, 1, 8, 8] to logits [B, 10]
+    records = evaluate(members, "digits", attacks={"none": [], "pgd": [0.05, 0.1]},
+                       strong={"eps": [0.1], "apgd_iterations": 20, "apgd_restarts": 1},
+                       num_images=200, name="mynet")
+    for r in records:
+        print(r["threat"], r["attack"], r["param"], r["value"])
+
+The records are those `pdd attack` and `pdd strong` write (the tables read them): keys dataset, K, method
+(= `name`), arch ("external"), seed, threat, attack, param, metric, value, plus each result's counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
+from pdd.external import ARCH, as_ensemble
+
+
+def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,
+            seed: int) -> tuple[str, int | None, torch.Tensor, torch.Tensor]:
+    """(dataset label, its number of classes when known, x, y) of the fixed image subset the protocol uses."""
+    from pdd import data
+
+    if isinstance(dataset, str):
+        x, y = select_images(data.get_dataset(dataset, "test", data_root), num_images, seed)
+        return dataset, data.info(dataset).num_classes, x, y
+    if isinstance(dataset, tuple):
+        x, y = dataset
+        dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+    x, y = select_images(dataset, num_images, seed)
+    return "custom", None, x, y
+
+
+def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor],
+             attacks: dict[str, Sequence[float]] | None = None, strong: dict | None = None,
+             data_root: str = "resources", num_images: int | None = None, device: str | torch.device = "cpu",
+             settings: AttackSettings | dict | None = None, *, name: str = "external", seed: int = 0,
+             surrogate: nn.Module | Sequence[nn.Module] | None = None,
+             log: Callable[[str], None] | None = None) -> list[dict]:
+    """Run the paper's attack protocol and, optionally, the strong evaluation on `model`; return result records.
+
+    model: an nn.Module returning logits [B, L] (K = 1), a list of member modules (mean softmax), or a
+        `pdd.models.Ensemble`; inputs are images in [0, 1].
+    dataset: a pdd dataset name ('digits', 'fashion_mnist', 'cifar100', ...: its test split under
+        `data_root`), a Dataset of (image, label), or tensors (x [N, C, H, W], y [N]) (records say 'custom').
+    attacks: {attack: [params]} over `pdd.attacks.ATTACKS` ('none' with [] for clean accuracy; eps, JSMA's
+        gamma or C&W's initial constant otherwise); None: clean accuracy only.
+    strong: None, or {"eps": [L-inf eps, ...], **`pdd.strong.StrongSettings` fields} for the strong evaluation;
+        its transfer check crafts on `surrogate` when given.
+    settings: `AttackSettings` (or a dict of its fields) of the paper's attacks; its seed picks the images.
+    num_images: a fixed random subset of the test images (all when None). name, seed: the records' method and
+        seed. log: called with one line per result (e.g. print).
+    """
+    from pdd.devices import select_device
+    from pdd.strong import StrongSettings, evaluate as strong_evaluate
+
+    dev = select_device(device) if isinstance(device, str) else device
+    settings = AttackSettings(**settings) if isinstance(settings, dict) else settings or AttackSettings()
+    attacks = {"none": []} if attacks is None else dict(attacks)
+    for attack, params in attacks.items():
+        check_attack(attack)
+        if (attack == "none") != (not params):
+            raise ValueError(f"attack {attack!r}: give parameters for every attack except 'none', and none for 'none'")
+    strong_options = dict(strong or {})
+    eps_values = sorted(strong_options.pop("eps", []))
+    if strong is not None and not eps_values:
+        raise ValueError("strong evaluation: give {'eps': [L-inf eps, ...]}")
+    if "pgd_steps" in strong_options:
+        strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
+    strong_settings = StrongSettings(**strong_options)
+    label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
+    target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
+    crafter = as_ensemble(surrogate, x[:2].to(dev), target.spec.num_classes).to(dev) if surrogate is not None else None
+    key = {"dataset": label, "K": target.num_members, "method": name, "arch": ARCH, "seed": seed}
+    records = []
+    for attack, params in attacks.items():
+        for param in params or [None]:
+            result = run_attack(target, x, y, attack, param or 0.0, settings, dev)
+            value = result["clean_accuracy"] if attack == "none" else result["accuracy_on_correct"]
+            records.append({**key, "threat": "whitebox", "attack": attack, "param": param, "metric": "accuracy_pct",
+                            "value": value, "model": None, "surrogate": None, **result})
+            if log:
+                log(f"{attack} {param}: {value:.2f}%")
+    if strong is not None:
+        if strong_settings.seed != settings.seed:  # the CLI picks the strong evaluation's images by its seed
+            label, _, x, y = _images(dataset, data_root, num_images, strong_settings.seed)
+        for r in strong_evaluate(target, x, y, eps_values, strong_settings, dev, crafter):
+            records.append({**key, "model": None, "surrogate": None, **r})
+            if log:
+                log(f"{r['threat']} {r['attack']} {'' if r['param'] is None else r['param']}: {r['value']}")
+    return records
+
