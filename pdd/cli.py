@@ -25,20 +25,20 @@ def main() -> None:
 @main.command("prepare-data")
 @click.option("--dataset", required=True)
 @click.option("--root", default="resources", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), help="JSON manifest to write (split sizes).")
+@click.option("--out", type=click.Path(dir_okay=False), help="JSON manifest to write (split sizes, source, checksums).")
 @click.option("--download/--no-download", default=True, show_default=True)
 def prepare_data(dataset: str, root: str, out: str | None, download: bool) -> None:
-    """Download / extract DATASET under ROOT and check it loads."""
+    """Make DATASET loadable under ROOT (system data linked first, else download), verify it, say whence."""
     from pdd import data
     from pdd.io import write_json
 
     try:
-        sizes = data.prepare(dataset, root, download)
-    except (data.DatasetMissing, ValueError) as err:
+        prepared = data.prepare(dataset, root, download)
+    except (data.DatasetMissing, ValueError) as err:  # DatasetCorrupt is a ValueError
         raise click.ClickException(str(err)) from err
-    click.echo(f"{dataset}: {sizes}")
+    click.echo(f"{dataset}: {prepared.sizes} from {prepared.source}")
     if out:
-        write_json(out, {"dataset": dataset, "root": str(root), **sizes})
+        write_json(out, {"dataset": dataset, "root": str(root), **prepared.manifest()})
 
 
 @main.command()
