@@ -6,6 +6,7 @@ attack (the paper's convention, official code) and over all attacked images.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -56,13 +57,71 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
     return torch.cat(out)
 
 
-def art_classifier(model: Ensemble, input_shape: tuple[int, ...], num_classes: int, device: torch.device):
-    """ART's PyTorchClassifier around log(mean softmax); CE on log-probabilities is their NLL."""
+@functools.cache
+def _per_sample_classifier_class() -> type:
+    """ART's PyTorchClassifier with a one-backward-pass `class_gradient` for per-sample labels (built lazily:
+    importing ART is slow)."""
+    from art.estimators.classification import PyTorchClassifier
+
+    class PerSampleGradientClassifier(PyTorchClassifier):
+        """PyTorchClassifier whose `class_gradient(x, label=<one label per sample>)` takes one backward pass.
+
+        ART's own version backpropagates once per distinct label in the batch (C&W calls it twice per
+        iteration, JSMA once), so its cost grows with the number of classes. Here the gradient of
+        sum_b output[b, label[b]] w.r.t. x is taken once: row b of it is d output[b, label[b]] / d x[b]
+        because, in eval mode, each image's output depends only on that image (batch norm uses its running
+        statistics, PDD's dropout is the identity). Other calls (label None or an int, training_mode=True,
+        RNNs, labels ART rejects) take ART's path unchanged.
+        """
+
+        def class_gradient(self, x: np.ndarray, label: int | list[int] | np.ndarray | None = None,
+                           training_mode: bool = False, **kwargs) -> np.ndarray:
+            """Per-sample label gradients [N, 1, *input] as ART returns them; see the class docstring."""
+            labels = np.asarray(label) if isinstance(label, (list, np.ndarray)) else None
+            if (labels is None or training_mode or self.is_rnn or labels.ndim != 1 or len(labels) != len(x)
+                    or len(x) == 0 or not np.issubdtype(labels.dtype, np.integer)
+                    or labels.min() < 0 or labels.max() >= self.nb_classes):
+                return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+            self._model.train(mode=False)
+            # Preprocessing exactly as ART's class_gradient applies it.
+            if self.all_framework_preprocessing:
+                x_grad = torch.from_numpy(x).to(self._device)
+                if self._layer_idx_gradients < 0:
+                    x_grad.requires_grad = True
+                x_input, _ = self._apply_preprocessing(x_grad, y=None, fit=False, no_grad=False)
+            else:
+                x_preprocessed, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=True)
+                x_grad = torch.from_numpy(x_preprocessed).to(self._device)
+                if self._layer_idx_gradients < 0:
+                    x_grad.requires_grad = True
+                x_input = x_grad
+            model_outputs = self._model(x_input)
+            input_grad = model_outputs[self._layer_idx_gradients] if self._layer_idx_gradients >= 0 else x_grad
+            preds = model_outputs[-1]
+            index = torch.from_numpy(labels.astype(np.int64)).to(preds.device)
+            selected = preds.gather(1, index[:, None]).sum()
+            (grads,) = torch.autograd.grad(selected, input_grad)
+            grads = grads.cpu().numpy()[:, None]
+            if not self.all_framework_preprocessing:
+                grads = self._apply_preprocessing_gradient(x, grads)
+            return grads
+
+    return PerSampleGradientClassifier
+
+
+def art_classifier(model: Ensemble, input_shape: tuple[int, ...], num_classes: int, device: torch.device,
+                   per_sample_gradients: bool = True):
+    """ART's PyTorchClassifier around log(mean softmax); CE on log-probabilities is their NLL.
+
+    With `per_sample_gradients` (the default) it is the subclass whose per-sample-label `class_gradient`
+    takes one backward pass instead of one per distinct label (C&W, JSMA); False gives stock ART (benchmarks).
+    """
     from art.estimators.classification import PyTorchClassifier
 
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    return PyTorchClassifier(
+    cls = _per_sample_classifier_class() if per_sample_gradients else PyTorchClassifier
+    return cls(
         LogMeanProb(model.eval()), loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=num_classes,
         clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu",
     )
