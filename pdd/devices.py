@@ -52,8 +52,27 @@ def claim_gpu(count: int, lock_dir: Path = DEFAULT_LOCK_DIR, poll_seconds: float
         time.sleep(poll_seconds)
 
 
-def select_device(request: str = "auto") -> torch.device:
-    """'auto': under SLURM the GPU it allocated, else a claimed free GPU, else CPU; otherwise `request` as given."""
+def configure_backends(device: torch.device, training: bool) -> None:
+    """GPU numerics of a job: cuDNN autotuning (the jobs run fixed shapes) and TF32 matmuls and convolutions
+    in training only; attacks and analyses stay in full fp32 (PyTorch allows TF32 convolutions by default).
+    Leaves everything as it is on the CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = training
+    torch.backends.cudnn.allow_tf32 = training
+
+
+def select_device(request: str = "auto", training: bool = False) -> torch.device:
+    """'auto': under SLURM the GPU it allocated, else a claimed free GPU, else CPU; otherwise `request` as given.
+    The chosen device's backends are set for a training job or (default) an fp32 evaluation job."""
+    device = _pick_device(request)
+    configure_backends(device, training)
+    return device
+
+
+def _pick_device(request: str) -> torch.device:
+    """The device `select_device` describes, before its backends are configured."""
     if request != "auto":
         return torch.device(request)
     count = torch.cuda.device_count()
