@@ -77,7 +77,7 @@ def train(**opts) -> None:
 
     _threads(opts.pop("threads"))
     hyper = Hyper(**{k: opts.pop(k) for k in ("deg_lambda", "adp_alpha", "adp_beta", "adv_eps", "adv_steps")})
-    device = select_device(opts.pop("device"))
+    device = select_device(opts.pop("device"), training=True)
     out, log, root, workers = opts.pop("out"), opts.pop("log_path"), opts.pop("data_root"), opts.pop("workers")
     try:
         cfg = TrainConfig(hyper=hyper, **opts)
