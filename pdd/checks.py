@@ -42,10 +42,17 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
             found.append(f"{key}: dataset {dataset!r} has no recipe under 'datasets'")
         if "whitebox" in output.needs and not config["attacks"].get(dataset):
             found.append(f"{key}: dataset {dataset!r} has no attack list under 'attacks'")
-    names = spec.get("methods", [])
+    external = config.get("external", {})
+    names = [m for m in spec.get("methods", []) if m not in external]
     unknown = [m for m in names if m not in METHODS]
     if unknown:
-        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)}"]
+        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)} and the config's "
+                        f"external models {sorted(external)}"]
+    if "transfer" in output.needs and any(m in external for m in spec.get("methods", [])):
+        found.append(f"{key}.methods: an external model has no Type II (adaptive) surrogate trained with its method")
+    clash = sorted(set(external) & set(METHODS))
+    if clash:
+        found.append(f"external: {clash} are names of training methods; give your models other names")
     if name == "figure_member_transfer" and not spec.get("eps"):
         found.append(f"{key}.eps: the L-inf budget of the PGD crafted on each member is missing")
     if name == "figure_intervals":
@@ -60,6 +67,10 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
                 if missing:
                     found.append(f"{key}.attacks.{attack}: {missing} not among attacks.{dataset}.{attack}, so the "
                                  "standard-iteration column would have no result")
+    for m in names:
+        sections = {f.split("_", 1)[0] for f in get_method(variant(m)[0]).settings_used} - {"adv"}
+        found += [f"{s}: missing; method {m!r} of {key} needs its settings there" for s in sorted(sections)
+                  if s not in config]
     uses_pdd = any(get_method(variant(m)[0]).pdd for m in names)
     for k in spec["K"] if uses_pdd else []:
         m = intervals_for(config, k)

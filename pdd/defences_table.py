@@ -7,7 +7,8 @@ import math
 
 import pandas as pd
 
-from pdd.io import write_text
+from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, param_label, write_table
+from pdd.outputs import OUTPUTS
 from pdd.tables import read_results
 
 COLUMNS = {  # column -> (title, where it comes from)
@@ -53,30 +54,34 @@ def summarise(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return out.sort_values(["dataset", "K", "eps", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
 
 
-def markdown(df: pd.DataFrame) -> str:
-    lines = ["# Beyond the paper: ensemble-diversity defences under one protocol", "",
-             "Accuracies (%) over the test images each ensemble classifies correctly before the attack (Clean: over "
-             "all of them), all on the strong evaluation's images: PGD-10 is the paper's protocol, the worst case "
-             "an image's survival of every white-box attack (APGD-CE/DLR, PGD with restarts), Type I transfer PGD "
-             "crafted on the independent baseline VGG-16 surrogate. Entropy E: eq. 5 (higher = members disagree "
-             "more); gradient cosine: mean over test images and member pairs of the cosine between the members' "
-             "input gradients (lower = more dispersed).", "",
-             "| Dataset | K | L-inf eps | Method | " + " | ".join(COLUMNS.values()) + " |",
-             "|---" * (4 + len(COLUMNS)) + "|"]
-    for r in df.itertuples():
-        cells = []
-        for column in COLUMNS:
-            value, std = getattr(r, column), getattr(r, f"{column}_std")
-            digits = 4 if column in ("entropy", "cosine") else 2
-            text = "-" if pd.isna(value) else f"{value:.{digits}f}"
-            cells.append(text + ("" if pd.isna(std) else f" ± {std:.{digits}f}"))
-        lines.append(f"| {r.dataset} | {r.K} | {r.eps:g} | {r.method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+NOTE = ("Accuracies (%) over the test images each ensemble classifies correctly before the attack (Clean: over "
+        "all of them), all on the strong evaluation's images: PGD-10 is the paper's protocol, the worst case an "
+        "image's survival of every white-box attack (APGD-CE/DLR, PGD with restarts), Type I transfer PGD crafted "
+        "on the independent baseline VGG-16 surrogate. Entropy E: eq. 5 (higher = members disagree more); gradient "
+        "cosine: mean over test images and member pairs of the cosine between the members' input gradients (lower "
+        "= more dispersed). Bold: the best method per column within each dataset, K and eps (for the gradient "
+        "cosine, the lowest).")
+
+
+def grid(df: pd.DataFrame) -> Grid:
+    """Rows per dataset, K, eps and method (display names), the COLUMNS as columns; best per column in bold."""
+    index = pd.MultiIndex.from_tuples(
+        [(dataset_name(r.dataset), str(r.K), param_label("pgd", r.eps), method_name(r.method)) for r in df.itertuples()],
+        names=["Dataset", "K", "Budget", "Method"])
+    cells = pd.DataFrame([[fmt(getattr(r, c), 4 if c in ("entropy", "cosine") else 2, getattr(r, f"{c}_std"))
+                           for c in COLUMNS] for r in df.itertuples()], index=index, columns=list(COLUMNS.values()))
+    groups = list(df.reset_index(drop=True).groupby(["dataset", "K", "eps"], sort=False).indices.values())
+    values = df[list(COLUMNS)].reset_index(drop=True)
+    bold = pd.concat([best_mask(values[[c]], "column", [list(g) for g in groups], higher=c != "cosine")
+                      for c in COLUMNS], axis=1)
+    bold.index, bold.columns = index, cells.columns
+    return Grid(cells, bold=bold)
 
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """Write `<out>.csv` (one row per dataset, K, eps and method) and `<out>.md`."""
+    """Write `<out>.csv` (one row per dataset, K, eps and method, code names), `<out>.md` and `<out>.tex`."""
     df = summarise(collect(inputs), spec["methods"])
+    shown = grid(df)
     df.insert(0, "table", "table_ensemble_defences")
-    write_text(f"{out}.csv", df.to_csv(index=False))
-    write_text(f"{out}.md", markdown(df))
+    write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", df, "table_ensemble_defences",
+                OUTPUTS["table_ensemble_defences"].title, [NOTE], [shown])

@@ -76,4 +76,8 @@ def test_defences_table_by_hand(tmp_path: Path) -> None:
     gal = df.set_index("method").loc["gal"]
     assert (gal["clean"], gal["pgd_10"], gal["worst_case"], gal["transfer"], gal["entropy"]) == (97, 85, 52, 93, 0.2)
     assert gal["cosine"] == pytest.approx(0.0) and df.set_index("method").loc["baseline", "cosine"] == pytest.approx(0.4)
-    assert "| digits | 3 | 0.1 | gal | 97.00 | 85.00 | 52.00 | 93.00 | 0.2000 | 0.0000 |" in (tmp_path / "t.md").read_text()
+    md = (tmp_path / "t.md").read_text()
+    assert ("| Digits (8x8) | 3 | L-inf eps 0.1 (= 25.5/255) | GAL | 97.00 | **85.00** | **52.00** | **93.00** | "
+            "**0.2000** | **0.0000** |") in md  # bold: best per column (lowest cosine)
+    assert "| Baseline | **98.00** | 80.00 |" in md
+    assert "\\textbf{85.00}" in (tmp_path / "t.tex").read_text()

@@ -16,7 +16,8 @@ from pdd.attacks import AttackSettings, predict, run_attack, select_images
 from pdd.data import get_dataset
 from pdd.models import Ensemble, load_ensemble
 from pdd.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
-from pdd.tables import MASKING_WARNING, build_strong_table, read_results
+from pdd.strong_table import MASKING_WARNING, build_strong_table
+from pdd.tables import read_results
 from pdd.training import TrainConfig, train
 
 CPU = torch.device("cpu")
@@ -248,11 +249,14 @@ def test_table_puts_the_protocol_beside_the_worst_case_and_warns(tmp_path: Path,
     assert clean.loc["baseline", "paper"] == pytest.approx(94.37)  # Table 2, Fashion-MNIST stand-in
     md = (tmp_path / "t.md").read_text()
     warnings = [line for line in md.splitlines() if line.startswith(MASKING_WARNING)]
-    assert warnings and all(" adp: " in line for line in warnings)
+    assert warnings and all(" ADP: " in line for line in warnings)
     assert {"(a)", "(b)", "(c)"} <= {w.split(": ")[3].split()[0] for w in warnings}
-    row = next(line for line in md.splitlines() if line.startswith("| digits | 3 | baseline | ") and f"| {EPS:g} |" in line)
-    worst = df[(df["attack"] == "worst_case") & (df["method"] == "baseline") & (df["param"] == EPS)]["value"].iloc[0]
-    assert f"| 14.00 | **{worst:.2f}** | {worst - 14.0:+.2f} |" in row
+    row = next(line for line in md.splitlines() if line.startswith("| Baseline | ") and f"eps {EPS:g} " in line)
+    mine = df[(df["method"] == "baseline") & (df["param"] == EPS) & (df["metric"] == "accuracy_pct")]
+    worst = mine[mine["attack"] == "worst_case"]["value"].iloc[0]
+    protocol = mine[mine["attack"] == "pgd"]["value"].iloc[0]  # the strong run's own PGD-10, same images
+    assert protocol == mine[mine["attack"] == "pgd_10"]["value"].iloc[0]
+    assert f"| {protocol:.2f} | " in row and f"{worst:.2f}" in row and f"| {worst - protocol:+.2f} |" in row
     written = pd.read_csv(tmp_path / "t.csv")
     assert set(written.loc[written["metric"] == "passed", "status"]) == {"pass", "warn"}
 

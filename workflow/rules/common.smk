@@ -49,6 +49,26 @@ def model(dataset, K, method, seed, arch=None):
     return registry.model_path(config, dataset, K, method, seed, arch)
 
 
+EXTERNAL = config.get("external", {})
+
+
+def get_model_input(w):
+    """What an evaluation job reads: the trained checkpoint, or an external model's weights and factory module."""
+    if w.method in EXTERNAL:
+        e = EXTERNAL[w.method]
+        return [e["weights"]] + ([e["source"]] if "source" in e else [])
+    return model(w.dataset, w.K, w.method, w.seed, w.arch)
+
+
+def get_model_args(w, flag="--model"):
+    """CLI flags naming the evaluated ensemble: `--model CHECKPOINT`, or an external model's factory options."""
+    if w.method in EXTERNAL:
+        e = EXTERNAL[w.method]
+        return (f"--factory {e['factory']} --weights {e['weights']} --dataset {w.dataset} --name {w.method}"
+                f" --model-seed {w.seed}")
+    return f"{flag} {model(w.dataset, w.K, w.method, w.seed, w.arch)}"
+
+
 def width(arch):
     """Member width of an architecture: the defended model's or a surrogate's."""
     for spec in [config["model"], *config["surrogates"].values()]:
@@ -66,11 +86,12 @@ def get_surrogate(threat, dataset, K, method, seed):
 
 
 def get_train_params(w):
-    """Every config value that determines the trained ensemble (a change reruns it)."""
+    """Every config value that determines the trained ensemble (a change reruns it): the recipe, PDD's settings
+    if the method uses PDD, and the loss settings the method declares (`settings_used`, e.g. gal_lambda ->
+    config gal.lambda; adv_* -> adversarial_training.<attack>.*)."""
     recipe, t = config["datasets"][w.dataset], config["training"]
     name, intervals = registry.variant(w.method)
     method, k = get_method(name), int(w.K)
-    adv = config["adversarial_training"].get(method.adversarial or "", {})
     args = {
         "method": name, "epochs": recipe["epochs"], "batch-size": t["batch_size"], "lr": t["lr"],
         "momentum": t["momentum"], "weight-decay": t["weight_decay"], "lr-min": t["lr_min"], "width": width(w.arch),
@@ -78,14 +99,23 @@ def get_train_params(w):
     if method.pdd:
         args.update({"pdd-intervals": intervals or registry.intervals_for(config, k),
                      "pdd-alpha": config["pdd"]["alpha"], "pdd-beta": config["pdd"]["beta"]})
-    if method.deg:
-        args["deg-lambda"] = config["deg"]["lambda"]
-    if method.adp:
-        args.update({"adp-alpha": config["adp"]["alpha"], "adp-beta": config["adp"]["beta"]})
-    if method.adversarial:
-        args.update({"adv-eps": adv["eps"], "adv-steps": adv.get("steps", 1)})
+    for field in method.settings_used:
+        section, key = field.split("_", 1)
+        if section == "adv":
+            value = config["adversarial_training"][method.adversarial].get(key, 1)
+        else:
+            value = config[section][key]
+        args[field.replace("_", "-")] = value
+    if method.starts_from:
+        args["init-from"] = get_train_start(w)[0]
     flags = " ".join(f"--{key} {value}" for key, value in args.items())
     return flags + (" --augment" if recipe["augment"] else " --no-augment")
+
+
+def get_train_start(w):
+    """The trained ensemble a method starts from (DVERGE: the baseline of the same dataset, K, arch, seed)."""
+    start = get_method(registry.variant(w.method)[0]).starts_from
+    return [model(w.dataset, w.K, start, w.seed, w.arch)] if start else []
 
 
 def get_timing_args(w):

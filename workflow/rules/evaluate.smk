@@ -1,10 +1,11 @@
 rule whitebox:
     input:
-        f"{MODEL_DIR}/ensemble.pt",
+        get_model_input,
     output:
         f"{EVAL_DIR}/{{suite}}/{{attack}}.json",
     params:
         args=get_suite_args,
+        model=get_model_args,
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["attack"],
@@ -18,18 +19,19 @@ rule whitebox:
     conda:
         "../../envs/pdd.yaml"
     shell:
-        "pdd attack --model {input} --attack {wildcards.attack} {params.args} --data-root {params.data_root}"
+        "pdd attack {params.model} --attack {wildcards.attack} {params.args} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule transfer:
     input:
         surrogate=lambda w: get_surrogate(w.threat, w.dataset, w.K, w.method, w.seed),
-        target=f"{MODEL_DIR}/ensemble.pt",
+        target=get_model_input,
     output:
         f"{EVAL_DIR}/{{threat}}/{{attack}}.json",
     params:
         args=lambda w: get_attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
+        target=lambda w: get_model_args(w, "--target"),
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["attack"],
@@ -43,19 +45,20 @@ rule transfer:
     conda:
         "../../envs/pdd.yaml"
     shell:
-        "pdd transfer --surrogate {input.surrogate} --target {input.target} --threat {wildcards.threat}"
+        "pdd transfer --surrogate {input.surrogate} {params.target} --threat {wildcards.threat}"
         " --attack {wildcards.attack} {params.args} --data-root {params.data_root} --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule diversity:
     input:
-        f"{MODEL_DIR}/ensemble.pt",
+        get_model_input,
     output:
         json=f"{EVAL_DIR}/diversity/entropy.json",
         csv=f"{EVAL_DIR}/diversity/per_image.csv",
     params:
         num_images=lambda w: f"--num-images {n}" if (n := config["diversity"]["num_images"]) else "",
+        model=get_model_args,
         seed=config["evaluation"]["seed"],
         data_root=config["data_root"],
         device=config["device"],
@@ -70,18 +73,19 @@ rule diversity:
     conda:
         "../../envs/pdd.yaml"
     shell:
-        "pdd diversity --model {input} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
+        "pdd diversity {params.model} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
 
 
 rule strong:
     input:
-        model=f"{MODEL_DIR}/ensemble.pt",
+        model=get_model_input,
         surrogate=lambda w: get_surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
     output:
         f"{EVAL_DIR}/strong/evaluation.json",
     params:
         args=get_strong_args,
+        model=get_model_args,
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["strong"],
@@ -95,7 +99,7 @@ rule strong:
     conda:
         "../../envs/pdd.yaml"
     shell:
-        "pdd strong --model {input.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
+        "pdd strong {params.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 

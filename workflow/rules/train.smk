@@ -1,6 +1,8 @@
 rule train:
+    """Train one ensemble (resumes after an interruption)."""
     input:
-        "results/data/{dataset}.json",
+        data="results/data/{dataset}.json",
+        start=get_train_start,
     output:
         model=f"{MODEL_DIR}/ensemble.pt",
         log=f"{MODEL_DIR}/train_log.csv",
