@@ -33,8 +33,11 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     """Problems of one output's config entry: datasets, methods, attack lists, PDD's M."""
     output, key = OUTPUTS[name], f"{'tables' if OUTPUTS[name].kind == 'table' else 'figures'}.{name}"
     found = []
-    if output.follows:
+    if output.follows or "jobs" in output.needs:
         return found
+    missing = [k for k in ("datasets", "K") + (("methods",) if name != "figure_intervals" else ()) if k not in spec]
+    if missing:
+        return [f"{key}: missing {', '.join(missing)}"]
     if output.own_attacks and not spec.get("attacks"):
         found.append(f"{key}.attacks: this output needs its own attack list")
     for dataset in spec["datasets"]:

@@ -51,9 +51,9 @@ class CostMeter:
     - peak_gpu_mb: torch.cuda.max_memory_allocated on the model's GPU during the block; None on the CPU.
     """
 
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.device = _device_of(model)
+    def __init__(self, model: nn.Module | None = None, device: torch.device | None = None):
+        self.model = model  # None: every outermost Ensemble that runs in the block (one built inside it, too)
+        self.device = device or (_device_of(model) if model is not None else torch.device("cpu"))
         self.result: dict = {"seconds": 0.0, "forward_images": 0, "backward_images": 0,
                              "peak_rss_mb": 0.0, "peak_gpu_mb": None}
         self._handles: list = []
@@ -76,8 +76,26 @@ class CostMeter:
         if self._active:  # a graph built in the block may be backpropagated after it
             self.result["backward_images"] += images
 
+    def _global_hook(self, module: nn.Module, inputs: tuple, output) -> None:
+        """Without a model: count each Ensemble call that is not inside another Ensemble's forward."""
+        if isinstance(module, Ensemble) and self._depth == 1:
+            self._forward_hook(module, inputs, output)
+        if isinstance(module, Ensemble):
+            self._depth -= 1
+
+    def _global_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
+        if isinstance(module, Ensemble):
+            self._depth += 1
+
     def __enter__(self) -> dict:
-        self._handles = [m.register_forward_hook(self._forward_hook) for m in self._modules()]
+        if self.model is None:
+            from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+            self._depth = 0
+            self._handles = [register_module_forward_pre_hook(self._global_pre_hook),
+                             register_module_forward_hook(self._global_hook)]
+        else:
+            self._handles = [m.register_forward_hook(self._forward_hook) for m in self._modules()]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

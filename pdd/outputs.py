@@ -30,6 +30,7 @@ NEEDS = {
     "model": "the trained checkpoint itself",
     "step_timing": "the interleaved training-step timing of the (dataset, K)",
     "member_transfer": "PGD crafted on each member, scored on every member (the output's `eps`)",
+    "jobs": "every job of every other requested output: its benchmark file and its cost record",
 }
 
 
@@ -123,6 +124,11 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
            ("member_transfer",), "pdd.figure_member_transfer:build",
            caption="Per method, the K x K matrix of fooling rates: PGD crafted on member i (row) scored on member j "
                    "(column), % of member j's correctly classified test images; low off-diagonal = diverse."),
+    Output("cost", "table", "What the run cost: wall seconds, image-passes and peak memory per rule and output",
+           ("jobs",), "pdd.cost_table:build",
+           caption="Every job of the requested outputs: Snakemake's benchmark (wall seconds, peak RSS) and the "
+                   "job's own count of model image-passes (forward, backward) and peak GPU memory, summed per rule "
+                   "and per output (an output's jobs include the trainings of the ensembles it reports)."),
     Output("figure_intervals", "figure", "The effect of M: PDD ensembles over the number of intervals",
            ("clean", "own_attacks", "per_image"), "pdd.figures:build_intervals_figure", own_attacks=True,
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
@@ -170,6 +176,8 @@ def methods(config: dict, name: str, spec: dict) -> list[str]:
 def ensembles(config: dict, name: str) -> list[tuple[str, int, str, int]]:
     """(dataset, K, method, seed) of every defended ensemble output `name` reports."""
     spec = requested(config)[name]
+    if "datasets" not in spec:  # the cost table: no ensembles of its own
+        return []
     return [(d, k, m, s) for d in spec["datasets"] for k in spec["K"] for m in methods(config, name, spec)
             for s in config["seeds"]]
 
@@ -221,11 +229,85 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(model_path(config, dataset, k, method, seed))
             elif need == "member_transfer":
                 files.append(ev("member_transfer", "pgd.json"))
+            elif need == "jobs":
+                continue  # handled below: not per ensemble
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
+    if "jobs" in output.needs:
+        for job in sorted({j for other in requested(config) if other != name for j in output_jobs(config, other)}):
+            files += [benchmark(*job), *cost_sources(*job)]
     return list(dict.fromkeys(files))
+
+
+# --- Jobs behind the outputs (the cost ledger) ----------------------------------------------------------------
+
+def benchmark(rule: str, path: str) -> str:
+    """Snakemake benchmark file of the job of `rule` that writes `path` (see the rules' `benchmark:`)."""
+    return f"results/benchmarks/{rule}/{path.removeprefix('results/')}.tsv"
+
+
+def cost_sources(rule: str, path: str) -> list[str]:
+    """The files holding a job's own cost record (image-passes, GPU memory): its result, or training's cost.json."""
+    if rule == "train":
+        return [path.replace("ensemble.pt", "cost.json")]
+    if rule == "diversity":
+        return [path.replace("per_image.csv", "entropy.json")]
+    return [] if rule == "prepare_data" else [path]
+
+
+def producer(config: dict, path: str) -> tuple[str, str] | None:
+    """(rule, main output) of the job writing `path`; None for files no job writes (external weights)."""
+    parts = path.split("/")
+    if path.startswith("results/models/"):
+        return ("train", "/".join(parts[:-1] + ["ensemble.pt"]))
+    if path.startswith("results/data/"):
+        return ("prepare_data", path)
+    if not path.startswith("results/eval/"):
+        return None
+    if parts[5] == "timing":
+        return ("time_steps", path)
+    kind = parts[7]
+    if kind == "diversity":
+        return ("diversity", "/".join(parts[:-1] + ["per_image.csv"]))
+    rule = {"strong": "strong", "member_transfer": "member_transfer"}.get(kind, "transfer" if kind in THREATS
+                                                                             else "whitebox")
+    return (rule, path)
+
+
+def upstream(config: dict, rule: str, path: str) -> list[str]:
+    """Files a job reads that other jobs write: the data manifest, the ensemble(s) it evaluates or starts from."""
+    from pdd.methods import get_method  # noqa: PLC0415 (the registry stays importable without torch)
+
+    parts = path.split("/")
+    dataset = parts[2]
+    if rule == "prepare_data":
+        return []
+    if rule == "time_steps":
+        return [f"results/data/{dataset}.json"]
+    arch, k, method, seed = parts[3], int(parts[4][1:]), parts[5], int(parts[6][4:])
+    if rule == "train":
+        start = get_method(variant(method)[0]).starts_from
+        return [f"results/data/{dataset}.json"] + ([model_path(config, dataset, k, start, seed, arch)] if start else [])
+    found = [] if method in config.get("external", {}) else [model_path(config, dataset, k, method, seed)]
+    if rule == "transfer" or rule == "strong":
+        threat = parts[7] if rule == "transfer" else "blackbox_oblivious"
+        s = config["surrogates"]["oblivious" if threat == "blackbox_oblivious" else "adaptive"]
+        found.append(model_path(config, dataset, k, s.get("method", method), seed, s["arch"]))
+    return found
+
+
+def output_jobs(config: dict, name: str) -> set[tuple[str, str]]:
+    """Every job (rule, main output) output `name` needs, trainings and data preparation included."""
+    jobs: set[tuple[str, str]] = set()
+    todo = [p for p in inputs(config, name)]
+    while todo:
+        job = producer(config, todo.pop())
+        if job and job not in jobs:
+            jobs.add(job)
+            todo += upstream(config, *job)
+    return jobs
 
 
 def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[float]]:

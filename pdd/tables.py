@@ -39,8 +39,10 @@ def _param(value) -> float:
 
 
 def read_results(paths: list[str | Path]) -> pd.DataFrame:
-    """One row per record of the result JSON files (each a list of records with KEYS, `seed`, `value`)."""
-    df = pd.DataFrame([record for p in paths for record in json.loads(Path(p).read_text())])
+    """One row per record of the result JSON files (each a list of records with KEYS, `seed`, `value`); a job's
+    cost record (metric 'cost', read by the cost table) is left out."""
+    df = pd.DataFrame([record for p in paths for record in json.loads(Path(p).read_text())
+                       if record.get("metric") != "cost"])
     df["param"] = df["param"].map(_param)
     return df
 

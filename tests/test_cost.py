@@ -81,3 +81,14 @@ def test_a_plain_module_is_metered_itself() -> None:
     with CostMeter(net) as cost:
         net(torch.rand(8, 3)).sum().backward()
     assert (cost["forward_images"], cost["backward_images"]) == (8, 8)
+
+
+def test_without_a_model_every_outermost_ensemble_built_in_the_block_counts() -> None:
+    """Training builds its ensemble inside the block: the global meter counts its calls once (the inner
+    members' forwards are not Ensemble calls), and nothing after the block."""
+    with CostMeter() as cost:
+        built = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2))
+        built(torch.rand(3, 1, 8, 8)).sum().backward()
+        LogMeanProb(built)(torch.rand(4, 1, 8, 8))
+    built(torch.rand(5, 1, 8, 8))
+    assert (cost["forward_images"], cost["backward_images"]) == (7, 3)

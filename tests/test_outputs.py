@@ -31,11 +31,9 @@ def test_every_output_has_a_builder_and_known_needs() -> None:
 
 @pytest.mark.parametrize("config", [DEMO, PAPER_CONFIG], ids=["demo", "paper"])
 def test_configs_request_every_output(config: dict) -> None:
-    """The demo and the paper config build every output of the registry (the paper's and the pipeline's own),
-    except the peer-defence ones, which need the peer methods' own configs."""
+    """The demo and the paper config build every output of the registry (the paper's and the pipeline's own)."""
     assert problems(config) == []
-    assert set(outputs.requested(config)) >= set(outputs.OUTPUTS) - {"table_ensemble_defences",
-                                                                      "figure_member_transfer", "cost"}
+    assert set(outputs.requested(config)) == set(outputs.OUTPUTS)
 
 
 def test_unknown_output_names_are_one_clear_problem() -> None:

@@ -193,4 +193,7 @@ def get_output_spec(w):
             "methods": registry.methods(config, w.name, spec) if "methods" in spec or "intervals" in spec else None,
             "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()}, "alpha": config["pdd"]["alpha"],
             "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]}}
+    if "jobs" in registry.OUTPUTS[w.name].needs:  # the cost table: which jobs feed which output
+        spec["jobs"] = {o: sorted(registry.benchmark(*j) for j in registry.output_jobs(config, o))
+                        for o in OUTPUTS if o != w.name}
     return shlex.quote(json.dumps(spec, sort_keys=True))

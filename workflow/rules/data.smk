@@ -10,6 +10,8 @@ rule prepare_data:
     params:
         root=config["data_root"],
         code=CODE["prepare_data"],
+    benchmark:
+        registry.benchmark("prepare_data", "results/data/{dataset}.json"),
     log:
         "results/logs/prepare_data/{dataset}.log",
     conda:

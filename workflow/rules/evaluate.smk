@@ -14,6 +14,8 @@ rule whitebox:
         gpu=1,
         runtime=12 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json"),
     log:
         f"{LOGS}/whitebox/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{suite}}_{{attack}}.log",
     conda:
@@ -40,6 +42,8 @@ rule transfer:
         gpu=1,
         runtime=12 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json"),
     log:
         f"{LOGS}/transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{threat}}_{{attack}}.log",
     conda:
@@ -68,6 +72,8 @@ rule diversity:
         gpu=1,
         runtime=2 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv"),
     log:
         f"{LOGS}/diversity/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     conda:
@@ -94,6 +100,8 @@ rule strong:
         gpu=1,
         runtime=12 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json"),
     log:
         f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     conda:
@@ -119,6 +127,8 @@ rule member_transfer:
         gpu=1,
         runtime=2 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json"),
     log:
         f"{LOGS}/member_transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     conda:

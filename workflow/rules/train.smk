@@ -6,6 +6,7 @@ rule train:
     output:
         model=f"{MODEL_DIR}/ensemble.pt",
         log=f"{MODEL_DIR}/train_log.csv",
+        cost=f"{MODEL_DIR}/cost.json",
     params:
         args=get_train_params,
         data_root=config["data_root"],
@@ -17,6 +18,8 @@ rule train:
         gpu=1,
         runtime=24 * 60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("train", f"{MODEL_DIR}/ensemble.pt"),
     log:
         "results/logs/train/{dataset}_{arch}_K{K}_{method}_seed{seed}.log",
     conda:
@@ -25,7 +28,7 @@ rule train:
         "pdd train --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
         " --seed {wildcards.seed} {params.args}"
         " --data-root {params.data_root} --device {params.device} --threads {threads} --workers {params.workers}"
-        " --out {output.model} --log {output.log} > {log} 2>&1"
+        " --out {output.model} --log {output.log} --cost {output.cost} > {log} 2>&1"
 
 
 rule time_steps:
@@ -44,6 +47,8 @@ rule time_steps:
         gpu=1,
         runtime=60,
         mem_mb=16000,
+    benchmark:
+        registry.benchmark("time_steps", registry.TIMING),
     log:
         f"{LOGS}/time_steps/{{dataset}}_{{arch}}_K{{K}}_seed{{seed}}.log",
     conda:
