@@ -40,7 +40,7 @@ def test_external_model_beside_the_methods(tmp_path: Path) -> None:
     cfg["tables"]["table2_whitebox_k3"]["methods"] = ["baseline", "mine"]
     _run(tmp_path, cfg)
     table = pd.read_csv(tmp_path / "results/tables/table2_whitebox_k3.csv")
-    values = table.pivot_table(index=["attack", "param"], columns="method", values="value", dropna=False)
+    values = table.set_index(["attack", "param", "method"])["value"].unstack("method")
     assert set(values.columns) == {"baseline", "mine"} and len(values) == 2  # clean and PGD 0.1
     assert (values["mine"] == values["baseline"]).all()
     assert not (tmp_path / "results/models/digits/resnet18/K2/mine").exists()  # nothing trained for it
