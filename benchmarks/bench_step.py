@@ -4,11 +4,12 @@ Run by hand (not collected by pytest), e.g.
 
     python benchmarks/bench_step.py --threads 2 --reps 20 --warmup 2   # ~90 s on 2 idle CPU cores
 
-One training step = optimizer.zero_grad + pdd.methods.backward_step + optimizer.step (SGD with the
-official recipe's lr / momentum / weight decay). For every configuration, all methods train their own
-copy of the SAME initial ensemble (PDD methods add the PDD layer, which has no parameters) on the
-SAME batch; after warm-up the methods are alternated round-robin, `reps` times, so that drifts of the
-machine hit all methods alike. Reported: median seconds/step and the ratio to baseline's median.
+One training step = the method's `step` (zero_grad, loss + backward, optimizer step; SGD with the
+official recipe's lr / momentum / weight decay; DVERGE one optimiser per member). For every
+configuration, all methods train their own copy of the SAME initial ensemble (PDD methods add the PDD
+layer, which has no parameters) on the SAME batch; after warm-up the methods are alternated round-robin,
+`reps` times, so that drifts of the machine hit all methods alike. Each round is an "epoch" for the
+methods' per-epoch state (untimed): DVERGE draws a new distillation layer, whose depth sets its cost. Reported: median seconds/step and the ratio to baseline's median.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import time
 import torch
 
 from pdd.dropout import keep_probabilities
-from pdd.methods import Hyper, backward_step, get_method
+from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 
-METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg")
+METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
 PRESETS = {
     # name: (description, width, channels, size, classes, members, batch)
     "cifar": ("ResNet-18 w16, 3x32x32, 100 classes", 16, 3, 32, 100, 3, 64),
@@ -39,7 +40,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_methods(width, channels, size, classes, members, batch, device, warmup, reps, seed=0):
+def time_methods(width, channels, size, classes, members, batch, device, warmup, reps, names=METHOD_NAMES, seed=0):
     """Median seconds per step of each method, methods alternated round-robin."""
     torch.manual_seed(seed)
     base = Ensemble(EnsembleSpec("resnet18", members, classes, channels, width=width))
@@ -47,36 +48,34 @@ def time_methods(width, channels, size, classes, members, batch, device, warmup,
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.rand(batch, channels, size, size, generator=gen).to(device)
     y = torch.randint(0, classes, (batch,), generator=gen).to(device)
-    hyper = Hyper()
     runs = {}
-    for name in METHOD_NAMES:
-        method = get_method(name)
-        spec = EnsembleSpec("resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.pdd else {})
+    for name in names:
+        method = get_method(name, LossSettings())
+        spec = EnsembleSpec("resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.uses_pdd else {})
         model = Ensemble(spec)
         model.load_state_dict(copy.deepcopy(state))  # identical initial weights for every method
         model.to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-        runs[name] = (model, method, opt)
+        opts = [torch.optim.SGD(g, lr=0.02, momentum=0.9, weight_decay=5e-4) for g in method.parameter_groups(model)]
+        runs[name] = (model, method, opts)
 
     def step(name: str) -> float:
-        model, method, opt = runs[name]
+        model, method, opts = runs[name]
         sync(device)
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss, _ = backward_step(model, method, hyper, x, y)
-        opt.step()
+        loss, _ = method.step(model, opts, x, y)
         sync(device)
         if not math.isfinite(loss):
             raise RuntimeError(f"{name}: non-finite loss {loss}")
         return time.perf_counter() - t0
 
-    for _ in range(warmup):
-        for name in METHOD_NAMES:
-            step(name)
-    times = {name: [] for name in METHOD_NAMES}
-    for _ in range(reps):
-        for name in METHOD_NAMES:
-            times[name].append(step(name))
+    times = {name: [] for name in names}
+    for r in range(warmup + reps):
+        for name in names:
+            model, method, _ = runs[name]
+            method.start_epoch(model, r, warmup + reps, seed)
+            elapsed = step(name)
+            if r >= warmup:
+                times[name].append(elapsed)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -139,6 +138,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed round-robin rounds first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: leave as is)")
     parser.add_argument("--skip-dropout", action="store_true", help="skip the keep_probabilities timing")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES),
+                        help="methods to time (baseline is always included: the ratios are to it)")
     args = parser.parse_args()
 
     if args.threads:
@@ -160,11 +161,12 @@ def main() -> None:
         title = (f"{preset}: ResNet-18 width {width}, {channels}x{size}x{size}, {classes} classes, "
                  f"batch {batch}, K={members}")
         start = time.perf_counter()
-        med = time_methods(width, channels, size, classes, members, batch, device, args.warmup, args.reps)
+        names = ("baseline", *[n for n in args.methods if n != "baseline"])
+        med = time_methods(width, channels, size, classes, members, batch, device, args.warmup, args.reps, names)
         print(f"### {title}  ({time.perf_counter() - start:.0f} s)\n")
         print("| method | median s/step | ratio to baseline |")
         print("|---|---:|---:|")
-        for name in METHOD_NAMES:
+        for name in names:
             print(f"| {name} | {med[name]:.4f} | {med[name] / med['baseline']:.2f} |")
         print()
 

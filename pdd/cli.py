@@ -63,6 +63,19 @@ def prepare_data(dataset: str, root: str, out: str | None, download: bool) -> No
 @click.option("--adp-beta", default=0.5, show_default=True)
 @click.option("--adv-eps", default=0.02, show_default=True, help="Adversarial training L-inf budget.")
 @click.option("--adv-steps", default=10, show_default=True, help="PGD steps of adversarial training.")
+@click.option("--gal-lambda", default=0.5, show_default=True, help="GAL's weight of the coherence penalty.")
+@click.option("--trs-coeff", default=2.0, show_default=True, help="TRS's weight of the gradient similarity.")
+@click.option("--trs-lamda", default=2 / 128**2, show_default=True,
+              help="TRS's weight of the per-sample smoothness term (the authors' 2.0 at batch-mean gradients, batch 128).")
+@click.option("--trs-scale", default=5.0, show_default=True, help="TRS's weight of both terms.")
+@click.option("--trs-init-eps", default=0.01, show_default=True, help="TRS gradient-norm PGD eps, first epoch.")
+@click.option("--trs-adv-eps", default=0.03, show_default=True, help="TRS gradient-norm PGD eps, last epoch.")
+@click.option("--trs-steps", default=6, show_default=True, help="TRS gradient-norm PGD steps (each eps/3).")
+@click.option("--dverge-eps", default=0.07, show_default=True, help="DVERGE feature-distillation L-inf budget.")
+@click.option("--dverge-step", default=0.007, show_default=True, help="DVERGE distillation step size.")
+@click.option("--dverge-steps", default=10, show_default=True, help="DVERGE distillation steps.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
+              help="Trained ensemble the method starts from (dverge: the baseline of the same dataset/K/arch/width/seed).")
 @click.option("--data-root", default="resources", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--log", "log_path", required=True, type=click.Path(dir_okay=False))
@@ -72,15 +85,17 @@ def prepare_data(dataset: str, root: str, out: str | None, download: bool) -> No
 def train(**opts) -> None:
     """Train one ensemble; resumes from OUT.state after an interruption."""
     from pdd.devices import select_device
-    from pdd.methods import Hyper
+    from dataclasses import fields
+
+    from pdd.methods import LossSettings
     from pdd.training import TrainConfig, train as run
 
     _threads(opts.pop("threads"))
-    hyper = Hyper(**{k: opts.pop(k) for k in ("deg_lambda", "adp_alpha", "adp_beta", "adv_eps", "adv_steps")})
+    settings = {f.name: opts.pop(f.name) for f in fields(LossSettings)}
     device = select_device(opts.pop("device"), training=True)
     out, log, root, workers = opts.pop("out"), opts.pop("log_path"), opts.pop("data_root"), opts.pop("workers")
     try:
-        cfg = TrainConfig(hyper=hyper, **opts)
+        cfg = TrainConfig(loss_settings=LossSettings(**settings), **opts)
         last = run(cfg, root, out, log, device, workers)
     except ValueError as err:
         raise click.ClickException(str(err)) from err

@@ -143,6 +143,47 @@ class Ensemble(nn.Module):
         """log of the mean member softmax [B, L]: the ensemble's prediction, and what attacks target."""
         return mean_log_prob(self(x))
 
+    def num_feature_layers(self) -> int:
+        """How many layers `member_feature` reads (DVERGE's distillation layers); the last is the logits."""
+        member = self.members[0]
+        if isinstance(member, ResNetFeatures):
+            return 1 + 2 * len(member.layers) + 1
+        return sum(isinstance(m, nn.BatchNorm2d) for m in member.layers) + 1
+
+    def member_feature(self, k: int, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Member k's pre-ReLU feature at `layer` for x [B, ...], as DVERGE distils it (Yang et al. 2020).
+
+        ResNet: 0 = the stem's batch norm, then per residual block its first batch norm and its output
+        (residual added) before the last ReLU; VGG: each batch norm; last index = the member's logits
+        (its own head, no feature dropout). Only the layers up to `layer` are computed.
+        """
+        last = self.num_feature_layers() - 1
+        if not 0 <= layer <= last:
+            raise ValueError(f"feature layer {layer} out of range 0..{last}")
+        member = self.members[k]
+        if isinstance(member, ResNetFeatures):
+            h = member.stem[1](member.stem[0](x))
+            if layer == 0:
+                return h
+            h, index = F.relu(h), 1
+            for block in member.layers:
+                mid = block.bn1(block.conv1(h))
+                if layer == index:
+                    return mid
+                out = block.bn2(block.conv2(F.relu(mid))) + block.shortcut(h)
+                if layer == index + 1:
+                    return out
+                h, index = F.relu(out), index + 2
+        else:
+            h, index = x, 0
+            for module in member.layers:
+                h = module(h)
+                if isinstance(module, nn.BatchNorm2d):
+                    if layer == index:
+                        return h
+                    index += 1
+        return self.heads[k](F.adaptive_avg_pool2d(h, 1).flatten(1))
+
 
 def mean_log_prob(member_logits: torch.Tensor) -> torch.Tensor:
     """log(mean_k softmax(member_logits[k])) computed stably; [K, B, L] -> [B, L]."""

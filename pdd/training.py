@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pdd import data
 from pdd.augment import random_crop_flip
 from pdd.io import torch_save, write_text
-from pdd.methods import Hyper, backward_step, get_method
+from pdd.methods import LossSettings, TrainingMethod, get_method
 from pdd.models import Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "seconds", "eval_seconds")
@@ -46,11 +46,17 @@ class TrainConfig:
     pdd_intervals: int = 10
     pdd_alpha: float = 0.9
     pdd_beta: float = 0.1
-    hyper: Hyper = field(default_factory=Hyper)
+    loss_settings: LossSettings = field(default_factory=LossSettings)
+    init_from: str | None = None  # trained ensemble the method starts from (DVERGE: the baseline)
 
     def __post_init__(self) -> None:
         data.info(self.dataset)
-        get_method(self.method)
+        starts_from = get_method(self.method).starts_from
+        if starts_from and not self.init_from:
+            raise ValueError(f"method {self.method!r} starts from a trained {starts_from!r} ensemble: give init_from")
+        if self.init_from and not starts_from:
+            raise ValueError(f"method {self.method!r} trains from scratch: init_from is only for methods that "
+                             "start from a trained ensemble (dverge)")
         for key in ("epochs", "batch_size", "members", "width"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
@@ -59,9 +65,24 @@ class TrainConfig:
         """The ensemble this config trains (PDD layer included when the method uses it)."""
         info = data.info(self.dataset)
         pdd = {}
-        if get_method(self.method).pdd:
+        if get_method(self.method).uses_pdd:
             pdd = {"num_intervals": self.pdd_intervals, "alpha": self.pdd_alpha, "beta": self.pdd_beta}
         return EnsembleSpec(self.arch, self.members, info.num_classes, info.in_channels, self.width, pdd)
+
+
+def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> dict:
+    """State dict of the trained ensemble `cfg.init_from`, checked to be `method.starts_from` trained with
+    the same dataset, K, architecture, width and seed as `cfg`."""
+    ckpt = read_checkpoint(cfg.init_from, device)
+    source = ensemble_from_checkpoint(ckpt, cfg.init_from)
+    trained = ckpt.get("train_config") or {}
+    wanted = {"method": method.starts_from, "dataset": cfg.dataset, "members": cfg.members, "arch": cfg.arch,
+              "width": cfg.width, "seed": cfg.seed}
+    wrong = [f"{key} {trained.get(key)!r} (need {value!r})" for key, value in wanted.items() if trained.get(key) != value]
+    if wrong or source.spec != cfg.spec():
+        raise ValueError(f"init_from {cfg.init_from}: not a matching trained ensemble: "
+                         f"{', '.join(wrong) or f'spec {source.spec} (need {cfg.spec()})'}")
+    return source.state_dict()
 
 
 def seed_everything(seed: int) -> None:
@@ -119,26 +140,31 @@ def train(
     out, log = Path(out), Path(log)
     state_path = out.with_name(out.name + ".state")
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
-    method = get_method(cfg.method)
+    method = get_method(cfg.method, cfg.loss_settings)
     train_set = data.get_dataset(cfg.dataset, "train", data_root)
     test_set = data.get_dataset(cfg.dataset, "test", data_root)
 
     seed_everything(cfg.seed)
     model = Ensemble(cfg.spec()).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+    optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                  for group in method.parameter_groups(model)]  # one per member for DVERGE
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min) for o in optimizers]
     rows: list[dict] = []
     if state_path.exists():
         state = read_checkpoint(state_path, device)
         if state.get("train_config") == cfg_dict:
             model.load_state_dict(ensemble_from_checkpoint(state["model"], str(state_path)).state_dict())
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            for optimizer, saved in zip(optimizers, state["optimizer"], strict=True):
+                optimizer.load_state_dict(saved)
+            for scheduler, saved in zip(schedulers, state["scheduler"], strict=True):
+                scheduler.load_state_dict(saved)
             rows = state["log"]
             _set_rng_state(state["rng"])
             print(f"pdd: resuming {out} after epoch {len(rows)}", file=sys.stderr)
         else:
             print(f"pdd: ignoring {state_path}: it was made with another configuration", file=sys.stderr)
+    if cfg.init_from and not rows:
+        model.load_state_dict(initial_weights(cfg, method, device))
 
     epochs = tqdm(range(len(rows), cfg.epochs), initial=len(rows), total=cfg.epochs, desc=f"train {cfg.method}", file=sys.stderr)
     for epoch in epochs:
@@ -146,28 +172,28 @@ def train(
         loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=shuffle, num_workers=num_workers,
                             pin_memory=device.type == "cuda", drop_last=len(train_set) > cfg.batch_size)
         model.train()
+        method.start_epoch(model, epoch, cfg.epochs, cfg.seed)
         start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None, file=sys.stderr):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.augment:
                 x = random_crop_flip(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss, logits = backward_step(model, method, cfg.hyper, x, y)
-            optimizer.step()
+            loss, logits = method.step(model, optimizers, x, y)
             total_loss += loss * len(y)
             correct += (logits.softmax(-1).mean(0).argmax(1) == y).sum().item()
             seen += len(y)
         seconds = time.perf_counter() - start
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        lr = schedulers[0].get_last_lr()[0]
+        for scheduler in schedulers:
+            scheduler.step()
         start = time.perf_counter()
         test_acc = accuracy(model, test_set, device)
         rows.append({"dataset": cfg.dataset, "arch": cfg.arch, "K": cfg.members, "method": cfg.method,
                      "seed": cfg.seed, "epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                      "test_accuracy": test_acc, "seconds": seconds, "eval_seconds": time.perf_counter() - start})
         epochs.set_postfix(loss=f"{total_loss / seen:.3f}", test_acc=f"{test_acc:.3f}", s_per_epoch=f"{seconds:.1f}")
-        torch_save({"train_config": cfg_dict, "model": checkpoint(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "log": rows, "rng": _rng_state()}, state_path)
+        torch_save({"train_config": cfg_dict, "model": checkpoint(model), "optimizer": [o.state_dict() for o in optimizers],
+                    "scheduler": [s.state_dict() for s in schedulers], "log": rows, "rng": _rng_state()}, state_path)
         write_text(log, _log_csv(rows))
 
     write_text(log, _log_csv(rows))

@@ -1,0 +1,100 @@
+"""What every training method shares: the loss settings and the `TrainingMethod` interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from pdd.models import Ensemble
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Loss weights and inner-attack budgets of every method (paper / authors' defaults; CIFAR eps)."""
+
+    deg_lambda: float = 0.01      # DEG's weight of the gradient dispersion L_g (eq. 4)
+    adp_alpha: float = 2.0        # ADP's weight of the ensemble entropy
+    adp_beta: float = 0.5         # ADP's weight of log det
+    adv_eps: float = 0.02         # adversarial training: L-inf budget of the FGSM / PGD examples
+    adv_steps: int = 10           # adversarial training: PGD steps (of eps/4)
+    gal_lambda: float = 0.5       # GAL's weight of the coherence penalty
+    trs_coeff: float = 2.0        # TRS's weight of the gradient similarity
+    # TRS's weight of the smoothness term (the authors' spelling). The authors' 2.0 multiplied gradients of the
+    # batch-MEAN loss, i.e. per-sample gradient norms^2 / B^2 at their batch 128; ours are per sample, so the
+    # same effective weight is 2 / 128^2 (2.0 on per-sample norms diverges within three SGD steps).
+    trs_lamda: float = 2 / 128**2
+    trs_scale: float = 5.0        # TRS's overall weight of both terms
+    trs_init_eps: float = 0.01    # TRS: L-inf budget of the gradient-norm PGD in the first epoch ...
+    trs_adv_eps: float = 0.03     # ... growing linearly to this in the last (authors' MNIST: 0.1 -> 0.2)
+    trs_steps: int = 6            # TRS: gradient-norm PGD steps, each of eps/3
+    dverge_eps: float = 0.07      # DVERGE: L-inf budget of the feature distillation
+    dverge_step: float = 0.007    # DVERGE: distillation step size
+    dverge_steps: int = 10        # DVERGE: distillation steps
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value < 0 or (f.name.endswith("_steps") and value < 1):
+                raise ValueError(f"{f.name} must be {'at least 1' if f.name.endswith('_steps') else 'non-negative'}, "
+                                 f"got {value}")
+        if self.trs_init_eps > self.trs_adv_eps:
+            raise ValueError(f"trs_init_eps ({self.trs_init_eps}) must not exceed trs_adv_eps ({self.trs_adv_eps})")
+
+
+class TrainingMethod:
+    """One training method: its loss for a mini-batch, its optimisers' parameter groups, per-epoch state.
+
+    Subclasses implement `backward`; `pdd`, `deg`, `adp` and `adversarial` say which of the paper's
+    ingredients the method uses (the workflow reads them), `settings_used` which `LossSettings` fields
+    change its result, `starts_from` the method whose trained ensemble it starts from (or None).
+    """
+
+    deg: ClassVar[bool] = False
+    adp: ClassVar[bool] = False
+    adversarial: str | None = None  # 'fgsm' / 'pgd' for adversarial training (set per instance)
+    settings_used: tuple[str, ...] = ()
+    starts_from: ClassVar[str | None] = None
+
+    def __init__(self, settings: LossSettings | None = None, pdd: bool = False):
+        self.settings = settings or LossSettings()
+        self.pdd = pdd
+
+    @property
+    def uses_pdd(self) -> bool:
+        """Whether the ensemble gets the Priority Diversified Dropout layer on its penultimate features."""
+        return self.pdd
+
+    def parameter_groups(self, model: Ensemble) -> list[list[nn.Parameter]]:
+        """One list of parameters per optimiser: by default a single optimiser over the whole ensemble."""
+        return [list(model.parameters())]
+
+    def start_epoch(self, model: Ensemble, epoch: int, epochs: int, seed: int) -> None:
+        """Set per-epoch state before epoch `epoch` (0-based) of `epochs`; derived from (seed, epoch) so a
+        resumed run redraws it identically. Nothing by default."""
+
+    def backward(self, model: Ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Compute the loss on (x, y) and leave its gradient in `.grad`; return (loss value, clean member
+        logits [K, B, L], detached)."""
+        raise NotImplementedError
+
+    def step(self, model: Ensemble, optimizers: list[torch.optim.Optimizer], x: torch.Tensor,
+             y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """One training step: zero the gradients, `backward`, step every optimiser; returns `backward`'s."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.backward(model, x, y)
+        for optimizer in optimizers:
+            optimizer.step()
+        return loss, logits
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(pdd={self.pdd}, settings={self.settings})"
+
+
+def replicate(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x [B, ...] copied once per member, [K, B, ...], as a leaf that requires grad: one backward of the
+    summed member losses then yields every member's input gradient of its own loss."""
+    return x.unsqueeze(0).expand(k, *x.shape).clone().requires_grad_(True)
