@@ -151,7 +151,7 @@ def main() -> None:
           f"alpha={PDD['alpha']} beta={PDD['beta']}\n")
 
     for preset in presets:
-        desc, width, channels, size, classes, members, batch = PRESETS[preset]
+        _, width, channels, size, classes, members, batch = PRESETS[preset]
         width = args.width or width
         channels = args.channels or channels
         size = args.size or size

@@ -9,8 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdd.losses import (adp_loss, ensemble_cross_entropy, gal_penalty, gradient_dispersion, pair_cosines, trs_similarity,
-                        trs_smoothness)
+from pdd.losses import (
+    adp_loss,
+    ensemble_cross_entropy,
+    gal_penalty,
+    gradient_dispersion,
+    pair_cosines,
+    trs_similarity,
+    trs_smoothness,
+)
 
 
 def reference_dispersion(grads: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,13 @@ from click.testing import CliRunner
 from pdd.cli import main as cli
 from pdd.losses import ensemble_cross_entropy, gal_penalty, trs_smoothness
 from pdd.methods import LossSettings, get_method
-from pdd.methods.dverge import DVERGE, cross_member_losses, distill, draw_layer, target_indices
+from pdd.methods.dverge import (
+    DVERGE,
+    cross_member_losses,
+    distill,
+    draw_layer,
+    target_indices,
+)
 from pdd.methods.trs import gradient_norm_pgd, member_input_gradients, trs_epsilon
 from pdd.models import Ensemble, EnsembleSpec, read_checkpoint
 from pdd.training import TrainConfig, train
@@ -112,7 +118,7 @@ def test_distillation_stays_in_the_ball_and_approaches_the_target_feature(layer)
     assert not x_d.requires_grad
     with torch.no_grad():
         wanted = model.member_feature(1, x_t, layer)
-        dist = lambda z: (model.member_feature(1, z, layer) - wanted).square().flatten(1).sum(1)  # noqa: E731
+        dist = lambda z: (model.member_feature(1, z, layer) - wanted).square().flatten(1).sum(1)
         assert (dist(x_d) < dist(x)).all()                              # every image moved towards its target
     assert all(p.grad is None for p in model.parameters())              # only the input gradient
     for n, b in buffers(model).items():

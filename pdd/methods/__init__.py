@@ -7,8 +7,8 @@ needed `parameter_groups`, `start_epoch`, `starts_from`), add its settings to `L
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from pdd.methods.adp import ADP
 from pdd.methods.adversarial_training import AdversarialTraining, craft
