@@ -230,15 +230,12 @@ def inputs(config: dict, name: str) -> list[str]:
             elif need == "member_transfer":
                 files.append(ev("member_transfer", "pgd.json"))
             elif need == "jobs":
-                continue  # handled below: not per ensemble
+                continue  # not per ensemble: pdd.jobs.cost_inputs
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
-    if "jobs" in output.needs:
-        for job in sorted({j for other in requested(config) if other != name for j in output_jobs(config, other)}):
-            files += [benchmark(*job), *cost_sources(*job)]
-    return list(dict.fromkeys(files))
+    return list(dict.fromkeys(files))  # "jobs" (the cost table) is pdd.jobs.cost_inputs
 
 
 # --- Jobs behind the outputs (the cost ledger) ----------------------------------------------------------------
@@ -255,59 +252,6 @@ def cost_sources(rule: str, path: str) -> list[str]:
     if rule == "diversity":
         return [path.replace("per_image.csv", "entropy.json")]
     return [] if rule == "prepare_data" else [path]
-
-
-def producer(config: dict, path: str) -> tuple[str, str] | None:
-    """(rule, main output) of the job writing `path`; None for files no job writes (external weights)."""
-    parts = path.split("/")
-    if path.startswith("results/models/"):
-        return ("train", "/".join(parts[:-1] + ["ensemble.pt"]))
-    if path.startswith("results/data/"):
-        return ("prepare_data", path)
-    if not path.startswith("results/eval/"):
-        return None
-    if parts[5] == "timing":
-        return ("time_steps", path)
-    kind = parts[7]
-    if kind == "diversity":
-        return ("diversity", "/".join(parts[:-1] + ["per_image.csv"]))
-    rule = {"strong": "strong", "member_transfer": "member_transfer"}.get(kind, "transfer" if kind in THREATS
-                                                                             else "whitebox")
-    return (rule, path)
-
-
-def upstream(config: dict, rule: str, path: str) -> list[str]:
-    """Files a job reads that other jobs write: the data manifest, the ensemble(s) it evaluates or starts from."""
-    from pdd.methods import get_method  # noqa: PLC0415 (the registry stays importable without torch)
-
-    parts = path.split("/")
-    dataset = parts[2]
-    if rule == "prepare_data":
-        return []
-    if rule == "time_steps":
-        return [f"results/data/{dataset}.json"]
-    arch, k, method, seed = parts[3], int(parts[4][1:]), parts[5], int(parts[6][4:])
-    if rule == "train":
-        start = get_method(variant(method)[0]).starts_from
-        return [f"results/data/{dataset}.json"] + ([model_path(config, dataset, k, start, seed, arch)] if start else [])
-    found = [] if method in config.get("external", {}) else [model_path(config, dataset, k, method, seed)]
-    if rule == "transfer" or rule == "strong":
-        threat = parts[7] if rule == "transfer" else "blackbox_oblivious"
-        s = config["surrogates"]["oblivious" if threat == "blackbox_oblivious" else "adaptive"]
-        found.append(model_path(config, dataset, k, s.get("method", method), seed, s["arch"]))
-    return found
-
-
-def output_jobs(config: dict, name: str) -> set[tuple[str, str]]:
-    """Every job (rule, main output) output `name` needs, trainings and data preparation included."""
-    jobs: set[tuple[str, str]] = set()
-    todo = [p for p in inputs(config, name)]
-    while todo:
-        job = producer(config, todo.pop())
-        if job and job not in jobs:
-            jobs.add(job)
-            todo += upstream(config, *job)
-    return jobs
 
 
 def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[float]]:

@@ -8,6 +8,7 @@ import shlex
 from pdd import outputs as registry
 from pdd.checks import problems
 from pdd.fingerprint import fingerprint
+from pdd.jobs import cost_inputs, output_jobs
 from pdd.methods import get_method
 
 _problems = problems(config)
@@ -181,7 +182,9 @@ def get_output_code(w):
 
 
 def get_output_inputs(w):
-    """Every file output `w.name` is built from (pdd.outputs.inputs)."""
+    """Every file output `w.name` is built from (pdd.outputs.inputs; the cost table: pdd.jobs.cost_inputs)."""
+    if "jobs" in registry.OUTPUTS[w.name].needs:
+        return cost_inputs(config, w.name)
     return registry.inputs(config, w.name)
 
 
@@ -194,6 +197,6 @@ def get_output_spec(w):
             "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()}, "alpha": config["pdd"]["alpha"],
             "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]}}
     if "jobs" in registry.OUTPUTS[w.name].needs:  # the cost table: which jobs feed which output
-        spec["jobs"] = {o: sorted(registry.benchmark(*j) for j in registry.output_jobs(config, o))
+        spec["jobs"] = {o: sorted(registry.benchmark(*j) for j in output_jobs(config, o))
                         for o in OUTPUTS if o != w.name}
     return shlex.quote(json.dumps(spec, sort_keys=True))
