@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -223,13 +224,62 @@ def ensemble_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> Ensemble
     return model
 
 
-def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """torch.load with a clear error for a missing, truncated or corrupt file."""
+def _legacy_numpy_globals() -> list:
+    """numpy's array and scalar rebuilders, allowlisted only to read files written before checkpoints held
+    plain types (their training state kept numpy's RNG state, a uint32 array): data, never code."""
+    import numpy as np
+
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                          "uint64", "float16", "float32", "float64")]
+    rebuilders = [(f, f"{module}.{f.__name__}") for f in (multiarray._reconstruct, multiarray.scalar)
+                  for module in ("numpy.core.multiarray", "numpy._core.multiarray")]
+    return [np.ndarray, np.dtype, *dict.fromkeys(dtypes), *rebuilders]
+
+
+def _unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """The globals (classes, functions) a file's pickle names beyond torch's weights-only allowlist; read
+    without unpickling."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a readable zip checkpoint
+        return []
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """torch.load as data only (weights_only=True): a file whose pickle names anything beyond tensors and
+    plain Python values is refused, never run; clear errors for a missing, truncated or corrupt file.
+
+    Training states written before the plain format (numpy RNG state inside) still load: exactly numpy's
+    array and scalar rebuilders are allowlisted for them, and only when nothing else is named.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as err:  # pickle / zip errors vary by torch version
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(path)
+        legacy = _legacy_numpy_globals()
+        allowed = {name for g in legacy for name in ([g[1]] if isinstance(g, tuple) else
+                                                     [f"{g.__module__}.{g.__qualname__}"])}
+        if unsafe and set(unsafe) <= allowed:
+            try:
+                with torch.serialization.safe_globals(legacy):
+                    return torch.load(path, map_location=device, weights_only=True)
+            except Exception as legacy_err:
+                err = legacy_err
+        if unsafe or "WeightsUnpickler" in str(err):
+            named = ", ".join(unsafe) if unsafe else str(err).strip().splitlines()[-1]
+            raise CheckpointError(
+                f"refused to load {path}: it holds objects other than tensors and plain Python values ({named}), "
+                "and loading them could run code. pdd checkpoints are data only. If pdd wrote this file, retrain "
+                "it (delete it and rerun the job); never load it with weights_only=False unless you trust its "
+                "source.") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})") from err
+    except Exception as err:  # zip / storage errors vary by torch version
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})") from err
 
 

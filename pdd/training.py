@@ -92,18 +92,39 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG a training step draws from, as tensors and plain Python values, so the resume state
+    loads with weights_only=True."""
+    numpy_state = np.random.get_state(legacy=False)
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"bit_generator": numpy_state["bit_generator"], "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"]),
+                  "state": {key: value.tolist() if isinstance(value, np.ndarray) else int(value)
+                            for key, value in numpy_state["state"].items()}},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    """Restore `_rng_state()`'s RNGs; also takes states saved before the plain format (numpy's and
+    Python's own state tuples)."""
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        inner = {key: np.asarray(value, dtype=np.uint32) if isinstance(value, list) else value
+                 for key, value in numpy_state["state"].items()}
+        numpy_state = {**numpy_state, "state": inner}
+    np.random.set_state(numpy_state)
+    python = state["python"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["internal"]), python["gauss_next"])
+    random.setstate(python)
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 @torch.inference_mode()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pdd.models import (CheckpointError, Ensemble, EnsembleSpec, LogMeanProb, checkpoint, load_ensemble,
-                        mean_log_prob)
+                        mean_log_prob, read_checkpoint)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "vgg16"])
@@ -100,3 +103,54 @@ def test_foreign_and_mismatched_checkpoints_give_clear_errors(tmp_path) -> None:
     torch.save(ckpt, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="does not match"):
         load_ensemble(tmp_path / "mismatch.pt")
+
+
+class _Payload:
+    """Pickles as a call that creates `marker`: what a hostile checkpoint would run on unpickling."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("with_numpy", [False, True])
+def test_checkpoint_that_runs_code_is_refused(tmp_path: Path, with_numpy: bool) -> None:
+    marker = tmp_path / "marker"
+    ckpt = checkpoint(Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)), extra=_Payload(marker))
+    if with_numpy:  # numpy arrays are allowed for legacy states; they must not open the door to anything else
+        ckpt["rng"] = {"numpy": np.random.get_state()}
+    path = tmp_path / "hostile.pt"
+    torch.save(ckpt, path)
+    torch.load(path, weights_only=False)             # the payload is live: plain unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    for load in (read_checkpoint, load_ensemble):
+        with pytest.raises(CheckpointError, match="refused to load .*hostile.pt.*io.open.*retrain"):
+            load(path)
+        assert not marker.exists()
+
+
+def test_checkpoints_are_plain_data(tmp_path: Path) -> None:
+    model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2, pdd={"num_intervals": 5, "alpha": 0.9, "beta": 0.1}))
+    torch.save(checkpoint(model, train_config={"lr": 0.02, "hyper": {"deg_lambda": 0.01}}, log=[{"epoch": 1}]),
+               tmp_path / "m.pt")
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "m.pt") == []
+    assert read_checkpoint(tmp_path / "m.pt")["train_config"]["hyper"] == {"deg_lambda": 0.01}
+
+
+def test_legacy_state_with_numpy_rng_still_loads(tmp_path: Path) -> None:
+    """Training states written before the plain format held numpy's RNG state tuple (a uint32 array)."""
+    np.random.seed(7)
+    legacy = {"rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+              "log": [{"epoch": 1, "lr": np.float64(0.02)}]}
+    torch.save(legacy, tmp_path / "m.pt.state")
+    with pytest.raises(Exception):
+        torch.load(tmp_path / "m.pt.state", weights_only=True)   # not loadable as plain data
+    state = read_checkpoint(tmp_path / "m.pt.state")
+    kind, key, pos, has_gauss, gauss = state["rng"]["numpy"]
+    assert kind == "MT19937" and key.dtype == np.uint32 and np.array_equal(key, legacy["rng"]["numpy"][1])
+    assert (pos, has_gauss, gauss) == legacy["rng"]["numpy"][2:]
+    assert state["rng"]["python"] == legacy["rng"]["python"] and state["log"][0]["lr"] == 0.02
+    assert torch.equal(state["rng"]["torch"], legacy["rng"]["torch"])
