@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdd.attacks import AttackSettings, generate, jsma_targets, predict, run_attack, score, select_images
+from pdd.attacks import (AttackSettings, art_classifier, build_attack, generate, jsma_targets, predict, run_attack,
+                         score, select_images)
 from pdd.data import get_dataset
 from pdd.models import Ensemble, EnsembleSpec, load_ensemble
 from pdd.training import TrainConfig, train
@@ -111,3 +112,41 @@ def test_transfer_scores_surrogate_examples_on_the_target(trained, images) -> No
     assert result["accuracy_on_correct"] == pytest.approx(expected["accuracy_on_correct"])
     white = run_attack(trained, x, y, "fgsm", 0.2, FAST, CPU)
     assert result["accuracy_all"] != white["accuracy_all"]  # crafted elsewhere: a different attack
+
+
+@pytest.mark.parametrize("settings", [AttackSettings(), AttackSettings(steps=30, step_fraction=0.05, random_starts=3)])
+def test_attacks_are_built_with_the_protocol_parameters(settings: AttackSettings) -> None:
+    """BIM and PGD: step = eps * step_fraction (eps/10 by default), `steps` iterations; BIM has no random start,
+    PGD `random_starts` (one by default); the fixed C&W and JSMA parameters as given."""
+    model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2))
+    clf = art_classifier(model, (1, 8, 8), 10, CPU)
+    eps = 0.2
+    for name, norm, starts in [("bim", np.inf, 0), ("pgd", np.inf, settings.random_starts), ("pgd_l2", 2, settings.random_starts)]:
+        attack = build_attack(name, eps, clf, settings)
+        for a in (attack, attack._attack):               # the wrapper and the ART implementation that runs
+            assert a.eps == eps and a.norm == norm, name
+            assert a.eps_step == pytest.approx(eps * settings.step_fraction), name
+            assert a.max_iter == settings.steps and a.num_random_init == starts, name
+            assert not a.targeted, name
+    fgsm = build_attack("fgsm", eps, clf, settings)
+    assert (fgsm.eps, fgsm.norm, fgsm.num_random_init, fgsm.targeted, fgsm.minimal) == (eps, np.inf, 0, False, False)
+    jsma = build_attack("jsma", 0.1, clf, settings)
+    assert (jsma.theta, jsma.gamma) == (settings.jsma_theta, 0.1)
+    cw = build_attack("cw", 0.5, clf, settings)
+    assert (cw.initial_const, cw.confidence, cw.learning_rate, cw.max_iter, cw.binary_search_steps) == (
+        0.5, settings.cw_confidence, settings.cw_learning_rate, settings.cw_max_iter, settings.cw_binary_search_steps)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_bim_moves_one_step_of_eps_over_ten_per_iteration(images, steps: int) -> None:
+    """BIM starts at x (no random start) and moves eps/10 per iteration: after `steps` iterations no pixel has
+    moved more than steps * eps / 10, and some pixel has moved that far (sign gradient, no clipping at 0.5)."""
+    torch.manual_seed(0)
+    model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)).eval()
+    x, y = images[0][:40], images[1][:40]
+    x = 0.25 + 0.5 * x                                 # room to move eps in both directions
+    eps = 0.2
+    x_adv = generate(model, x, y, "bim", eps, AttackSettings(steps=steps, batch_size=200), CPU)
+    moved = (x_adv - x).abs().amax()
+    assert moved <= steps * eps / 10 + 1e-6
+    assert moved >= steps * eps / 10 - 1e-6
