@@ -240,6 +240,11 @@ def _legacy_numpy_globals() -> list:
     return [np.ndarray, np.dtype, *dict.fromkeys(dtypes), *rebuilders]
 
 
+def _global_name(entry) -> str:
+    """The name a pickle uses for an allowlist entry (a class, or a (function, name) pair)."""
+    return entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+
+
 def _unsafe_globals(path: str | os.PathLike) -> list[str]:
     """The globals (classes, functions) a file's pickle names beyond torch's weights-only allowlist; read
     without unpickling."""
@@ -247,6 +252,10 @@ def _unsafe_globals(path: str | os.PathLike) -> list[str]:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # not a readable zip checkpoint
         return []
+
+
+def _corrupt(path: str | os.PathLike, err: Exception) -> CheckpointError:
+    return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})")
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -263,24 +272,22 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except pickle.UnpicklingError as err:
         unsafe = _unsafe_globals(path)
         legacy = _legacy_numpy_globals()
-        allowed = {name for g in legacy for name in ([g[1]] if isinstance(g, tuple) else
-                                                     [f"{g.__module__}.{g.__qualname__}"])}
-        if unsafe and set(unsafe) <= allowed:
+        if unsafe and set(unsafe) <= {_global_name(g) for g in legacy}:
             try:
                 with torch.serialization.safe_globals(legacy):
                     return torch.load(path, map_location=device, weights_only=True)
             except Exception as legacy_err:
-                err = legacy_err
-        if unsafe or "WeightsUnpickler" in str(err):
-            named = ", ".join(unsafe) if unsafe else str(err).strip().splitlines()[-1]
-            raise CheckpointError(
-                f"refused to load {path}: it holds objects other than tensors and plain Python values ({named}), "
-                "and loading them could run code. pdd checkpoints are data only. If pdd wrote this file, retrain "
-                "it (delete it and rerun the job); never load it with weights_only=False unless you trust its "
-                "source.") from err
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})") from err
+                raise _corrupt(path, legacy_err) from legacy_err
+        if not unsafe and "WeightsUnpickler" not in str(err):
+            raise _corrupt(path, err) from err
+        named = ", ".join(unsafe) if unsafe else str(err).strip().splitlines()[-1]
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain Python values ({named}), "
+            "and loading them could run code. pdd checkpoints are data only. If pdd wrote this file, retrain "
+            "it (delete it and rerun the job); never load it with weights_only=False unless you trust its "
+            "source.") from err
     except Exception as err:  # zip / storage errors vary by torch version
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})") from err
+        raise _corrupt(path, err) from err
 
 
 def load_ensemble(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ensemble:

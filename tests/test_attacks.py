@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from pdd.attacks import (AttackSettings, art_classifier, build_attack, generate, jsma_targets, predict, run_attack,
-                         score, select_images)
+from pdd.attacks import (
+    AttackSettings,
+    art_classifier,
+    build_attack,
+    generate,
+    jsma_targets,
+    predict,
+    run_attack,
+    score,
+    select_images,
+)
 from pdd.data import get_dataset
 from pdd.models import Ensemble, EnsembleSpec, load_ensemble
 from pdd.training import TrainConfig, train
@@ -121,7 +129,8 @@ def test_attacks_are_built_with_the_protocol_parameters(settings: AttackSettings
     model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2))
     clf = art_classifier(model, (1, 8, 8), 10, CPU)
     eps = 0.2
-    for name, norm, starts in [("bim", np.inf, 0), ("pgd", np.inf, settings.random_starts), ("pgd_l2", 2, settings.random_starts)]:
+    pgd_starts = settings.random_starts
+    for name, norm, starts in [("bim", np.inf, 0), ("pgd", np.inf, pgd_starts), ("pgd_l2", 2, pgd_starts)]:
         attack = build_attack(name, eps, clf, settings)
         for a in (attack, attack._attack):               # the wrapper and the ART implementation that runs
             assert a.eps == eps and a.norm == norm, name

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from pdd.models import (CheckpointError, Ensemble, EnsembleSpec, LogMeanProb, checkpoint, load_ensemble,
-                        mean_log_prob, read_checkpoint)
+from pdd.models import (
+    CheckpointError,
+    Ensemble,
+    EnsembleSpec,
+    LogMeanProb,
+    checkpoint,
+    load_ensemble,
+    mean_log_prob,
+    read_checkpoint,
+)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "vgg16"])

@@ -113,7 +113,8 @@ def test_rng_state_round_trips_through_a_plain_file(tmp_path: Path) -> None:
     assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "s.pt") == []
 
     def draws() -> tuple:
-        return random.gauss(0, 1), random.random(), np.random.standard_normal(), np.random.rand(3).tolist(), torch.rand(3)
+        return (random.gauss(0, 1), random.random(), np.random.standard_normal(), np.random.rand(3).tolist(),
+                torch.rand(3))
 
     expected = draws()
     random.seed(4), np.random.seed(4), torch.manual_seed(4)
