@@ -1,19 +1,220 @@
-"""`pdd` command line: one subcommand per workflow stage (each Snakemake rule calls one)."""
+"""`pdd` command line: one subcommand per workflow stage (each Snakemake rule calls one).
+
+Options only parse and check values; the work is done by library functions. Settings options are derived
+from the dataclasses that hold them (`TrainConfig`, `LossSettings`, `AttackSettings`, `StrongSettings`), so
+each default has one home, and every bad value is a one-line usage error before any work starts.
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, Field, fields
+from typing import Any
 
 import click
 import torch
 
 from pdd import __version__
+from pdd.attacks import ATTACKS, AttackSettings
+from pdd.data import DATASETS
+from pdd.methods import METHODS, LossSettings, get_method
+from pdd.models import ARCHITECTURES
+from pdd.outputs import OUTPUTS, THREATS
+from pdd.strong import StrongSettings
+from pdd.training import TrainConfig
+
+Decorator = Callable[[Callable], Callable]
+
+
+class Registry(click.Choice):
+    """A choice among a registry's names (listed in --help); a bad name is 'unknown <what> ...; expected one
+    of ...'."""
+
+    def __init__(self, names: Iterable[str], what: str):
+        super().__init__(list(names))
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.choices:
+            return value
+        self.fail(f"unknown {self.what} {value!r}; expected one of {', '.join(map(str, self.choices))}", param, ctx)
+
+
+POSITIVE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
+NON_NEGATIVE = click.FloatRange(min=0.0)
+PROBABILITY = click.FloatRange(0.0, 1.0)
+
+# Click types of dataclass fields that the field's default does not say (ranges, registries, paths).
+# Other int fields are counts >= 1 (steps, iterations, restarts, batch sizes); other floats are >= 0.
+FIELD_TYPES: dict[str, click.ParamType] = {
+    "dataset": Registry(DATASETS, "dataset"),
+    "method": Registry(METHODS, "method"),
+    "arch": Registry(ARCHITECTURES, "architecture"),
+    "members": click.IntRange(min=2),
+    "seed": COUNT,
+    "noise_images": COUNT,
+    "init_from": click.Path(exists=True, dir_okay=False),
+    "pdd_alpha": PROBABILITY,
+    "pdd_beta": PROBABILITY,
+    "step_fraction": click.FloatRange(min=0.0, min_open=True),
+    "cw_learning_rate": click.FloatRange(min=0.0, min_open=True),
+    "diagnostic_max_accuracy": click.FloatRange(0.0, 100.0),
+}
+FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
+
+# Help of the dataclass fields' options (a field's own `metadata["help"]` takes precedence).
+FIELD_HELP: dict[str, str] = {
+    # TrainConfig
+    "dataset": "Dataset (pdd.data.DATASETS).",
+    "method": "Training method (pdd.methods.METHODS).",
+    "members": "Ensemble size K (>= 2).",
+    "arch": "Member architecture.",
+    "width": "Channels of the first stage (64 = standard).",
+    "seed": "Random seed.",
+    "epochs": "Training epochs.",
+    "batch_size": "Images per batch.",
+    "lr": "SGD learning rate (start of the cosine annealing).",
+    "momentum": "SGD momentum.",
+    "weight_decay": "SGD weight decay.",
+    "lr_min": "Cosine annealing floor.",
+    "augment": "Random crop (pad 4) + horizontal flip.",
+    "pdd_intervals": "PDD's number of intervals M (> K).",
+    "pdd_alpha": "PDD's keep rate of a member's priority interval.",
+    "pdd_beta": "PDD's scale of the other intervals' keep rates.",
+    "init_from": "Trained ensemble the method starts from (dverge: the baseline of the same dataset, K, arch, "
+                 "width and seed).",
+    # LossSettings
+    "deg_lambda": "DEG's weight of the gradient dispersion L_g (eq. 4).",
+    "adp_alpha": "ADP's weight of the ensemble entropy.",
+    "adp_beta": "ADP's weight of the log-determinant.",
+    "adv_eps": "Adversarial training L-inf budget.",
+    "adv_steps": "PGD steps of adversarial training.",
+    "gal_lambda": "GAL's weight of the coherence penalty.",
+    "trs_coeff": "TRS's weight of the gradient similarity.",
+    "trs_lamda": "TRS's weight of the per-sample smoothness term (the authors' 2.0 at batch-mean gradients, "
+                 "batch 128).",
+    "trs_scale": "TRS's weight of both terms.",
+    "trs_init_eps": "TRS gradient-norm PGD eps, first epoch.",
+    "trs_adv_eps": "TRS gradient-norm PGD eps, last epoch.",
+    "trs_steps": "TRS gradient-norm PGD steps (each eps/3).",
+    "dverge_eps": "DVERGE feature-distillation L-inf budget.",
+    "dverge_step": "DVERGE distillation step size.",
+    "dverge_steps": "DVERGE distillation steps.",
+    # AttackSettings
+    "steps": "BIM / PGD iterations.",
+    "step_fraction": "BIM / PGD step size / eps.",
+    "random_starts": "PGD random starts.",
+    "jsma_theta": "JSMA's perturbation per feature.",
+    "cw_confidence": "C&W confidence.",
+    "cw_learning_rate": "C&W learning rate.",
+    "cw_max_iter": "C&W iterations per binary-search step.",
+    "cw_binary_search_steps": "C&W binary-search steps over the constant.",
+    # StrongSettings
+    "apgd_iterations": "APGD iterations.",
+    "apgd_restarts": "APGD random restarts.",
+    "pgd_steps": "PGD step counts of the convergence check; repeatable.",
+    "pgd_restarts": "Random starts at the largest step count.",
+    "transfer_steps": "PGD steps on the surrogate.",
+    "diagnostic_eps": "Large eps of the eps-growth check.",
+    "diagnostic_max_accuracy": "Accuracy (% of initially correct) allowed at --diagnostic-eps.",
+    "unbounded_eps": "Eps of the unbounded-attack check.",
+    "diagnostic_steps": "PGD steps at the diagnostic eps values.",
+    "noise_images": "Tolerance of the transfer and convergence checks.",
+}
+
+
+def _field_option(field: Field, help: str | None = None) -> Decorator:
+    """The option of one dataclass field: --field-name, the field's default (required without one), its click
+    type (FIELD_TYPES, else from the default: ints >= 1, floats >= 0, bools as --x/--no-x, tuples repeatable)."""
+    flag = f"--{field.name.replace('_', '-')}"
+    default = field.default if field.default is not MISSING else None
+    kind = FIELD_TYPES.get(field.name)
+    if kind is None:
+        sample = default[0] if isinstance(default, tuple) else default
+        kind = {int: POSITIVE, float: NON_NEGATIVE}.get(type(sample), click.STRING)
+    text = help or field.metadata.get("help") or FIELD_HELP.get(field.name)
+    if isinstance(default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True, help=text)
+    return click.option(flag, *FIELD_FLAGS.get(field.name, ()), field.name, type=kind,
+                        required=field.default is MISSING and field.default_factory is MISSING,
+                        default=default, show_default=default is not None, multiple=isinstance(default, tuple),
+                        help=text)
+
+
+def _settings_options(cls: type, only: Iterable[str] | None = None, skip: Iterable[str] = (),
+                      help: dict[str, str] | None = None) -> Decorator:
+    """One option per field of dataclass `cls` (or of the fields `only`, less `skip`), defaults taken from
+    the dataclass; `help` overrides a field's help. `_take(cls, opts)` turns them back into keyword arguments."""
+    chosen = [f for f in fields(cls) if (only is None or f.name in only) and f.name not in set(skip)]
+    if only is not None and len(chosen) != len(set(only)):
+        raise ValueError(f"{cls.__name__} has no field(s) {set(only) - {f.name for f in chosen}}")
+
+    def decorate(command: Callable) -> Callable:
+        for field in reversed(chosen):
+            command = _field_option(field, (help or {}).get(field.name))(command)
+        return command
+
+    return decorate
+
+
+def _take(cls: type, opts: dict) -> dict:
+    """Pop the values of `cls`'s fields out of a command's options: keyword arguments of `cls`."""
+    return {f.name: opts.pop(f.name) for f in fields(cls) if f.name in opts}
+
+
+def _settings(cls: type, **values: Any) -> Any:
+    """`cls(**values)`; a value the dataclass rejects is a usage error (before any work)."""
+    try:
+        return cls(**values)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def _options(*options: Decorator) -> Decorator:
+    """Several options as one decorator, in the order given (as --help lists them)."""
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _data_root_option(*aliases: str) -> Decorator:
+    """--data-root (and `aliases`): where the datasets are, as every data-reading command takes it."""
+    return click.option("--data-root", *aliases, "data_root", default="resources", show_default=True,
+                        type=click.Path(file_okay=False), help="Where the datasets are (pdd prepare-data's root).")
+
+
+def _out_option(help: str, required: bool = True) -> Decorator:
+    """--out: the file a command writes (atomically, at the end)."""
+    return click.option("--out", required=required, type=click.Path(dir_okay=False), help=help)
+
+
+_num_images_option = click.option("--num-images", type=POSITIVE,
+                                  help="Test images, a fixed random subset (default: all).")
+_runtime_options = _options(
+    click.option("--device", default="auto", show_default=True,
+                 help="'auto' (SLURM's GPU, else a free GPU claimed by a lock file, else the CPU), 'cpu', 'cuda' "
+                      "or 'cuda:N'."),
+    click.option("--threads", type=POSITIVE, help="CPU threads for torch (default: torch's own choice)."),
+)
 
 
 def _threads(threads: int | None) -> None:
+    """Use `threads` CPU threads in torch (None: leave torch's choice)."""
     if threads:
         torch.set_num_threads(threads)
+
+
+def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> None:
+    """PDD's M must exceed K when one of `methods` uses PDD: a usage error naming --pdd-intervals."""
+    using = [m for m in methods if get_method(m).uses_pdd]
+    if using and intervals <= members:
+        raise click.BadParameter(f"PDD ({', '.join(using)}) needs more intervals than members: M = {intervals}, "
+                                 f"K = {members}", param_hint="'--pdd-intervals'")
 
 
 @click.group()
@@ -23,113 +224,104 @@ def main() -> None:
 
 
 @main.command("prepare-data")
-@click.option("--dataset", required=True)
-@click.option("--root", default="resources", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), help="JSON manifest to write (split sizes, source, checksums).")
-@click.option("--download/--no-download", default=True, show_default=True)
-def prepare_data(dataset: str, root: str, out: str | None, download: bool) -> None:
-    """Make DATASET loadable under ROOT (system data linked first, else download), verify it, say whence."""
+@click.option("--dataset", required=True, type=FIELD_TYPES["dataset"], help=FIELD_HELP["dataset"])
+@_data_root_option("--root")
+@_out_option("JSON manifest to write (split sizes, source, checksums).", required=False)
+@click.option("--download/--no-download", default=True, show_default=True, help="Download what is missing.")
+def prepare_data(dataset: str, data_root: str, out: str | None, download: bool) -> None:
+    """Make a dataset loadable and verify it.
+
+    Links system-installed data first, else downloads into --root (= --data-root); checks the files and
+    writes where they came from to the --out manifest.
+    """
     from pdd import data
     from pdd.io import write_json
 
     try:
-        prepared = data.prepare(dataset, root, download)
+        prepared = data.prepare(dataset, data_root, download)
     except (data.DatasetMissing, ValueError) as err:  # DatasetCorrupt is a ValueError
         raise click.ClickException(str(err)) from err
     click.echo(f"{dataset}: {prepared.sizes} from {prepared.source}")
     if out:
-        write_json(out, {"dataset": dataset, "root": str(root), **prepared.manifest()})
+        write_json(out, {"dataset": dataset, "root": str(data_root), **prepared.manifest()})
 
 
 @main.command()
-@click.option("--dataset", required=True)
-@click.option("--method", required=True)
-@click.option("--members", "-k", type=int, required=True, help="Ensemble size K.")
-@click.option("--arch", default="resnet18", show_default=True)
-@click.option("--width", default=64, show_default=True, help="Channels of the first stage (64 = standard).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--epochs", default=40, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=0.02, show_default=True)
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--weight-decay", default=5e-4, show_default=True)
-@click.option("--lr-min", default=1e-4, show_default=True, help="Cosine annealing floor.")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop (pad 4) + flip.")
-@click.option("--pdd-intervals", default=10, show_default=True, help="PDD's M (> K).")
-@click.option("--pdd-alpha", default=0.9, show_default=True)
-@click.option("--pdd-beta", default=0.1, show_default=True)
-@click.option("--deg-lambda", default=0.01, show_default=True)
-@click.option("--adp-alpha", default=2.0, show_default=True)
-@click.option("--adp-beta", default=0.5, show_default=True)
-@click.option("--adv-eps", default=0.02, show_default=True, help="Adversarial training L-inf budget.")
-@click.option("--adv-steps", default=10, show_default=True, help="PGD steps of adversarial training.")
-@click.option("--gal-lambda", default=0.5, show_default=True, help="GAL's weight of the coherence penalty.")
-@click.option("--trs-coeff", default=2.0, show_default=True, help="TRS's weight of the gradient similarity.")
-@click.option("--trs-lamda", default=2 / 128**2, show_default=True,
-              help="TRS's weight of the per-sample smoothness term (the authors' 2.0 at batch-mean gradients, batch 128).")
-@click.option("--trs-scale", default=5.0, show_default=True, help="TRS's weight of both terms.")
-@click.option("--trs-init-eps", default=0.01, show_default=True, help="TRS gradient-norm PGD eps, first epoch.")
-@click.option("--trs-adv-eps", default=0.03, show_default=True, help="TRS gradient-norm PGD eps, last epoch.")
-@click.option("--trs-steps", default=6, show_default=True, help="TRS gradient-norm PGD steps (each eps/3).")
-@click.option("--dverge-eps", default=0.07, show_default=True, help="DVERGE feature-distillation L-inf budget.")
-@click.option("--dverge-step", default=0.007, show_default=True, help="DVERGE distillation step size.")
-@click.option("--dverge-steps", default=10, show_default=True, help="DVERGE distillation steps.")
-@click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
-              help="Trained ensemble the method starts from (dverge: the baseline of the same dataset/K/arch/width/seed).")
-@click.option("--data-root", default="resources", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option("--log", "log_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--device", default="auto", show_default=True, help="'auto': a free GPU, else CPU.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
-def train(**opts) -> None:
-    """Train one ensemble; resumes from OUT.state after an interruption."""
+@_settings_options(TrainConfig, skip=("loss_settings",))
+@_settings_options(LossSettings)
+@_data_root_option()
+@_out_option("The trained ensemble (checkpoint) to write.")
+@click.option("--log", "log_path", required=True, type=click.Path(dir_okay=False), help="Per-epoch CSV log to write.")
+@click.option("--cost", "cost_path", type=click.Path(dir_okay=False),
+              help="JSON to write the training's cost to (seconds, image-passes, peak memory).")
+@_runtime_options
+@click.option("--workers", default=0, show_default=True, type=COUNT, help="DataLoader worker processes.")
+def train(out: str, log_path: str, cost_path: str | None, data_root: str, device: str, threads: int | None,
+          workers: int, **opts) -> None:
+    """Train one ensemble.
+
+    The method's loss settings default to `pdd.methods.LossSettings`. An interrupted run resumes from
+    OUT.state; --cost then covers the resumed part only.
+    """
+    from pdd.cost import CostMeter
     from pdd.devices import select_device
-    from dataclasses import fields
+    from pdd.io import write_json
+    from pdd.models import CheckpointError
+    from pdd.training import train as run
 
-    from pdd.methods import LossSettings
-    from pdd.training import TrainConfig, train as run
-
-    _threads(opts.pop("threads"))
-    settings = {f.name: opts.pop(f.name) for f in fields(LossSettings)}
-    device = select_device(opts.pop("device"), training=True)
-    out, log, root, workers = opts.pop("out"), opts.pop("log_path"), opts.pop("data_root"), opts.pop("workers")
+    loss_settings = _settings(LossSettings, **_take(LossSettings, opts))
+    cfg = _settings(TrainConfig, loss_settings=loss_settings, **_take(TrainConfig, opts))
+    _check_intervals([cfg.method], cfg.members, cfg.pdd_intervals)
+    _threads(threads)
+    dev = select_device(device, training=True)
     try:
-        cfg = TrainConfig(loss_settings=LossSettings(**settings), **opts)
-        last = run(cfg, root, out, log, device, workers)
-    except ValueError as err:
+        with CostMeter(device=dev) as cost:
+            last = run(cfg, data_root, out, log_path, dev, workers)
+    except (FileNotFoundError, ValueError, CheckpointError) as err:  # a missing dataset, a bad --init-from
         raise click.ClickException(str(err)) from err
-    click.echo(f"trained {out} on {device}: test accuracy {last['test_accuracy']:.4f}")
+    if cost_path:
+        write_json(cost_path, cost)
+    click.echo(f"trained {out} on {dev}: test accuracy {last['test_accuracy']:.4f}")
 
 
 EXTERNAL_OPTIONS = ("factory", "weights", "dataset", "name", "model_seed")
 
 
-def _external_options(f):
+def _external_options(f: Callable) -> Callable:
     """--factory, --weights, --dataset, --name, --model-seed: evaluate a user's model instead of a pdd checkpoint;
-    the command receives them as one `external` dict (None without --factory)."""
+    the command receives them as one `external` dict (None without --factory). Checks that exactly one model is
+    named (the command's `model_path` or `target_path`, or --factory) before any work."""
     import functools
 
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         given = {k: kwargs.pop(k) for k in EXTERNAL_OPTIONS}
-        if not given["factory"]:
+        path = kwargs.get("model_path") or kwargs.get("target_path")
+        if given["factory"]:
+            if path:
+                raise click.UsageError("give a pdd checkpoint or --factory, not both")
+            missing = [f"--{k}" for k in ("dataset", "name") if not given[k]]
+            if missing:
+                raise click.UsageError(f"--factory needs {' and '.join(missing)}")
+        else:
             stray = [f"--{k.replace('_', '-')}" for k in ("weights", "dataset", "name") if given[k]]
             if stray:
                 raise click.UsageError(f"{', '.join(stray)} describe an external model: give --factory too")
+            if not path:
+                raise click.UsageError("give a pdd checkpoint (--model / --target) or an external model "
+                                       "(--factory ...)")
         return f(*args, external=given if given["factory"] else None, **kwargs)
 
-    for option in reversed([
+    return _options(
         click.option("--factory", help="External model instead of a pdd checkpoint: 'package.module:function' "
                                        "returning an nn.Module (logits [B, L]) or a list of member modules."),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False),
                      help="With --factory: its state_dict (a list of them for members), loaded as data only."),
-        click.option("--dataset", help="With --factory: the dataset to evaluate on."),
+        click.option("--dataset", type=FIELD_TYPES["dataset"], help="With --factory: the dataset to evaluate on."),
         click.option("--name", help="With --factory: the method name in the result records."),
-        click.option("--model-seed", default=0, show_default=True, help="With --factory: the records' seed."),
-    ]):
-        wrapper = option(wrapper)
-    return wrapper
+        click.option("--model-seed", default=0, show_default=True, type=COUNT,
+                     help="With --factory: the records' seed."),
+    )(wrapper)
 
 
 def _external_label(external: dict) -> str:
@@ -137,116 +329,117 @@ def _external_label(external: dict) -> str:
     return external["weights"] or external["factory"]
 
 
-def _load(path: str | None, device: torch.device, external: dict | None = None):
-    """(ensemble in eval mode, its training config) from a final checkpoint or, with `external` (see
-    `_external_options`), from a user's factory and weights (config: dataset, K, --name, arch 'external');
-    clear errors."""
+def _load(path: str | None, device: torch.device, external: dict | None = None,
+          surrogate: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(ensemble in eval mode, the key of its records (`pdd.records.ensemble_key`, `surrogate` included)) from a
+    final checkpoint or, with `external` (see `_external_options`), from a user's factory and weights (dataset,
+    K, --name, arch 'external', --model-seed); clear errors."""
     from pdd.models import CheckpointError, ensemble_from_checkpoint, read_checkpoint
+    from pdd.records import ensemble_key
 
-    if external is not None:
-        from pdd.external import ARCH, load_external
-
-        if path:
-            raise click.UsageError("give a pdd checkpoint or --factory, not both")
-        missing = [f"--{k}" for k in ("dataset", "name") if not external[k]]
-        if missing:
-            raise click.UsageError(f"--factory needs {' and '.join(missing)}")
-        try:
-            model = load_external(external["factory"], external["weights"], device, dataset=external["dataset"])
-        except ValueError as err:  # ExternalModelError, unknown dataset
-            raise click.ClickException(str(err)) from err
-        return model, {"dataset": external["dataset"], "members": model.num_members, "method": external["name"],
-                       "arch": ARCH, "seed": external["model_seed"]}
-    if not path:
-        raise click.UsageError("give a pdd checkpoint (--model / --target) or an external model (--factory ...)")
     try:
+        if external is not None:
+            from pdd.external import ARCH, load_external
+
+            model = load_external(external["factory"], external["weights"], device, dataset=external["dataset"])
+            config = {"dataset": external["dataset"], "members": model.num_members, "method": external["name"],
+                      "arch": ARCH, "seed": external["model_seed"]}
+            return model, ensemble_key(config, _external_label(external), surrogate)
         ckpt = read_checkpoint(path, device)
         model = ensemble_from_checkpoint(ckpt, path).to(device).eval()
-    except CheckpointError as err:
+        return model, ensemble_key(ckpt.get("train_config") or {}, path, surrogate)
+    except (CheckpointError, ValueError) as err:  # ExternalModelError is a ValueError
         raise click.ClickException(str(err)) from err
-    return model, ckpt.get("train_config", {})
 
 
-def _attack_options(f):
-    for option in reversed([
-        click.option("--attack", required=True, help="none, fgsm, bim, pgd, pgd_l2, jsma or cw."),
-        click.option("--param", "params", type=float, multiple=True, help="eps, JSMA gamma or C&W initial constant; repeatable."),
-        click.option("--num-images", type=int, help="Test images to attack (default: all)."),
-        click.option("--batch-size", default=500, show_default=True),
-        click.option("--steps", default=10, show_default=True, help="BIM / PGD iterations."),
-        click.option("--step-fraction", default=0.1, show_default=True, help="BIM / PGD step size / eps."),
-        click.option("--jsma-theta", default=0.1, show_default=True),
-        click.option("--cw-confidence", default=0.01, show_default=True),
-        click.option("--cw-learning-rate", default=0.01, show_default=True),
-        click.option("--cw-max-iter", default=1000, show_default=True),
-        click.option("--cw-binary-search-steps", default=5, show_default=True),
-        click.option("--seed", default=0, show_default=True, help="Image subset, JSMA targets, random starts."),
-        click.option("--data-root", default="resources", show_default=True),
-        click.option("--out", required=True, type=click.Path(dir_okay=False)),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--threads", type=int),
-    ]):
-        f = option(f)
-    return f
-
-
-def _attack(target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,
-            external: dict | None = None) -> None:
+def _images(dataset: str, split: str, data_root: str, num_images: int | None, seed: int):
+    """`pdd.attacks.select_images` of a dataset split; a missing or corrupt dataset is a one-line error."""
     from pdd import data
-    from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
+    from pdd.attacks import select_images
+
+    try:
+        return select_images(data.get_dataset(dataset, split, data_root), num_images, seed)
+    except (data.DatasetMissing, data.DatasetCorrupt) as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _check_params(attack: str, params: tuple[float, ...]) -> None:
+    """Every attack but 'none' needs --param; JSMA's gamma is a fraction of the features (at most 1)."""
+    if (attack == "none") != (not params):
+        raise click.UsageError("give --param for every attack except 'none', and none for 'none'")
+    if attack == "jsma" and max(params) > 1:
+        raise click.BadParameter(f"JSMA's gamma is the fraction of features it may change: at most 1, got "
+                                 f"{max(params)}", param_hint="'--param'")
+
+
+_attack_options = _options(
+    click.option("--attack", required=True, type=Registry(ATTACKS, "attack"),
+                 help="The paper's attack ('none': clean accuracy only)."),
+    click.option("--param", "params", type=NON_NEGATIVE, multiple=True,
+                 help="eps, JSMA's gamma or C&W's initial constant; repeatable; none for 'none'."),
+    _num_images_option,
+    _settings_options(AttackSettings, help={"seed": "Image subset, JSMA targets, random starts."}),
+    _data_root_option(),
+    _out_option("Result JSON to write: one record per --param, then the job's cost record."),
+    _runtime_options,
+)
+
+
+def _attack(command: str, target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,
+            external: dict | None = None) -> None:
+    """Run the attack of `pdd attack` / `pdd transfer` at each --param and write its records and cost."""
+    from pdd.attacks import run_attack
+    from pdd.cost import CostMeter
     from pdd.devices import select_device
     from pdd.io import write_json
+    from pdd.records import attack_record, cost_record
 
+    attack, params = opts.pop("attack"), opts.pop("params")
+    _check_params(attack, params)
+    settings = _settings(AttackSettings, **_take(AttackSettings, opts))
     _threads(opts["threads"])
-    try:
-        check_attack(opts["attack"])
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
     device = select_device(opts["device"])
-    target, cfg = _load(target_path, device, external)
-    target_path = _external_label(external) if external else target_path
-    surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
-    settings = AttackSettings(
-        steps=opts["steps"], step_fraction=opts["step_fraction"], jsma_theta=opts["jsma_theta"],
-        cw_confidence=opts["cw_confidence"], cw_learning_rate=opts["cw_learning_rate"],
-        cw_max_iter=opts["cw_max_iter"], cw_binary_search_steps=opts["cw_binary_search_steps"],
-        batch_size=opts["batch_size"], seed=opts["seed"])
-    x, y = select_images(data.get_dataset(cfg["dataset"], "test", opts["data_root"]), opts["num_images"], opts["seed"])
-    attack = opts["attack"]
-    if (attack == "none") != (not opts["params"]):
-        raise click.ClickException("give --param for every attack except 'none', and none for 'none'")
     records = []
-    for param in opts["params"] or [None]:
-        result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
-        value = result["clean_accuracy"] if attack == "none" else result["accuracy_on_correct"]
-        records.append({"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "arch": cfg["arch"],
-                        "seed": cfg["seed"], "threat": threat, "attack": attack, "param": param,
-                        "metric": "accuracy_pct", "value": value, "model": target_path, "surrogate": surrogate_path,
-                        **result})
-        click.echo(f"{attack} {param}: {value:.2f}% ({result['images_per_second']:.1f} images/s)", err=True)
-    write_json(opts["out"], records)
+    with CostMeter(device=device) as cost:
+        target, key = _load(target_path, device, external, surrogate_path)
+        surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
+        x, y = _images(key["dataset"], "test", opts["data_root"], opts["num_images"], settings.seed)
+        for param in params or [None]:
+            result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
+            records.append(attack_record(key, threat, attack, param, result))
+            click.echo(f"{attack} {param}: {records[-1]['value']:.2f}% ({result['images_per_second']:.1f} images/s)",
+                       err=True)
+    write_json(opts["out"], [*records, cost_record(key, command, cost)])
 
 
 @main.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
 @_external_options
 @_attack_options
-def attack(model_path: str | None, external: dict | None, **opts) -> None:
-    """White-box attack on a trained ensemble's log(mean softmax) (--model, or --factory for your own);
-    writes a result JSON."""
-    _attack(model_path, None, "whitebox", opts, external)
+def attack(model_path: str | None, external: dict | None, **opts: Any) -> None:
+    """White-box attack on an ensemble's log(mean softmax).
+
+    The ensemble is a pdd checkpoint (--model) or your own model (--factory ...). Writes one result record
+    per --param and the job's cost record.
+    """
+    _attack("attack", model_path, None, "whitebox", opts, external)
 
 
 @main.command()
-@click.option("--surrogate", "surrogate_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--surrogate", "surrogate_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The pdd checkpoint the examples are crafted on.")
 @click.option("--target", "target_path", type=click.Path(exists=True, dir_okay=False),
               help="A pdd checkpoint (or --factory for your own target).")
-@click.option("--threat", type=click.Choice(["blackbox_oblivious", "blackbox_adaptive"]), required=True)
+@click.option("--threat", type=Registry(THREATS, "threat"), required=True, help="Black-box threat model.")
 @_external_options
 @_attack_options
-def transfer(surrogate_path: str, target_path: str | None, threat: str, external: dict | None, **opts) -> None:
-    """Black-box: craft on SURROGATE, score on TARGET (--target, or --factory); writes a result JSON."""
-    _attack(target_path, surrogate_path, threat, opts, external)
+def transfer(surrogate_path: str, target_path: str | None, threat: str, external: dict | None, **opts: Any) -> None:
+    """Black-box attack: craft on a surrogate, score a target.
+
+    The target is a pdd checkpoint (--target) or your own model (--factory ...). Writes one result record per
+    --param and the job's cost record.
+    """
+    _attack("transfer", target_path, surrogate_path, threat, opts, external)
 
 
 @main.command()
@@ -254,51 +447,36 @@ def transfer(surrogate_path: str, target_path: str | None, threat: str, external
 @_external_options
 @click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
-@click.option("--eps", "eps_values", type=float, multiple=True, required=True, help="L-inf budget; repeatable.")
-@click.option("--apgd-iterations", default=100, show_default=True)
-@click.option("--apgd-restarts", default=5, show_default=True)
-@click.option("--pgd-steps", "pgd_steps", type=int, multiple=True, default=(10, 50, 200), show_default=True,
-              help="PGD step counts of the convergence check; repeatable.")
-@click.option("--pgd-restarts", default=5, show_default=True, help="Random starts at the largest step count.")
-@click.option("--step-fraction", default=0.1, show_default=True, help="PGD step size / eps.")
-@click.option("--transfer-steps", default=50, show_default=True, help="PGD steps on the surrogate.")
-@click.option("--diagnostic-eps", default=0.5, show_default=True)
-@click.option("--diagnostic-max-accuracy", default=5.0, show_default=True,
-              help="Accuracy (% of initially correct) allowed at --diagnostic-eps.")
-@click.option("--unbounded-eps", default=1.0, show_default=True)
-@click.option("--diagnostic-steps", default=200, show_default=True, help="PGD steps at the diagnostic eps values.")
-@click.option("--noise-images", default=1, show_default=True, help="Tolerance of the transfer and convergence checks.")
-@click.option("--num-images", type=int, help="Test images to attack (default: all).")
-@click.option("--batch-size", default=500, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Image subset and random starts.")
-@click.option("--data-root", default="resources", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int)
+@click.option("--eps", "eps_values", type=NON_NEGATIVE, multiple=True, required=True, help="L-inf budget; repeatable.")
+@_settings_options(StrongSettings, help={"step_fraction": "PGD step size / eps.",
+                                         "seed": "Image subset and random starts."})
+@_num_images_option
+@_data_root_option()
+@_out_option("Result JSON to write: the strong evaluation's records, then the job's cost record.")
+@_runtime_options
 def strong(model_path: str | None, external: dict | None, surrogate_path: str | None, eps_values: tuple[float, ...],
-           num_images: int | None, data_root: str, out: str, device: str, threads: int | None, **opts) -> None:
-    """Strong evaluation: APGD-CE, APGD-DLR and PGD with restarts, worst case per image, and four
-    gradient-masking diagnostics (--model, or --factory for your own); writes a result JSON."""
-    from pdd import data
-    from pdd.attacks import select_images
+           num_images: int | None, data_root: str, out: str, device: str, threads: int | None, **opts: Any) -> None:
+    """Strong evaluation with gradient-masking checks.
+
+    APGD-CE, APGD-DLR and PGD with restarts, the worst case per image, and four gradient-masking diagnostics,
+    on a pdd checkpoint (--model) or your own model (--factory ...).
+    """
+    from pdd.cost import CostMeter
     from pdd.devices import select_device
     from pdd.io import write_json
-    from pdd.strong import StrongSettings, evaluate
+    from pdd.records import cost_record, keyed
+    from pdd.strong import evaluate
 
+    values = _take(StrongSettings, opts)
+    settings = _settings(StrongSettings, **{**values, "pgd_steps": tuple(sorted(values["pgd_steps"]))})
     _threads(threads)
-    try:
-        settings = StrongSettings(**{**opts, "pgd_steps": tuple(sorted(opts["pgd_steps"]))})
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
     dev = select_device(device)
-    model, cfg = _load(model_path, dev, external)
-    model_path = _external_label(external) if external else model_path
-    surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
-    x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, settings.seed)
-    records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
-    key = {"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "arch": cfg["arch"],
-           "seed": cfg["seed"], "model": model_path, "surrogate": surrogate_path}
-    write_json(out, [{**key, **r} for r in records])
+    with CostMeter(device=dev) as cost:
+        model, key = _load(model_path, dev, external, surrogate_path)
+        surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
+        x, y = _images(key["dataset"], "test", data_root, num_images, settings.seed)
+        records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
+    write_json(out, [*keyed(key, records), cost_record(key, "strong", cost)])
     for r in records:
         if r["threat"] != "diagnostic" or r["metric"] == "passed":
             label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
@@ -306,98 +484,170 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
             click.echo(f"{r['threat']:<18} {label:<22} {value}  {r.get('detail', '')}", err=True)
 
 
-@main.command()
-@click.option("--name", required=True, help="Output table name, e.g. table2_whitebox_k3.")
-@click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--reference", multiple=True, help="OURS=PAPER: show the paper's PAPER numbers beside dataset OURS.")
-@click.option("--out-csv", required=True)
-@click.option("--out-md", required=True)
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def table(name: str, paper_csv: str, reference: tuple[str, ...], out_csv: str, out_md: str,
-          inputs: tuple[str, ...]) -> None:
-    """Build table NAME from result JSONs (or, for `timing`, training logs; for `table_strong_evaluation`,
-    `pdd strong` results and the white-box PGD results)."""
-    from pdd import tables
+def _build_output(kind: str, name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
+    """Build registry output NAME of `kind` from its input files; a bad spec is a one-line error."""
+    import json
 
-    ref = dict(item.split("=", 1) for item in reference)
-    results = tables.timing_results(list(inputs)) if name == "timing" else tables.read_results(list(inputs))
-    if name == tables.STRONG_TABLE:
-        df = tables.build_strong_table(results, paper_csv, ref, out_csv, out_md)
-        for line in (ln for ln in (Path(out_md).read_text().splitlines()) if ln.startswith(tables.MASKING_WARNING)):
-            click.echo(line, err=True)
-    else:
-        df = tables.build_table(name, results, paper_csv, ref, out_csv, out_md)
-    click.echo(f"{out_csv}: {len(df)} rows")
+    try:
+        settings = {"name": name, **json.loads(spec)}
+    except (json.JSONDecodeError, TypeError) as err:  # TypeError: JSON that is not an object
+        raise click.BadParameter(f"not a JSON object: {err}", param_hint="'--spec'") from err
+    OUTPUTS[name].build()(list(inputs), settings, out, paper_csv)
+    click.echo(f"{name}: written under {out}.*", err=True)
+
+
+def _output_options(kind: str) -> Decorator:
+    """The options of `pdd table` / `pdd figure`: --name among the registry's outputs of `kind`, and the rest."""
+    return _options(
+        click.option("--name", required=True, type=Registry([n for n, o in OUTPUTS.items() if o.kind == kind], kind),
+                     help=f"The {kind} to build (pdd.outputs.OUTPUTS)."),
+        click.option("--spec", default="{}", show_default=True,
+                     help="The output's config entry as JSON (methods, datasets, reference, ...)."),
+        click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="The paper's numbers (config/paper_results.csv)."),
+        click.option("--out", required=True, help="Output path without extension."),
+        click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False)),
+    )
+
+
+@main.command()
+@_output_options("table")
+def table(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
+    """Build a table from its input files.
+
+    Writes OUT.csv, OUT.md and OUT.tex, as the workflow's `table` rule does.
+    """
+    _build_output("table", name, spec, paper_csv, out, inputs)
+
+
+@main.command()
+@_output_options("figure")
+def figure(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
+    """Draw a figure from its input files.
+
+    Writes OUT.png and OUT.pdf, as the workflow's `figure` rule does.
+    """
+    _build_output("figure", name, spec, paper_csv, out, inputs)
 
 
 @main.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
 @_external_options
-@click.option("--num-images", type=int, help="Test images (default: all).")
-@click.option("--batch-size", default=250, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Image subset.")
-@click.option("--data-root", default="resources", show_default=True)
-@click.option("--out-json", required=True, type=click.Path(dir_okay=False), help="Table 1 record (entropy E).")
-@click.option("--out-csv", required=True, type=click.Path(dir_okay=False), help="Per-image L_F and gradient angle.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int)
+@_num_images_option
+@click.option("--batch-size", default=250, show_default=True, type=POSITIVE, help="Images per batch.")
+@click.option("--seed", default=0, show_default=True, type=COUNT, help="Image subset.")
+@_data_root_option()
+@click.option("--out-json", required=True, type=click.Path(dir_okay=False),
+              help="Table 1's record (entropy E), then the job's cost record.")
+@click.option("--out-csv", required=True, type=click.Path(dir_okay=False),
+              help="Per-image L_F, S_b, S_w and gradient angle.")
+@_runtime_options
 def diversity(model_path: str | None, external: dict | None, num_images: int | None, batch_size: int, seed: int,
               data_root: str, out_json: str, out_csv: str, device: str, threads: int | None) -> None:
-    """Ambiguity entropy (eq. 5), per-image discrimination (eq. 6) and gradient angles of an ensemble
-    (--model, or --factory for your own: without a feature split its L_F, S_b, S_w are empty)."""
-    import pandas as pd
+    """Ambiguity entropy, discrimination and gradient angles.
 
-    from pdd import data
-    from pdd.attacks import select_images
+    Entropy E (eq. 5) of the ensemble, and per image the discrimination L_F (eq. 6) and the members' gradient
+    angles, of a pdd checkpoint (--model) or your own model (--factory ...; without a feature split its L_F,
+    S_b and S_w are empty).
+    """
+    from pdd.cost import CostMeter
     from pdd.devices import select_device
     from pdd.diversity import ambiguity_entropy
     from pdd.external import diversity_per_image
     from pdd.io import write_json, write_text
+    from pdd.records import cost_record, entropy_record, per_image_table
 
     _threads(threads)
     dev = select_device(device)
-    model, cfg = _load(model_path, dev, external)
-    model_path = _external_label(external) if external else model_path
-    if model.num_members < 2:
-        raise click.ClickException(f"diversity needs an ensemble of K >= 2 members, got K = {model.num_members}")
-    x, y = select_images(data.get_dataset(cfg["dataset"], "test", data_root), num_images, seed)
-    stats = diversity_per_image(model, x, y, dev, batch_size)
-    entropy = ambiguity_entropy(stats["member_correct"])
-    key = {"dataset": cfg["dataset"], "K": cfg["members"], "method": cfg["method"], "seed": cfg["seed"]}
-    write_json(out_json, [{**key, "threat": "none", "attack": "none", "param": None, "metric": "entropy",
-                           "value": entropy, "n_images": len(y), "model": model_path}])
-    frame = pd.DataFrame({"image": range(len(y)), "correct": stats["correct"].numpy(),
-                          "members_correct": stats["member_correct"].sum(0).numpy(),
-                          "fisher": stats["fisher"].numpy(), "angle": stats["angle"].numpy()})
-    for name, value in reversed(key.items()):
-        frame.insert(0, name, value)
-    write_text(out_csv, frame.to_csv(index=False))
+    with CostMeter(device=dev) as cost:
+        model, key = _load(model_path, dev, external)
+        if model.num_members < 2:
+            raise click.ClickException(f"diversity needs an ensemble of K >= 2 members, got K = {model.num_members}")
+        x, y = _images(key["dataset"], "test", data_root, num_images, seed)
+        stats = diversity_per_image(model, x, y, dev, batch_size)
+        entropy = ambiguity_entropy(stats["member_correct"])
+    write_json(out_json, [entropy_record(key, entropy, len(y)), cost_record(key, "diversity", cost)])
+    write_text(out_csv, per_image_table(key, stats).to_csv(index=False))
     click.echo(f"entropy {entropy:.4f} over {len(y)} images", err=True)
 
 
-@main.command()
-@click.option("--name", required=True, type=click.Choice(["figure2_discrimination", "figure3_gradient_angles",
-                                                          "figure4_pgd_strength", "figure_strong_steps"]))
-@click.option("--method", "methods", multiple=True, required=True, help="Methods in plotting order; repeatable.")
-@click.option("--num-images", type=int, help="Figures 2-3: at most this many commonly correct images.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def figure(name: str, methods: tuple[str, ...], num_images: int | None, out: str, inputs: tuple[str, ...]) -> None:
-    """Draw figure NAME from per-image diversity CSVs (Figures 2, 3), PGD sweep results (Figure 4) or
-    strong-evaluation results (figure_strong_steps)."""
-    import pandas as pd
+@main.command("time-steps")
+@_settings_options(TrainConfig, only=("dataset",))
+@click.option("--method", "methods", multiple=True, required=True, type=FIELD_TYPES["method"],
+              help="Methods to time; repeatable (the first is the reference of the printed ratios).")
+@_settings_options(TrainConfig, only=("members", "arch", "width", "batch_size", "pdd_intervals", "pdd_alpha",
+                                      "pdd_beta", "seed"),
+                   help={"seed": "Seed of the initial weights and of the timed batch."})
+@_settings_options(LossSettings)
+@click.option("--steps", default=20, show_default=True, type=POSITIVE, help="Timed steps per method (median reported).")
+@click.option("--warmup", default=2, show_default=True, type=COUNT, help="Untimed steps per method first.")
+@_data_root_option()
+@_out_option("Result JSON to write: seconds per step of each method, then the job's cost record.")
+@_runtime_options
+def time_steps(dataset: str, methods: tuple[str, ...], members: int, arch: str, width: int, batch_size: int,
+               pdd_intervals: int, pdd_alpha: float, pdd_beta: float, steps: int, warmup: int, seed: int,
+               data_root: str, out: str, device: str, threads: int | None, **settings: Any) -> None:
+    """Seconds per training step of each method.
 
-    from pdd import figures, tables
+    The methods' steps are interleaved in one process, so drifts of the machine hit all alike (the `timing`
+    table).
+    """
+    from pdd import data
+    from pdd.cost import CostMeter
+    from pdd.devices import select_device
+    from pdd.io import write_json
+    from pdd.models import EnsembleSpec
+    from pdd.records import cost_record, ensemble_key, step_records
+    from pdd.step_timing import time_methods
 
-    if name == "figure4_pgd_strength":
-        figures.pgd_strength(tables.read_results(list(inputs)), list(methods), out)
-    elif name == "figure_strong_steps":
-        figures.strong_steps(tables.read_results(list(inputs)), list(methods), out)
-    else:
-        per_image = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
-        measure = "fisher" if name == "figure2_discrimination" else "angle"
-        rows = figures.diversity_boxplot(per_image, measure, list(methods), num_images, out)
-        click.echo(rows.groupby("method")[measure].median().to_string(), err=True)
+    loss_settings = _settings(LossSettings, **settings)
+    _check_intervals(methods, members, pdd_intervals)
+    info = data.info(dataset)
+    spec = _settings(EnsembleSpec, arch=arch, num_members=members, num_classes=info.num_classes,
+                     in_channels=info.in_channels, width=width)
+    _threads(threads)
+    dev = select_device(device)
+    key = ensemble_key({"dataset": dataset, "members": members, "method": None, "arch": arch, "seed": seed}, None)
+    with CostMeter(device=dev) as cost:
+        x, y = _images(dataset, "train", data_root, batch_size, seed)
+        pdd = {"num_intervals": pdd_intervals, "alpha": pdd_alpha, "beta": pdd_beta}
+        medians = time_methods(list(methods), spec, pdd, loss_settings, x.to(dev), y.to(dev), warmup, steps, seed=seed)
+    write_json(out, [*step_records(key, medians, steps, batch_size, str(dev)), cost_record(key, "time-steps", cost)])
+    for m, s in medians.items():
+        click.echo(f"{m:<14} {s:.4f} s/step  ({s / medians[methods[0]]:.2f}x {methods[0]})", err=True)
+
+
+@main.command("member-transfer")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A pdd checkpoint.")
+@click.option("--eps", type=NON_NEGATIVE, required=True, help="L-inf budget of the PGD crafted on each member.")
+@_settings_options(AttackSettings, only=("steps", "batch_size", "seed"),
+                   help={"steps": "PGD steps (of eps/10, one random start).", "seed": "Image subset and random start."})
+@_num_images_option
+@_data_root_option()
+@_out_option("Result JSON to write: one record per (source, target) member, then the job's cost record.")
+@_runtime_options
+def member_transfer(model_path: str, eps: float, num_images: int | None, data_root: str, out: str, device: str,
+                    threads: int | None, **opts: Any) -> None:
+    """Member-to-member transfer of PGD, DVERGE's measure.
+
+    The K x K matrix: % of member j's correct images fooled by PGD crafted on member i.
+    """
+    from pdd.cost import CostMeter
+    from pdd.devices import select_device
+    from pdd.io import write_json
+    from pdd.member_transfer import fooling_matrix
+    from pdd.records import cost_record, fooling_records
+
+    settings = _settings(AttackSettings, **_take(AttackSettings, opts))
+    _threads(threads)
+    dev = select_device(device)
+    with CostMeter(device=dev) as cost:
+        model, key = _load(model_path, dev)
+        x, y = _images(key["dataset"], "test", data_root, num_images, settings.seed)
+        matrix = fooling_matrix(model, x, y, eps, settings, dev)
+    write_json(out, [*fooling_records(key, eps, matrix.tolist(), len(y)), cost_record(key, "member-transfer", cost)])
+    click.echo(f"fooling rates (rows: crafted on member i, columns: scored on member j):\n{matrix}", err=True)
 
 
 if __name__ == "__main__":
