@@ -18,6 +18,7 @@ The records are those `pdd attack` and `pdd strong` write (the tables read them)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
@@ -62,7 +63,8 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
         seed. log: called with one line per result (e.g. print).
     """
     from pdd.devices import select_device
-    from pdd.strong import StrongSettings, evaluate as strong_evaluate
+    from pdd.strong import StrongSettings
+    from pdd.strong import evaluate as strong_evaluate
 
     dev = select_device(device) if isinstance(device, str) else device
     settings = AttackSettings(**settings) if isinstance(settings, dict) else settings or AttackSettings()

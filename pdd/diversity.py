@@ -83,10 +83,11 @@ def _features_and_logits(model: Ensemble, x: torch.Tensor) -> tuple[torch.Tensor
 
 
 def per_image(model: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 250) -> dict:
-    """Member correctness [K, N], ensemble correctness [N], L_F, S_b, S_w [N] and mean pairwise gradient angle [N]."""
+    """Member correctness [K, N], ensemble correctness [N], L_F, S_b, S_w [N], mean pairwise gradient angle
+    and cosine [N]."""
     model.eval()
     out: dict[str, list] = {"member_correct": [], "correct": [], "fisher": [], "between": [], "within": [],
-                            "angle": []}
+                            "angle": [], "cosine": []}
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         xb, yb = xb.to(device), yb.to(device)
         features, logits = _features_and_logits(model, xb)
@@ -96,5 +97,7 @@ def per_image(model: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.d
         between, within = scatter(features)
         out["between"].append(between.cpu())
         out["within"].append(within.cpu())
-        out["angle"].append(pairwise_angles(member_input_gradients(model, xb, yb)).mean(0).cpu())
+        angles = pairwise_angles(member_input_gradients(model, xb, yb))
+        out["angle"].append(angles.mean(0).cpu())
+        out["cosine"].append(torch.cos(torch.deg2rad(angles)).mean(0).cpu())
     return {key: torch.cat(parts, dim=-1) for key, parts in out.items()}

@@ -8,9 +8,9 @@ import torch
 
 from pdd import data
 from pdd.attacks import select_images
+from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
 from pdd.figure_gradcam import draw
 from pdd.gradcam import centre_distance, default_layer, distances_over_images, gradcam
-from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
 from pdd.models import Ensemble, load_ensemble
 from pdd.outputs import OUTPUTS
 from pdd.tables import stand_in_note

@@ -11,8 +11,8 @@ import torch  # noqa: E402
 
 from pdd import data  # noqa: E402
 from pdd.attacks import AttackSettings, generate, predict  # noqa: E402
-from pdd.figure1 import load_ensembles  # noqa: E402
 from pdd.display import method_name, norm_tex, where  # noqa: E402
+from pdd.figure1 import load_ensembles  # noqa: E402
 from pdd.figures import save_figure  # noqa: E402
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import re  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-
-import re  # noqa: E402
 
 from pdd.display import attack_name, method_name, norm_tex, param_label, where  # noqa: E402
 from pdd.io import atomic_path, write_text  # noqa: E402

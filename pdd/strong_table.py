@@ -10,11 +10,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.display import (HEADERS, Grid, attack_name, best_mask, dataset_name, fmt, label, method_name, param_label,
-                         param_legend, write_table)
+from pdd.display import (
+    HEADERS,
+    Grid,
+    attack_name,
+    best_mask,
+    dataset_name,
+    fmt,
+    label,
+    method_name,
+    param_label,
+    param_legend,
+    write_table,
+)
 from pdd.outputs import OUTPUTS
-from pdd.tables import (KEYS, _param, aggregate, attach_paper, paper_grid, read_results, settings, settings_line,
-                        stand_in_note, stand_ins)
+from pdd.tables import (
+    KEYS,
+    _param,
+    aggregate,
+    attach_paper,
+    paper_grid,
+    read_results,
+    settings,
+    settings_line,
+    stand_in_note,
+    stand_ins,
+)
 
 STRONG_TABLE = "table_strong_evaluation"
 DIAGNOSTIC_TITLES = {

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.display import (HEADERS, Grid, best_mask, dataset_name, fmt, label, param_label, param_legend,
-                         write_table)
+from pdd.display import HEADERS, Grid, best_mask, dataset_name, fmt, label, param_label, param_legend, write_table
 from pdd.outputs import OUTPUTS
 
 PAPER_TABLE = {

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
-import pdd.data as data
 from click.testing import CliRunner
 
+import pdd.data as data
 from pdd.cli import main
 from pdd.data import DATASETS, DatasetCorrupt, DatasetMissing, get_dataset, prepare
 

@@ -8,8 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pdd.display import (Grid, attack_name, best_mask, dataset_name, document_latex, document_markdown,
-                         grid_latex, grid_markdown, method_name, param_label, param_legend, threat_name)
+from pdd.display import (
+    Grid,
+    attack_name,
+    best_mask,
+    dataset_name,
+    document_latex,
+    document_markdown,
+    grid_latex,
+    grid_markdown,
+    method_name,
+    param_label,
+    param_legend,
+    threat_name,
+)
 
 
 @pytest.mark.parametrize("code, shown", [

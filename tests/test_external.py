@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-import external_models
-from external_models import SPEC, member_states
 from pdd.api import evaluate
 from pdd.attacks import select_images
 from pdd.cli import main
@@ -22,6 +20,9 @@ from pdd.data import get_dataset
 from pdd.external import FEATURE_MEASURES, ExternalModelError, MemberEnsemble, as_ensemble, load_external
 from pdd.io import torch_save
 from pdd.models import Ensemble, checkpoint
+
+import external_models
+from external_models import SPEC, member_states
 
 N = 30  # test images per evaluation
 TIMING = {"seconds", "images_per_second", "model"}

@@ -12,8 +12,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SNAKEFILE, tiny_config
 from pdd.models import load_ensemble
+
+from conftest import REPO, SNAKEFILE, tiny_config
 
 pytestmark = pytest.mark.slow
 

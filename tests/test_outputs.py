@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
 from pdd import outputs
 from pdd.checks import problems
-from pdd.stronger import build_stronger_table, gain_ranges, gains
 from pdd.strong_table import build_strong_table
+from pdd.stronger import build_stronger_table, gain_ranges, gains
 from pdd.tables import read_results
+
+from conftest import REPO, snakemake
 
 PAPER = REPO / "config" / "paper_results.csv"
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
 from pdd.attacks import AttackSettings, predict, run_attack, select_images
 from pdd.data import get_dataset
 from pdd.models import Ensemble, load_ensemble
@@ -19,6 +18,8 @@ from pdd.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
 from pdd.strong_table import MASKING_WARNING, build_strong_table
 from pdd.tables import read_results
 from pdd.training import TrainConfig, train
+
+from conftest import REPO
 
 CPU = torch.device("cpu")
 FAST = StrongSettings(apgd_iterations=10, apgd_restarts=2, pgd_steps=(10, 30), pgd_restarts=2, transfer_steps=10,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pdd.tables import build_table, build_timing, read_results
+
 from conftest import REPO
-from pdd.tables import build_table, build_timing, read_results, timing_results
 
 PAPER = REPO / "config" / "paper_results.csv"
 
