@@ -12,7 +12,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -23,7 +22,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, all_tables, all_figures, table, figure
+localrules:
+    all,
+    all_tables,
+    all_figures,
+    table,
+    figure,
 
 
 rule all:

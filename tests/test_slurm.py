@@ -245,8 +245,8 @@ def test_profile_requests_a_gpu_for_every_gpu_rule() -> None:
         assert res["gpu"] == 1 and "runtime" not in res and "mem_mb" not in res, rule  # those live in the rules
         assert not re.search(r"--(gres|gpus)", res.get("slurm_extra", "")), rule  # the plugin forbids them there
     sources = [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]
-    lines = re.findall(r"^localrules:\s*(.+)$", "\n".join(p.read_text() for p in sources), re.M)
-    local = {name.strip() for line in lines for name in line.split(",")}
+    blocks = re.findall(r"^localrules:((?:\s*\w+,)+)", "\n".join(p.read_text() for p in sources), re.M)
+    local = {name.strip() for block in blocks for name in block.split(",") if name.strip()}
     assert {"prepare_data", "table", "figure"} <= local and not local & gpu_rules
 
 

@@ -65,8 +65,10 @@ def get_model_args(w, flag="--model"):
     """CLI flags naming the evaluated ensemble: `--model CHECKPOINT`, or an external model's factory options."""
     if w.method in EXTERNAL:
         e = EXTERNAL[w.method]
-        return (f"--factory {e['factory']} --weights {e['weights']} --dataset {w.dataset} --name {w.method}"
-                f" --model-seed {w.seed}")
+        return (
+            f"--factory {e['factory']} --weights {e['weights']} --dataset {w.dataset} --name {w.method}"
+            f" --model-seed {w.seed}"
+        )
     return f"{flag} {model(w.dataset, w.K, w.method, w.seed, w.arch)}"
 
 
@@ -94,12 +96,23 @@ def get_train_params(w):
     name, intervals = registry.variant(w.method)
     method, k = get_method(name), int(w.K)
     args = {
-        "method": name, "epochs": recipe["epochs"], "batch-size": t["batch_size"], "lr": t["lr"],
-        "momentum": t["momentum"], "weight-decay": t["weight_decay"], "lr-min": t["lr_min"], "width": width(w.arch),
+        "method": name,
+        "epochs": recipe["epochs"],
+        "batch-size": t["batch_size"],
+        "lr": t["lr"],
+        "momentum": t["momentum"],
+        "weight-decay": t["weight_decay"],
+        "lr-min": t["lr_min"],
+        "width": width(w.arch),
     }
     if method.pdd:
-        args.update({"pdd-intervals": intervals or registry.intervals_for(config, k),
-                     "pdd-alpha": config["pdd"]["alpha"], "pdd-beta": config["pdd"]["beta"]})
+        args.update(
+            {
+                "pdd-intervals": intervals or registry.intervals_for(config, k),
+                "pdd-alpha": config["pdd"]["alpha"],
+                "pdd-beta": config["pdd"]["beta"],
+            }
+        )
     for field in method.settings_used:
         section, key = field.split("_", 1)
         if section == "adv":
@@ -124,10 +137,17 @@ def get_timing_args(w):
     k, t = int(w.K), config.get("timing", {"steps": 20, "warmup": 2, "batch_size": config["training"]["batch_size"]})
     names = OUTPUTS["timing"]["methods"]
     flags = [f"--method {m}" for m in names] + [
-        f"--width {width(w.arch)}", f"--batch-size {t['batch_size']}", f"--steps {t['steps']}", f"--warmup {t['warmup']}",
-        f"--pdd-intervals {registry.intervals_for(config, k)}", f"--pdd-alpha {config['pdd']['alpha']}",
-        f"--pdd-beta {config['pdd']['beta']}", f"--deg-lambda {config['deg']['lambda']}",
-        f"--adp-alpha {config['adp']['alpha']}", f"--adp-beta {config['adp']['beta']}"]
+        f"--width {width(w.arch)}",
+        f"--batch-size {t['batch_size']}",
+        f"--steps {t['steps']}",
+        f"--warmup {t['warmup']}",
+        f"--pdd-intervals {registry.intervals_for(config, k)}",
+        f"--pdd-alpha {config['pdd']['alpha']}",
+        f"--pdd-beta {config['pdd']['beta']}",
+        f"--deg-lambda {config['deg']['lambda']}",
+        f"--adp-alpha {config['adp']['alpha']}",
+        f"--adp-beta {config['adp']['beta']}",
+    ]
     return " ".join(flags)
 
 
@@ -136,10 +156,12 @@ def get_attack_args(params, protocol=None):
     attack's parameters."""
     e = {**config["evaluation"], **(protocol or {})}
     cw = {**config["evaluation"]["cw"], **{k[3:]: v for k, v in (protocol or {}).items() if k.startswith("cw_")}}
-    flags = (f"--batch-size {e['batch_size']} --seed {e['seed']} --steps {e['steps']}"
-             f" --jsma-theta {e['jsma_theta']} --cw-confidence {cw['confidence']}"
-             f" --cw-learning-rate {cw['learning_rate']} --cw-max-iter {cw['max_iter']}"
-             f" --cw-binary-search-steps {cw['binary_search_steps']}")
+    flags = (
+        f"--batch-size {e['batch_size']} --seed {e['seed']} --steps {e['steps']}"
+        f" --jsma-theta {e['jsma_theta']} --cw-confidence {cw['confidence']}"
+        f" --cw-learning-rate {cw['learning_rate']} --cw-max-iter {cw['max_iter']}"
+        f" --cw-binary-search-steps {cw['binary_search_steps']}"
+    )
     if e["num_images"]:
         flags += f" --num-images {e['num_images']}"
     return flags + "".join(f" --param {p}" for p in params)
@@ -156,8 +178,10 @@ def get_suite_args(w):
 def get_member_transfer_args(w):
     """Flags of the member-transfer job: figure_member_transfer's eps and the attack protocol's images and steps."""
     e = config["evaluation"]
-    flags = (f"--eps {OUTPUTS['figure_member_transfer']['eps']} --steps {e['steps']} --batch-size {e['batch_size']}"
-             f" --seed {e['seed']}")
+    flags = (
+        f"--eps {OUTPUTS['figure_member_transfer']['eps']} --steps {e['steps']} --batch-size {e['batch_size']}"
+        f" --seed {e['seed']}"
+    )
     return flags + (f" --num-images {e['num_images']}" if e["num_images"] else "")
 
 
@@ -167,10 +191,16 @@ def get_strong_args(w):
     flags = [f"--eps {eps}" for eps in s["eps"][w.dataset]]
     flags += [f"--apgd-iterations {s['apgd']['iterations']}", f"--apgd-restarts {s['apgd']['restarts']}"]
     flags += [f"--pgd-steps {n}" for n in s["pgd"]["steps"]] + [f"--pgd-restarts {s['pgd']['restarts']}"]
-    flags += [f"--transfer-steps {s['transfer_steps']}", f"--diagnostic-eps {d['eps']}",
-              f"--diagnostic-max-accuracy {d['max_accuracy_pct']}", f"--unbounded-eps {d['unbounded_eps']}",
-              f"--diagnostic-steps {d['steps']}", f"--noise-images {d['noise_images']}",
-              f"--batch-size {s['batch_size']}", f"--seed {config['evaluation']['seed']}"]
+    flags += [
+        f"--transfer-steps {s['transfer_steps']}",
+        f"--diagnostic-eps {d['eps']}",
+        f"--diagnostic-max-accuracy {d['max_accuracy_pct']}",
+        f"--unbounded-eps {d['unbounded_eps']}",
+        f"--diagnostic-steps {d['steps']}",
+        f"--noise-images {d['noise_images']}",
+        f"--batch-size {s['batch_size']}",
+        f"--seed {config['evaluation']['seed']}",
+    ]
     if s["num_images"]:
         flags.append(f"--num-images {s['num_images']}")
     return " ".join(flags)
@@ -192,11 +222,18 @@ def get_output_spec(w):
     """The output's config entry, completed with what its builder reads, as shell-quoted JSON (a change
     rebuilds the output)."""
     spec = OUTPUTS[w.name]
-    spec = {**spec, "name": w.name, "data_root": config["data_root"], "seeds": config["seeds"],
-            "methods": registry.methods(config, w.name, spec) if "methods" in spec or "intervals" in spec else None,
-            "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()}, "alpha": config["pdd"]["alpha"],
-            "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]}}
+    spec = {
+        **spec,
+        "name": w.name,
+        "data_root": config["data_root"],
+        "seeds": config["seeds"],
+        "methods": registry.methods(config, w.name, spec) if "methods" in spec or "intervals" in spec else None,
+        "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()},
+        "alpha": config["pdd"]["alpha"],
+        "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]},
+    }
     if "jobs" in registry.OUTPUTS[w.name].needs:  # the cost table: which jobs feed which output
-        spec["jobs"] = {o: sorted(registry.benchmark(*j) for j in output_jobs(config, o))
-                        for o in OUTPUTS if o != w.name}
+        spec["jobs"] = {
+            o: sorted(registry.benchmark(*j) for j in output_jobs(config, o)) for o in OUTPUTS if o != w.name
+        }
     return shlex.quote(json.dumps(spec, sort_keys=True))

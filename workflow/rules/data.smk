@@ -1,20 +1,21 @@
 # Dataset download / extraction: runs on the submitting host (cluster nodes are often offline).
 
 
-localrules: prepare_data
+localrules:
+    prepare_data,
 
 
 rule prepare_data:
     output:
         "results/data/{dataset}.json",
+    log:
+        "results/logs/prepare_data/{dataset}.log",
+    benchmark:
+        registry.benchmark("prepare_data", "results/data/{dataset}.json")
+    conda:
+        "../../envs/pdd.yaml"
     params:
         root=config["data_root"],
         code=CODE["prepare_data"],
-    benchmark:
-        registry.benchmark("prepare_data", "results/data/{dataset}.json"),
-    log:
-        "results/logs/prepare_data/{dataset}.log",
-    conda:
-        "../../envs/pdd.yaml"
     shell:
         "pdd prepare-data --dataset {wildcards.dataset} --root {params.root} --out {output} > {log} 2>&1"

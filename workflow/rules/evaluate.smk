@@ -3,23 +3,23 @@ rule whitebox:
         get_model_input,
     output:
         f"{EVAL_DIR}/{{suite}}/{{attack}}.json",
+    log:
+        f"{LOGS}/whitebox/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{suite}}_{{attack}}.log",
+    benchmark:
+        registry.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
     params:
         args=get_suite_args,
         model=get_model_args,
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["attack"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
-        runtime=12 * 60,
-        mem_mb=16000,
-    benchmark:
-        registry.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json"),
-    log:
-        f"{LOGS}/whitebox/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{suite}}_{{attack}}.log",
-    conda:
-        "../../envs/pdd.yaml"
     shell:
         "pdd attack {params.model} --attack {wildcards.attack} {params.args} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
@@ -31,23 +31,23 @@ rule transfer:
         target=get_model_input,
     output:
         f"{EVAL_DIR}/{{threat}}/{{attack}}.json",
+    log:
+        f"{LOGS}/transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{threat}}_{{attack}}.log",
+    benchmark:
+        registry.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
     params:
         args=lambda w: get_attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
         target=lambda w: get_model_args(w, "--target"),
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["attack"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
-        runtime=12 * 60,
-        mem_mb=16000,
-    benchmark:
-        registry.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json"),
-    log:
-        f"{LOGS}/transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{threat}}_{{attack}}.log",
-    conda:
-        "../../envs/pdd.yaml"
     shell:
         "pdd transfer --surrogate {input.surrogate} {params.target} --threat {wildcards.threat}"
         " --attack {wildcards.attack} {params.args} --data-root {params.data_root} --device {params.device}"
@@ -60,6 +60,17 @@ rule diversity:
     output:
         json=f"{EVAL_DIR}/diversity/entropy.json",
         csv=f"{EVAL_DIR}/diversity/per_image.csv",
+    log:
+        f"{LOGS}/diversity/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
+    benchmark:
+        registry.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=2 * 60,
+        mem_mb=16000,
     params:
         num_images=lambda w: f"--num-images {n}" if (n := config["diversity"]["num_images"]) else "",
         model=get_model_args,
@@ -67,17 +78,6 @@ rule diversity:
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["diversity"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
-        runtime=2 * 60,
-        mem_mb=16000,
-    benchmark:
-        registry.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv"),
-    log:
-        f"{LOGS}/diversity/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
-    conda:
-        "../../envs/pdd.yaml"
     shell:
         "pdd diversity {params.model} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
@@ -89,23 +89,23 @@ rule strong:
         surrogate=lambda w: get_surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
     output:
         f"{EVAL_DIR}/strong/evaluation.json",
+    log:
+        f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
+    benchmark:
+        registry.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=12 * 60,
+        mem_mb=16000,
     params:
         args=get_strong_args,
         model=get_model_args,
         data_root=config["data_root"],
         device=config["device"],
         code=CODE["strong"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
-        runtime=12 * 60,
-        mem_mb=16000,
-    benchmark:
-        registry.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json"),
-    log:
-        f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
-    conda:
-        "../../envs/pdd.yaml"
     shell:
         "pdd strong {params.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
@@ -117,22 +117,22 @@ rule member_transfer:
         f"{MODEL_DIR}/ensemble.pt",
     output:
         f"{EVAL_DIR}/member_transfer/pgd.json",
-    params:
-        args=get_member_transfer_args,
-        data_root=config["data_root"],
-        device=config["device"],
-        code=CODE["member_transfer"],
+    log:
+        f"{LOGS}/member_transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
+    benchmark:
+        registry.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json")
+    conda:
+        "../../envs/pdd.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
         runtime=2 * 60,
         mem_mb=16000,
-    benchmark:
-        registry.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json"),
-    log:
-        f"{LOGS}/member_transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
-    conda:
-        "../../envs/pdd.yaml"
+    params:
+        args=get_member_transfer_args,
+        data_root=config["data_root"],
+        device=config["device"],
+        code=CODE["member_transfer"],
     shell:
         "pdd member-transfer --model {input} {params.args} --data-root {params.data_root} --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"

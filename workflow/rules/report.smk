@@ -10,13 +10,13 @@ rule table:
         csv=report(f"{TABLES}/{{name}}.csv", category="Tables", subcategory="{name}", caption="../report/table.rst"),
         md=report(f"{TABLES}/{{name}}.md", category="Tables", subcategory="{name}", caption="../report/table.rst"),
         tex=f"{TABLES}/{{name}}.tex",
-    params:
-        spec=get_output_spec,
-        code=get_output_code,
     log:
         f"{LOGS}/table/{{name}}.log",
     conda:
         "../../envs/pdd.yaml"
+    params:
+        spec=get_output_spec,
+        code=get_output_code,
     shell:
         "pdd table --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
         " --out {TABLES}/{wildcards.name} {input.results} > {log} 2>&1"
@@ -30,13 +30,13 @@ rule figure:
     output:
         png=report(f"{FIGURES}/{{name}}.png", category="Figures", subcategory="{name}", caption="../report/figure.rst"),
         pdf=f"{FIGURES}/{{name}}.pdf",
-    params:
-        spec=get_output_spec,
-        code=get_output_code,
     log:
         f"{LOGS}/figure/{{name}}.log",
     conda:
         "../../envs/pdd.yaml"
+    params:
+        spec=get_output_spec,
+        code=get_output_code,
     shell:
         "pdd figure --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
         " --out {FIGURES}/{wildcards.name} {input.results} > {log} 2>&1"
