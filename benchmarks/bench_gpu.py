@@ -1,0 +1,79 @@
+"""Paper-scale figures on one device: training-step seconds per method at K = 3 and 5, attack images per second
+at 100 classes, and peak memory, on CIFAR-100-shaped synthetic data (3x32x32, ResNet-18 width 64 by default).
+
+Run by hand on a GPU (not collected by pytest), e.g.
+
+    python benchmarks/bench_gpu.py --device cuda            # a few minutes on a modern card
+    python benchmarks/bench_gpu.py --device cpu --width 8 --reps 2 --images 16 --cw-iterations 2   # smoke run
+
+Training steps are timed with `pdd.step_timing.time_methods` (methods interleaved, median); attacks run through
+`pdd.attacks.generate` (ART on log(mean softmax), our one-backward class_gradient) with the paper's settings
+except the iteration counts of JSMA and C&W, which are scaled down and reported per iteration. Peak memory is
+`pdd.cost.CostMeter`'s (GPU: torch.cuda.max_memory_allocated; CPU: process RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import date
+
+import torch
+
+from pdd.attacks import AttackSettings, generate
+from pdd.cost import CostMeter
+from pdd.devices import configure_backends
+from pdd.methods import LossSettings
+from pdd.models import Ensemble, EnsembleSpec
+from pdd.step_timing import time_methods
+
+METHODS = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
+ATTACKS = {"fgsm": 0.02, "bim": 0.02, "pgd": 0.02, "pgd_l2": 0.4, "jsma": 0.01, "cw": 0.01}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64, help="training batch (the paper's 64)")
+    parser.add_argument("--reps", type=int, default=10, help="timed steps per method")
+    parser.add_argument("--images", type=int, default=500, help="attacked images (the paper's batch of 500)")
+    parser.add_argument("--cw-iterations", type=int, default=20, help="C&W iterations (paper 1000)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{date.today()}, {name}, torch {torch.__version__}, ResNet-18 width {args.width}, 3x32x32, 100 classes\n")
+
+    print("| K | method | s/step | ratio | peak memory (MB) |\n|---|---|---:|---:|---:|")
+    for k in (3, 5):
+        configure_backends(device, training=True)
+        spec = EnsembleSpec("resnet18", k, 100, 3, args.width)
+        x = torch.rand(args.batch, 3, 32, 32, generator=gen).to(device)
+        y = torch.randint(0, 100, (args.batch,), generator=gen).to(device)
+        pdd = {"num_intervals": 10 if k == 3 else 20, "alpha": 0.9, "beta": 0.1}
+        with CostMeter(device=device) as cost:
+            medians = time_methods(args.methods, spec, pdd, LossSettings(), x, y, warmup=2, reps=args.reps)
+        memory = cost["peak_gpu_mb"] if cost["peak_gpu_mb"] is not None else cost["peak_rss_mb"]
+        for method, seconds in medians.items():
+            print(f"| {k} | {method} | {seconds:.4f} | {seconds / medians[args.methods[0]]:.2f} | {memory:.0f} |")
+
+    configure_backends(device, training=False)
+    print(f"\n| attack | param | images/s | iterations | peak memory (MB) |\n|---|---|---:|---:|---:|")
+    model = Ensemble(EnsembleSpec("resnet18", 3, 100, 3, args.width)).to(device).eval()
+    x = torch.rand(args.images, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 100, (args.images,), generator=gen)
+    for attack, param in ATTACKS.items():
+        settings = AttackSettings(batch_size=args.images, cw_max_iter=args.cw_iterations, cw_binary_search_steps=1)
+        with CostMeter(model) as cost:
+            start = time.perf_counter()
+            generate(model, x, y, attack, param, settings, device)
+            seconds = time.perf_counter() - start
+        iterations = {"fgsm": 1, "bim": 10, "pgd": 10, "pgd_l2": 10, "cw": args.cw_iterations}.get(attack, "-")
+        memory = cost["peak_gpu_mb"] if cost["peak_gpu_mb"] is not None else cost["peak_rss_mb"]
+        print(f"| {attack} | {param} | {args.images / seconds:.1f} | {iterations} | {memory:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
