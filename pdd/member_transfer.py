@@ -20,7 +20,9 @@ class Member(nn.Module):
         self.spec = ensemble.spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ensemble(x)[self.index: self.index + 1]
+        """Member logits [1, B, L]: only this member runs (PDD is the identity in eval mode, where attacks run)."""
+        ensemble, i = self.ensemble, self.index
+        return ensemble.heads[i](ensemble.members[i](x)).unsqueeze(0)
 
     def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)[0].log_softmax(-1)
