@@ -86,7 +86,7 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     timing = pd.read_csv(tables / "timing.csv").set_index("method")
     assert timing.loc["baseline", "ratio"] == pytest.approx(1.0)
     assert (timing["value"] > 0).all()
-    assert "| baseline |" in (tables / "timing.md").read_text()
+    assert "| Baseline |" in (tables / "timing.md").read_text()  # display names
     assert "No attack" in (tables / "table2_whitebox_k3.md").read_text()
     entropy = pd.read_csv(tables / "table1_entropy.csv").set_index("method")["value"]
     assert set(entropy.index) == {"baseline", "pdd"} and entropy.between(0, 1).all()
@@ -131,6 +131,6 @@ def _check_strong_table(tables: Path, t2: pd.DataFrame) -> None:
     diagnostics = strong[strong["metric"] == "passed"]
     assert len(diagnostics) == 8 and set(diagnostics["status"]) <= {"pass", "warn"}
     md = (tables / "table_strong_evaluation.md").read_text()
-    assert "| digits | 2 | pdd |" in md and "## Gradient-masking diagnostics" in md
+    assert "| PDD |" in md and "## Gradient-masking diagnostics" in md
     warned = set(diagnostics.loc[diagnostics["status"] == "warn", "method"])
     assert ("WARNING: possible gradient masking" in md) == bool(warned)
