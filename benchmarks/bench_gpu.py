@@ -60,7 +60,7 @@ def main() -> None:
             print(f"| {k} | {method} | {seconds:.4f} | {seconds / medians[args.methods[0]]:.2f} | {memory:.0f} |")
 
     configure_backends(device, training=False)
-    print(f"\n| attack | param | images/s | iterations | peak memory (MB) |\n|---|---|---:|---:|---:|")
+    print("\n| attack | param | images/s | iterations | peak memory (MB) |\n|---|---|---:|---:|---:|")
     model = Ensemble(EnsembleSpec("resnet18", 3, 100, 3, args.width)).to(device).eval()
     x = torch.rand(args.images, 3, 32, 32, generator=gen)
     y = torch.randint(0, 100, (args.images,), generator=gen)

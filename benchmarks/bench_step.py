@@ -9,7 +9,8 @@ official recipe's lr / momentum / weight decay; DVERGE one optimiser per member)
 configuration, all methods train their own copy of the SAME initial ensemble (PDD methods add the PDD
 layer, which has no parameters) on the SAME batch; after warm-up the methods are alternated round-robin,
 `reps` times, so that drifts of the machine hit all methods alike. Each round is an "epoch" for the
-methods' per-epoch state (untimed): DVERGE draws a new distillation layer, whose depth sets its cost. Reported: median seconds/step and the ratio to baseline's median.
+methods' per-epoch state (untimed): DVERGE draws a new distillation layer, whose depth sets its cost.
+Reported: median seconds/step and the ratio to baseline's median.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def time_methods(width, channels, size, classes, members, batch, device, warmup,
     runs = {}
     for name in names:
         method = get_method(name, LossSettings())
-        spec = EnsembleSpec("resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.uses_pdd else {})
+        spec = EnsembleSpec(
+            "resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.uses_pdd else {}
+        )
         model = Ensemble(spec)
         model.load_state_dict(copy.deepcopy(state))  # identical initial weights for every method
         model.to(device).train()

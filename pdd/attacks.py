@@ -143,7 +143,9 @@ def build_attack(name: str, param: float, classifier, settings: AttackSettings):
             classifier, norm=np.inf if name == "pgd" else 2, eps=param, eps_step=step, max_iter=settings.steps,
             num_random_init=settings.random_starts, batch_size=bs, verbose=False)
     if name == "jsma":
-        return evasion.SaliencyMapMethod(classifier, theta=settings.jsma_theta, gamma=param, batch_size=bs, verbose=False)
+        return evasion.SaliencyMapMethod(
+            classifier, theta=settings.jsma_theta, gamma=param, batch_size=bs, verbose=False
+        )
     if name == "cw":
         return evasion.CarliniL2Method(
             classifier, confidence=settings.cw_confidence, learning_rate=settings.cw_learning_rate,
@@ -214,6 +216,8 @@ def run_attack(target: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, 
     start = time.perf_counter()
     x_adv = generate(surrogate if surrogate is not None else target, x, y, attack, param, settings, device)
     seconds = time.perf_counter() - start
-    result = score(y, predict(target, x, device, settings.batch_size), predict(target, x_adv, device, settings.batch_size))
+    result = score(
+        y, predict(target, x, device, settings.batch_size), predict(target, x_adv, device, settings.batch_size)
+    )
     result.update(perturbation_norms(x, x_adv), seconds=seconds, images_per_second=len(y) / max(seconds, 1e-9))
     return result

@@ -23,7 +23,9 @@ def problems(config: dict) -> list[str]:
         return found
     for name, spec in requested(config).items():
         found += output_problems(config, name, spec)
-    strong_users = [n for n, spec in requested(config).items() if "strong" in OUTPUTS[n].needs and not OUTPUTS[n].follows]
+    strong_users = [
+        n for n, spec in requested(config).items() if "strong" in OUTPUTS[n].needs and not OUTPUTS[n].follows
+    ]
     if strong_users:
         found += strong_problems(config, strong_users)
     return list(dict.fromkeys(found))

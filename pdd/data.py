@@ -312,10 +312,14 @@ def _prepare_fashion(root: Path, download: bool) -> tuple[str, dict[str, str]]:
             _gunzip(raw / f"{file}.gz", raw / file)
     if not all((raw / file).is_file() for file in FASHION_MNIST_FILES):
         if not download:
-            looked = [os.environ.get(SYSTEM_DATA_ENV) or f"${SYSTEM_DATA_ENV} (unset)", *map(str, SYSTEM_DIRS["fashion_mnist"])]
+            looked = [
+                os.environ.get(SYSTEM_DATA_ENV) or f"${SYSTEM_DATA_ENV} (unset)",
+                *map(str, SYSTEM_DIRS["fashion_mnist"]),
+            ]
             raise DatasetMissing(
                 f"dataset 'fashion_mnist' is not under {raw} nor in the system data ({', '.join(looked)}) and "
-                f"downloading is off. Install the system package (Debian/Ubuntu: apt install {SYSTEM_PACKAGES['fashion_mnist']}), "
+                f"downloading is off. Install the system package "
+                f"(Debian/Ubuntu: apt install {SYSTEM_PACKAGES['fashion_mnist']}), "
                 f"set {SYSTEM_DATA_ENV} to a directory holding the four .gz files, or download them from "
                 f"{info('fashion_mnist').source} into {raw}."
             )

@@ -66,7 +66,8 @@ NOTE = ("Accuracies (%) over the test images each ensemble classifies correctly 
 def grid(df: pd.DataFrame) -> Grid:
     """Rows per dataset, K, eps and method (display names), the COLUMNS as columns; best per column in bold."""
     index = pd.MultiIndex.from_tuples(
-        [(dataset_name(r.dataset), str(r.K), param_label("pgd", r.eps), method_name(r.method)) for r in df.itertuples()],
+        [(dataset_name(r.dataset), str(r.K), param_label("pgd", r.eps), method_name(r.method))
+         for r in df.itertuples()],
         names=["Dataset", "K", "Budget", "Method"])
     cells = pd.DataFrame([[fmt(getattr(r, c), 4 if c in ("entropy", "cosine") else 2, getattr(r, f"{c}_std"))
                            for c in COLUMNS] for r in df.itertuples()], index=index, columns=list(COLUMNS.values()))

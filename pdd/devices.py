@@ -26,7 +26,9 @@ def gpu_ids(count: int) -> list[str]:
     return ids[:count] if len(ids) >= count else [str(i) for i in range(count)]
 
 
-def claim_gpu(count: int, lock_dir: Path = DEFAULT_LOCK_DIR, poll_seconds: float = 5.0, timeout: float | None = None) -> int:
+def claim_gpu(
+    count: int, lock_dir: Path = DEFAULT_LOCK_DIR, poll_seconds: float = 5.0, timeout: float | None = None
+) -> int:
     """Block until one of `count` GPUs is unclaimed, claim it for this process, return its index."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     start, announced = time.monotonic(), False

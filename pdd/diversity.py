@@ -41,7 +41,9 @@ def fisher_discrimination(features: torch.Tensor) -> torch.Tensor:
     A pair is left out when a member has no activated unit or both variances are zero (ratio undefined).
     """
     between, within, valid = _pair_scatter(features)
-    return torch.where(valid, between / torch.where(valid, within, torch.ones_like(within)), torch.zeros_like(within)).sum(0)
+    return torch.where(
+        valid, between / torch.where(valid, within, torch.ones_like(within)), torch.zeros_like(within)
+    ).sum(0)
 
 
 def scatter(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

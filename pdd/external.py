@@ -135,7 +135,9 @@ def as_ensemble(model: nn.Module | Sequence[nn.Module], sample: torch.Tensor,
             m.eval()
         ensemble = MemberEnsemble(members, *_probe(members, sample[:2]))
     if num_classes is not None and ensemble.spec.num_classes != num_classes:
-        raise ExternalModelError(f"the model predicts {ensemble.spec.num_classes} classes, the dataset has {num_classes}")
+        raise ExternalModelError(
+            f"the model predicts {ensemble.spec.num_classes} classes, the dataset has {num_classes}"
+        )
     return ensemble.eval()
 
 
@@ -178,7 +180,9 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             f"({unsafe or str(err).strip().splitlines()[-1]}), and loading them could run code. Save data only: "
             "torch.save(model.state_dict(), path), or a list of the members' state_dicts.") from err
     except Exception as err:  # zip / storage errors vary by torch version
-        raise ExternalModelError(f"cannot read weights {path}: the file is corrupt or not a torch file ({err})") from err
+        raise ExternalModelError(
+            f"cannot read weights {path}: the file is corrupt or not a torch file ({err})"
+        ) from err
 
 
 def _unwrap(obj: Any) -> Any:

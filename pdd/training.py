@@ -23,7 +23,8 @@ from pdd.io import torch_save, write_text
 from pdd.methods import LossSettings, TrainingMethod, get_method
 from pdd.models import Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 
-LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "seconds", "eval_seconds")
+LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
+              "seconds", "eval_seconds")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.devi
     trained = ckpt.get("train_config") or {}
     wanted = {"method": method.starts_from, "dataset": cfg.dataset, "members": cfg.members, "arch": cfg.arch,
               "width": cfg.width, "seed": cfg.seed}
-    wrong = [f"{key} {trained.get(key)!r} (need {value!r})" for key, value in wanted.items() if trained.get(key) != value]
+    wrong = [f"{key} {trained.get(key)!r} (need {value!r})"
+             for key, value in wanted.items() if trained.get(key) != value]
     if wrong or source.spec != cfg.spec():
         raise ValueError(f"init_from {cfg.init_from}: not a matching trained ensemble: "
                          f"{', '.join(wrong) or f'spec {source.spec} (need {cfg.spec()})'}")
@@ -169,7 +171,8 @@ def train(
     model = Ensemble(cfg.spec()).to(device)
     optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                   for group in method.parameter_groups(model)]  # one per member for DVERGE
-    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min) for o in optimizers]
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)
+                  for o in optimizers]
     rows: list[dict] = []
     if state_path.exists():
         state = read_checkpoint(state_path, device)
@@ -187,7 +190,8 @@ def train(
     if cfg.init_from and not rows:
         model.load_state_dict(initial_weights(cfg, method, device))
 
-    epochs = tqdm(range(len(rows), cfg.epochs), initial=len(rows), total=cfg.epochs, desc=f"train {cfg.method}", file=sys.stderr)
+    epochs = tqdm(range(len(rows), cfg.epochs), initial=len(rows), total=cfg.epochs, desc=f"train {cfg.method}",
+                  file=sys.stderr)
     for epoch in epochs:
         shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=shuffle, num_workers=num_workers,
@@ -210,10 +214,12 @@ def train(
         start = time.perf_counter()
         test_acc = accuracy(model, test_set, device)
         rows.append({"dataset": cfg.dataset, "arch": cfg.arch, "K": cfg.members, "method": cfg.method,
-                     "seed": cfg.seed, "epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                     "seed": cfg.seed, "epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen,
+                     "train_accuracy": correct / seen,
                      "test_accuracy": test_acc, "seconds": seconds, "eval_seconds": time.perf_counter() - start})
         epochs.set_postfix(loss=f"{total_loss / seen:.3f}", test_acc=f"{test_acc:.3f}", s_per_epoch=f"{seconds:.1f}")
-        torch_save({"train_config": cfg_dict, "model": checkpoint(model), "optimizer": [o.state_dict() for o in optimizers],
+        torch_save({"train_config": cfg_dict, "model": checkpoint(model),
+                    "optimizer": [o.state_dict() for o in optimizers],
                     "scheduler": [s.state_dict() for s in schedulers], "log": rows, "rng": _rng_state()}, state_path)
         write_text(log, _log_csv(rows))
 

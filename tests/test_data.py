@@ -195,7 +195,9 @@ def _check_fashion(root: Path, written) -> None:
 
 
 def test_idx_header_is_the_real_one():
-    assert _idx_bytes(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex("00000803" "00000002" "0000001c" "0000001c")
+    assert _idx_bytes(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex(
+        "00000803" "00000002" "0000001c" "0000001c"
+    )
     assert _idx_bytes(np.zeros(3, np.uint8))[:8] == bytes.fromhex("00000801" "00000003")
 
 
@@ -234,7 +236,8 @@ def test_verify_idx_returns_content_digests(tmp_path):
     for gz in tmp_path.glob("*.gz"):
         gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
     digests = _fashion_digests(written)
-    counts = {"train-images-idx3-ubyte": 5, "train-labels-idx1-ubyte": 5, "t10k-images-idx3-ubyte": 3, "t10k-labels-idx1-ubyte": 3}
+    counts = {"train-images-idx3-ubyte": 5, "train-labels-idx1-ubyte": 5,
+              "t10k-images-idx3-ubyte": 3, "t10k-labels-idx1-ubyte": 3}
     found = data.verify_idx(tmp_path, digests, counts)
     assert found == {file: "sha256:" + d for file, d in digests.items()}
     # The gzip bytes do not matter (Debian repacks them): the same content recompressed differently verifies.
@@ -247,7 +250,8 @@ def test_verify_idx_content_mismatch_is_a_clear_error(tmp_path):
     for gz in tmp_path.glob("*.gz"):
         gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
     digests = _fashion_digests(written)
-    counts = {"train-images-idx3-ubyte": 5, "train-labels-idx1-ubyte": 5, "t10k-images-idx3-ubyte": 3, "t10k-labels-idx1-ubyte": 3}
+    counts = {"train-images-idx3-ubyte": 5, "train-labels-idx1-ubyte": 5,
+              "t10k-images-idx3-ubyte": 3, "t10k-labels-idx1-ubyte": 3}
     images = tmp_path / "t10k-images-idx3-ubyte"
     content = bytearray(images.read_bytes())
     content[-1] ^= 1  # one pixel, one bit
@@ -347,7 +351,9 @@ def test_system_data_is_copied_where_links_fail(tmp_path, monkeypatch):
     for file in data.FASHION_MNIST_FILES:
         assert not (raw / f"{file}.gz").is_symlink()
         assert (raw / f"{file}.gz").read_bytes() == (system / f"{file}.gz").read_bytes()
-    assert sorted(p.name for p in raw.iterdir()) == sorted([*data.FASHION_MNIST_FILES, *data.SYSTEM_FILES["fashion_mnist"]])
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        [*data.FASHION_MNIST_FILES, *data.SYSTEM_FILES["fashion_mnist"]]
+    )
     _check_fashion(tmp_path / "root", written)
 
 
@@ -510,7 +516,10 @@ def _write_cifar100(root: Path, seed: int = 0):
         )
         written[split] = (hwc, fine)
     _py2_pickle(
-        {"fine_label_names": [f"fine_{i:02d}" for i in range(100)], "coarse_label_names": [f"coarse_{i:02d}" for i in range(20)]},
+        {
+            "fine_label_names": [f"fine_{i:02d}" for i in range(100)],
+            "coarse_label_names": [f"coarse_{i:02d}" for i in range(20)],
+        },
         base / "meta",
     )
     return base, written
@@ -585,7 +594,8 @@ def test_cifar100_wrong_meta_checksum_is_missing(tmp_path, monkeypatch):
 
 WNIDS = ["n09999999", "n01443537", "n04567890"]  # deliberately not sorted
 COLOURS = {"n09999999": (200, 30, 40), "n01443537": (20, 180, 60), "n04567890": (50, 60, 220)}
-VAL = [("val_0.JPEG", "n04567890"), ("val_1.JPEG", "n09999999"), ("val_2.JPEG", "n01443537"), ("val_3.JPEG", "n04567890")]
+VAL = [("val_0.JPEG", "n04567890"), ("val_1.JPEG", "n09999999"), ("val_2.JPEG", "n01443537"),
+       ("val_3.JPEG", "n04567890")]
 TRAIN_PER_CLASS = 2
 
 
@@ -661,7 +671,8 @@ def test_tiny_imagenet_from_folder(tmp_path):
     _write_tiny_folder(tmp_path)
     _check_tiny(tmp_path)
     prepared = prepare("tiny_imagenet", tmp_path, download=False)
-    assert prepared.sizes == {"train": 6, "test": 4} and prepared.source == f"existing files {tmp_path / 'tiny-imagenet-200'}"
+    assert prepared.sizes == {"train": 6, "test": 4}
+    assert prepared.source == f"existing files {tmp_path / 'tiny-imagenet-200'}"
 
 
 def test_tiny_imagenet_grayscale_jpeg_becomes_rgb(tmp_path):

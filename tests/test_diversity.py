@@ -65,7 +65,9 @@ def test_pairwise_angles_known_vectors() -> None:
     zero = torch.tensor([[[0.0, 0.0]], [[3.0, 1.0]]])
     assert pairwise_angles(zero).item() == pytest.approx(90.0)
     v = torch.tensor([math.cos(math.radians(30)), math.sin(math.radians(30))])
-    assert pairwise_angles(torch.stack([torch.tensor([[1.0, 0.0]]), v.view(1, 2)])).item() == pytest.approx(30.0, abs=1e-3)
+    assert pairwise_angles(torch.stack([torch.tensor([[1.0, 0.0]]), v.view(1, 2)])).item() == pytest.approx(
+        30.0, abs=1e-3
+    )
 
 
 def test_member_input_gradients_match_autograd_per_member() -> None:

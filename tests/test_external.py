@@ -193,7 +193,8 @@ def test_diversity_of_external_members(files, tmp_path) -> None:
     runs = {"ref": ["--model", files["checkpoint"]], "seq": external("sequential_members", files["sequential"]),
             "plain": external("plain_members", files["plain"])}
     for name, model in runs.items():
-        cli("diversity", *model, *common, "--out-json", tmp_path / f"{name}.json", "--out-csv", tmp_path / f"{name}.csv")
+        cli("diversity", *model, *common, "--out-json", tmp_path / f"{name}.json",
+            "--out-csv", tmp_path / f"{name}.csv")
     entropy = {name: read(tmp_path / f"{name}.json")[0]["value"] for name in runs}
     frames = {name: pd.read_csv(tmp_path / f"{name}.csv") for name in runs}
     assert entropy["seq"] == entropy["plain"] == entropy["ref"] and 0 < entropy["ref"] <= 1

@@ -61,7 +61,8 @@ def _run_and_kill(work: Path, after_epoch: int, kill_snakemake: bool, *flags: st
     """Start the training job under Snakemake; once epoch `after_epoch` is checkpointed, SIGKILL the
     `pdd train` process (first Snakemake itself too if `kill_snakemake`: the whole job dies, as on a
     node failure). Returns the run's output."""
-    cmd = ["snakemake", "-s", str(SNAKEFILE), "--cores", "2", f"{MODEL}/ensemble.pt", *flags, "--configfile", "tiny.yaml"]
+    cmd = ["snakemake", "-s", str(SNAKEFILE), "--cores", "2", f"{MODEL}/ensemble.pt", *flags,
+           "--configfile", "tiny.yaml"]
     run = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -16,7 +16,8 @@ SNAKEFILES = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "wo
 @pytest.fixture(scope="module")
 def lint(tmp_path_factory) -> subprocess.CompletedProcess:
     cwd = tmp_path_factory.mktemp("lint")
-    return subprocess.run(["snakemake", "-s", str(SNAKEFILE), "--lint", "--configfile", str(REPO / "config" / "demo.yaml")],
+    return subprocess.run(["snakemake", "-s", str(SNAKEFILE), "--lint",
+                           "--configfile", str(REPO / "config" / "demo.yaml")],
                           cwd=cwd, capture_output=True, text=True)
 
 
@@ -49,4 +50,6 @@ def test_snakefile_has_no_findings(lint: subprocess.CompletedProcess, snakefile:
 
 
 def test_lint_is_clean(lint: subprocess.CompletedProcess) -> None:
-    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
+    assert lint.returncode == 0 and (
+        "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
+    )

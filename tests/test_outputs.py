@@ -111,7 +111,8 @@ def test_gains_skip_missing_methods() -> None:
 
 def test_strong_table_drop_compares_the_same_images(tmp_path: Path) -> None:
     """The paper-protocol column is the strong run's own PGD-10 (same images), not a result over other images."""
-    base = {"dataset": "digits", "K": 3, "method": "baseline", "seed": 0, "metric": "accuracy_pct", "threat": "whitebox"}
+    base = {"dataset": "digits", "K": 3, "method": "baseline", "seed": 0, "metric": "accuracy_pct",
+            "threat": "whitebox"}
     records = [{**base, "attack": "none", "param": None, "value": 98.0},
                {**base, "attack": "pgd_10", "param": 0.1, "value": 80.0, "steps": 10, "restarts": 1},
                {**base, "attack": "pgd_50", "param": 0.1, "value": 60.0, "steps": 50, "restarts": 1},
@@ -131,7 +132,9 @@ def test_one_table_config_plans_only_its_own_jobs(tmp_path: Path) -> None:
                                 "surrogates", "pdd", "deg", "adp", "adversarial_training", "evaluation",
                                 "diversity")}
     cfg["attacks"] = {"digits": {"pgd": [0.1]}}
-    cfg["tables"] = {"table2_whitebox_k3": {"datasets": ["digits"], "K": [3], "methods": ["baseline", "adp", "pdd_deg"]}}
+    cfg["tables"] = {
+        "table2_whitebox_k3": {"datasets": ["digits"], "K": [3], "methods": ["baseline", "adp", "pdd_deg"]}
+    }
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "all", "-n", "--configfile", str(path)).stdout

@@ -36,10 +36,12 @@ def test_white_box_attacks_of_tables_2_and_3(planned: str) -> None:
 
 def test_every_attack_parameter_reaches_its_job(planned: str) -> None:
     """The C&W job of CIFAR-100 carries the paper's settings and the table's constant."""
-    cw = [line for line in planned.splitlines() if "pdd attack" in line and "--attack cw" in line and "cifar100" in line]
+    cw = [line for line in planned.splitlines()
+          if "pdd attack" in line and "--attack cw" in line and "cifar100" in line]
     assert cw and all("--cw-max-iter 1000" in c and "--cw-binary-search-steps 5" in c and "--param 0.01" in c
                       for c in cw)
-    pgd = [line for line in planned.splitlines() if "--attack pgd " in line and "fashion_mnist" in line and "/whitebox/" in line]
+    pgd = [line for line in planned.splitlines()
+           if "--attack pgd " in line and "fashion_mnist" in line and "/whitebox/" in line]
     assert pgd and all("--param 0.01 --param 0.02" in p and "--steps 10" in p for p in pgd)
 
 
@@ -63,7 +65,8 @@ def test_figure_4_sweeps_and_diversity_jobs(planned: str) -> None:
     for method in fig["methods"]:
         for attack in ("pgd", "pgd_l2"):
             assert (fig["dataset"], str(fig["K"]), method, "figure4_pgd_strength", attack) in jobs
-    sweep = [line for line in planned.splitlines() if "figure4_pgd_strength/pgd_l2.json" in line and "pdd attack" in line]
+    sweep = [line for line in planned.splitlines()
+             if "figure4_pgd_strength/pgd_l2.json" in line and "pdd attack" in line]
     assert sweep and all("--param 6.4" in s and "--param 0.1" in s for s in sweep)
     diversity = set(re.findall(r"results/eval/(\w+)/resnet18/K(\d+)/(\w+)/seed0/diversity/entropy.json", planned))
     for dataset in CONFIG["tables"]["table1_entropy"]["datasets"]:

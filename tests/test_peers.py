@@ -236,7 +236,9 @@ def test_gal_backward_matches_a_per_member_reference():
     loss, _ = get_method("gal", LossSettings(gal_lambda=lam)).backward(model, x, y)
     xr = x.clone().requires_grad_(True)
     logits = ref(xr)
-    grads = torch.stack([torch.autograd.grad(F.cross_entropy(logits[i], y), xr, create_graph=True)[0] for i in range(3)])
+    grads = torch.stack(
+        [torch.autograd.grad(F.cross_entropy(logits[i], y), xr, create_graph=True)[0] for i in range(3)]
+    )
     expected = ensemble_cross_entropy(logits, y) + lam * gal_penalty(grads)
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-10)
