@@ -14,16 +14,25 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import REPO, SNAKEFILE
 from pdd.attacks import AttackSettings
 from pdd.cli import _settings_options, main
 from pdd.cost_table import own_cost
 from pdd.methods import LossSettings
-from pdd.records import (COST_FIELDS, KEY, attack_record, cost_record, ensemble_key, entropy_record,
-                         fooling_records, per_image_table)
+from pdd.records import (
+    COST_FIELDS,
+    KEY,
+    attack_record,
+    cost_record,
+    ensemble_key,
+    entropy_record,
+    fooling_records,
+    per_image_table,
+)
 from pdd.strong import StrongSettings
 from pdd.tables import read_results
 from pdd.training import TrainConfig
+
+from conftest import REPO, SNAKEFILE
 
 N = 12  # test images per evaluation
 
