@@ -52,7 +52,7 @@ class CostMeter:
     """
 
     def __init__(self, model: nn.Module | None = None, device: torch.device | None = None):
-        self.model = model  # None: every outermost Ensemble that runs in the block (one built inside it, too)
+        self.model = model  # None: every outermost ensemble that runs in the block (one built inside it, too)
         self.device = device or (_device_of(model) if model is not None else torch.device("cpu"))
         self.result: dict = {"seconds": 0.0, "forward_images": 0, "backward_images": 0,
                              "peak_rss_mb": 0.0, "peak_gpu_mb": None}
@@ -76,15 +76,21 @@ class CostMeter:
         if self._active:  # a graph built in the block may be backpropagated after it
             self.result["backward_images"] += images
 
+    @staticmethod
+    def _is_ensemble(module: nn.Module) -> bool:
+        """A module the meter counts: a pdd Ensemble, or anything evaluated like one (a `log_mean_prob` method:
+        an external MemberEnsemble, one attacked member of member transfer)."""
+        return isinstance(module, Ensemble) or callable(getattr(module, "log_mean_prob", None))
+
     def _global_hook(self, module: nn.Module, inputs: tuple, output) -> None:
-        """Without a model: count each Ensemble call that is not inside another Ensemble's forward."""
-        if isinstance(module, Ensemble) and self._depth == 1:
-            self._forward_hook(module, inputs, output)
-        if isinstance(module, Ensemble):
+        """Without a model: count each ensemble call that is not inside another ensemble's forward."""
+        if self._is_ensemble(module):
+            if self._depth == 1:
+                self._forward_hook(module, inputs, output)
             self._depth -= 1
 
     def _global_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
-        if isinstance(module, Ensemble):
+        if self._is_ensemble(module):
             self._depth += 1
 
     def __enter__(self) -> dict:

@@ -25,7 +25,7 @@ class Member(nn.Module):
         return ensemble.heads[i](ensemble.members[i](x)).unsqueeze(0)
 
     def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x)[0].log_softmax(-1)
+        return self(x)[0].log_softmax(-1)
 
 
 def fooling_matrix(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: float, settings: AttackSettings,

@@ -92,3 +92,18 @@ def test_without_a_model_every_outermost_ensemble_built_in_the_block_counts() ->
         LogMeanProb(built)(torch.rand(4, 1, 8, 8))
     built(torch.rand(5, 1, 8, 8))
     assert (cost["forward_images"], cost["backward_images"]) == (7, 3)
+
+
+def test_without_a_model_members_and_external_ensembles_count() -> None:
+    """Member transfer attacks one member at a time and external models are MemberEnsembles: both are
+    evaluated like ensembles (a `log_mean_prob`), so the global meter counts them, each call once."""
+    from pdd.external import MemberEnsemble
+    from pdd.member_transfer import Member
+
+    torch.manual_seed(0)
+    model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)).eval()
+    external = MemberEnsemble([nn.Sequential(nn.Flatten(), nn.Linear(64, 10)) for _ in range(2)], 10)
+    with CostMeter() as cost:
+        Member(model, 1).log_mean_prob(torch.rand(3, 1, 8, 8))
+        external.log_mean_prob(torch.rand(4, 1, 8, 8)).sum().backward()
+    assert (cost["forward_images"], cost["backward_images"]) == (7, 4)

@@ -16,14 +16,15 @@ if _problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
 
 # The code each rule's command runs (pdd.fingerprint): a change in it reruns exactly those jobs.
+JOB = ("pdd.data", "pdd.devices", "pdd.records", "pdd.cost", "pdd.external")  # shared by every evaluation job
 CODE = {
     "prepare_data": fingerprint("pdd.data"),
-    "train": fingerprint("pdd.training"),
-    "attack": fingerprint("pdd.attacks", "pdd.data"),
-    "diversity": fingerprint("pdd.diversity", "pdd.attacks", "pdd.data"),
-    "strong": fingerprint("pdd.strong", "pdd.attacks", "pdd.data"),
-    "time_steps": fingerprint("pdd.step_timing", "pdd.attacks", "pdd.data"),
-    "member_transfer": fingerprint("pdd.member_transfer", "pdd.data"),
+    "train": fingerprint("pdd.training", "pdd.devices", "pdd.cost"),
+    "attack": fingerprint("pdd.attacks", *JOB),
+    "diversity": fingerprint("pdd.diversity", "pdd.attacks", *JOB),
+    "strong": fingerprint("pdd.strong", "pdd.attacks", *JOB),
+    "time_steps": fingerprint("pdd.step_timing", "pdd.attacks", *JOB),
+    "member_transfer": fingerprint("pdd.member_transfer", *JOB),
 }
 OUTPUTS = registry.requested(config)
 MODEL_DIR = registry.MODEL_DIR

@@ -16,10 +16,11 @@ rule table:
         "../../envs/pdd.yaml"
     params:
         spec=get_output_spec,
+        out=lambda w: f"{TABLES}/{w.name}",
         code=get_output_code,
     shell:
         "pdd table --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
-        " --out {TABLES}/{wildcards.name} {input.results} > {log} 2>&1"
+        " --out {params.out} {input.results} > {log} 2>&1"
 
 
 rule figure:
@@ -36,10 +37,11 @@ rule figure:
         "../../envs/pdd.yaml"
     params:
         spec=get_output_spec,
+        out=lambda w: f"{FIGURES}/{w.name}",
         code=get_output_code,
     shell:
         "pdd figure --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
-        " --out {FIGURES}/{wildcards.name} {input.results} > {log} 2>&1"
+        " --out {params.out} {input.results} > {log} 2>&1"
 
 
 rule all_tables:
