@@ -35,11 +35,16 @@ def test_white_box_attacks_of_tables_2_and_3(planned: str) -> None:
 
 
 def test_every_attack_parameter_reaches_its_job(planned: str) -> None:
-    """The C&W job of CIFAR-100 carries the paper's settings and the table's constant."""
+    """The C&W jobs of CIFAR-100 carry the paper's settings and the table's constant: 1000 iterations in the
+    white-box suite, 2000 in the stronger-attack table's own suite."""
     cw = [line for line in planned.splitlines()
           if "pdd attack" in line and "--attack cw" in line and "cifar100" in line]
-    assert cw and all("--cw-max-iter 1000" in c and "--cw-binary-search-steps 5" in c and "--param 0.01" in c
-                      for c in cw)
+    stronger = [c for c in cw if "/table_stronger_attacks/cw.json" in c]
+    whitebox = [c for c in cw if "/whitebox/cw.json" in c]
+    assert whitebox and stronger and len(whitebox) + len(stronger) == len(cw)
+    assert all("--cw-max-iter 1000" in c and "--cw-binary-search-steps 5" in c and "--param 0.01" in c
+               for c in whitebox)
+    assert all("--cw-max-iter 2000" in c and "--steps 30" in c and "--param 0.01" in c for c in stronger)
     pgd = [line for line in planned.splitlines()
            if "--attack pgd " in line and "fashion_mnist" in line and "/whitebox/" in line]
     assert pgd and all("--param 0.01 --param 0.02" in p and "--steps 10" in p for p in pgd)
