@@ -33,13 +33,20 @@ def test_concurrent_processes_take_different_gpus(tmp_path: Path) -> None:
 
 
 def test_third_job_waits_for_a_free_gpu(tmp_path: Path) -> None:
-    first = [_start(2, tmp_path, hold=2) for _ in range(2)]
-    assert sorted(int(p.stdout.readline()) for p in first) == [0, 1]  # both cards claimed
-    third = _start(2, tmp_path, timeout=30, hold=0)
-    out, err = third.communicate(timeout=60)
-    assert int(out) in (0, 1) and "waiting" in err
-    for p in first:
-        p.wait(timeout=30)
+    """Both cards held; a third job says it waits, and takes the card its holder releases (no timing race: the
+    holder is released only once the third job has reported waiting)."""
+    first = [_start(2, tmp_path, hold=120) for _ in range(2)]
+    claimed = [int(p.stdout.readline()) for p in first]
+    assert sorted(claimed) == [0, 1]  # both cards claimed
+    third = _start(2, tmp_path, timeout=120, hold=0)
+    lines = iter(third.stderr.readline, "")
+    assert any("waiting" in line for line in lines)  # blocks until the third job reports waiting
+    first[0].kill()
+    first[0].wait(timeout=30)
+    out, _ = third.communicate(timeout=120)
+    assert int(out) == claimed[0]  # the released card
+    first[1].kill()
+    first[1].wait(timeout=30)
 
 
 def test_claim_times_out_when_all_busy(tmp_path: Path) -> None:
