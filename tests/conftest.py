@@ -47,6 +47,8 @@ def tiny_config() -> dict:
                                    "attacks": {"pgd": [0.3]}, "protocol": {"steps": 15}},
         "table_figure1_distance": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"], "image": 0,
                                    "num_images": 20},
+        "table_ensemble_defences": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "gal", "dverge", "trs"]},
+        "cost": {},
     }
     # Strong evaluation at the white-box PGD eps, on the same 40 images, with every attack a few steps long.
     cfg["strong_evaluation"].update(num_images=40, eps={"digits": [0.3]}, apgd={"iterations": 5, "restarts": 1},
@@ -60,6 +62,7 @@ def tiny_config() -> dict:
         "figure1_gradcam": {**two, "image": 0},
         "figure5_examples": {**two, "image": 0, "eps": {"pgd": 0.1, "pgd_l2": 1.0}},
         "figure_intervals": {"dataset": "digits", "K": 2, "intervals": [3, 5], "attacks": {"pgd": [0.3]}},
+        "figure_member_transfer": {"dataset": "digits", "K": 2, "methods": ["baseline", "dverge"], "eps": 0.3},
     }
     cfg["timing"] = {"steps": 3, "warmup": 1, "batch_size": 32}
     return cfg

@@ -94,8 +94,9 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     assert set(t6["attack"]) == {"none", "fgsm"} and set(t6["method"]) == {"advt_fgsm"}
     _check_strong_table(tables, t2)
     _check_new_outputs(tables)
+    _check_peers_and_cost(tables)
     for name in ("figure2_discrimination", "figure3_gradient_angles", "figure4_pgd_strength", "figure_strong_steps",
-                 "figure1_gradcam", "figure5_examples", "figure_intervals"):
+                 "figure1_gradcam", "figure5_examples", "figure_intervals", "figure_member_transfer"):
         png = tiny_workdir / "results" / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
@@ -103,6 +104,21 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
         assert (tables / f"{name}.tex").stat().st_size > 0
     # Nothing left to do: a second run plans no job.
     assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n", "--configfile", "tiny.yaml").stdout
+
+
+def _check_peers_and_cost(tables: Path) -> None:
+    """The peer defences beside the baseline, and the cost ledger of every job of the run."""
+    defences = pd.read_csv(tables / "table_ensemble_defences.csv").set_index("method")
+    assert list(defences.index) == ["baseline", "gal", "dverge", "trs"]
+    assert defences["clean"].between(0, 100).all() and defences["cosine"].between(-1, 1).all()
+    assert (defences["worst_case"] <= defences["pgd_10"] + 1e-9).all()
+    cost = pd.read_csv(tables / "cost.csv")
+    rules = cost[cost["kind"] == "rule"].set_index("rule")
+    assert {"train", "whitebox", "strong", "diversity", "member_transfer", "time_steps"} <= set(rules.index)
+    assert (rules["seconds"] > 0).all()
+    assert rules.loc["train", "forward_images"] > 0 and rules.loc["whitebox", "backward_images"] > 0
+    per_output = cost[cost["kind"] == "output"].set_index("output")
+    assert per_output.loc["table2_whitebox_k3", "jobs"] < per_output["jobs"].sum()
 
 
 def _check_new_outputs(tables: Path) -> None:
