@@ -48,7 +48,7 @@ class PriorityDiversifiedDropout(nn.Module):
     """Training: multiply [B, K*C] features by a Bernoulli(keep rate) mask, no rescaling (as the
     official code). Evaluation: identity."""
 
-    def __init__(self, num_members: int, num_intervals: int, alpha: float = 0.9, beta: float = 0.1):
+    def __init__(self, num_members: int, num_intervals: int, alpha: float, beta: float):
         super().__init__()
         if num_intervals <= num_members:
             raise ValueError(f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}")

@@ -10,7 +10,7 @@ from pdd import data
 from pdd.attacks import select_images
 from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
 from pdd.figure_gradcam import draw
-from pdd.gradcam import centre_distance, default_layer, distances_over_images, gradcam
+from pdd.gradcam import THRESHOLD, centre_distance, default_layer, distances_over_images, gradcam
 from pdd.models import Ensemble, load_ensemble
 from pdd.outputs import OUTPUTS
 from pdd.tables import stand_in_note
@@ -52,10 +52,10 @@ def build_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> Non
     ensembles = load_ensembles(inputs, spec["methods"])
     x, y = _image(spec)
     layer = _layer(spec, ensembles, x.shape[-1])
-    maps, distances = image_distances(ensembles, x, y, layer, spec.get("threshold", 0.9))
+    maps, distances = image_distances(ensembles, x, y, layer, spec.get("threshold", THRESHOLD))
     title = (f"{where(spec['datasets'][0], spec['K'][0])}: Grad-CAM per member, test image {spec.get('image', 0)} "
              f"(class {y}), layer {layer}")
-    draw(x, maps, distances, f"{out}.png", title, spec.get("threshold", 0.9))
+    draw(x, maps, distances, f"{out}.png", title, spec.get("threshold", THRESHOLD))
 
 
 def distance_table(one: dict[str, float], many: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def build_distance_table(inputs: list[str], spec: dict, out: str, paper_csv: str
     images classified correctly by every ensemble."""
     ensembles = load_ensembles(inputs, spec["methods"])
     x, y = _image(spec)
-    layer, threshold = _layer(spec, ensembles, x.shape[-1]), spec.get("threshold", 0.9)
+    layer, threshold = _layer(spec, ensembles, x.shape[-1]), spec.get("threshold", THRESHOLD)
     _, one = image_distances(ensembles, x, y, layer, threshold)
     dataset = data.get_dataset(spec["datasets"][0], "test", spec["data_root"])
     xs, ys = select_images(dataset, spec.get("num_images"), seed=0)

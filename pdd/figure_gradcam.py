@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from pdd.display import method_name  # noqa: E402
 from pdd.figures import save_figure  # noqa: E402
-from pdd.gradcam import map_centres  # noqa: E402
+from pdd.gradcam import THRESHOLD, map_centres  # noqa: E402
 
 
 def _background(image: torch.Tensor) -> tuple:
@@ -25,7 +25,7 @@ def _background(image: torch.Tensor) -> tuple:
 
 
 def draw(image: torch.Tensor, maps: dict[str, torch.Tensor], distances: dict[str, float], out: str | Path,
-         title: str, threshold: float = 0.9) -> None:
+         title: str, threshold: float = THRESHOLD) -> None:
     """Draw the methods x members grid of 'jet' heat maps (alpha 0.5) over `image`, a cross at each map's
     hot-pixel centre, rows labelled with the methods' display names; save a PNG at `out` and a PDF beside it."""
     methods = list(maps)

@@ -13,6 +13,8 @@ from torch import nn
 
 from pdd.models import ResNetFeatures, VGGFeatures, build_features
 
+THRESHOLD = 0.9  # the paper's: a map's hot pixels are those above 0.9 of its maximum
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -102,7 +104,7 @@ def gradcam(ensemble: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: s
     return torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
 
 
-def map_centres(maps: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:
+def map_centres(maps: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
     """(row, column) centre [K, 2] of each map's pixels whose value exceeds `threshold`.
 
     A map with no such pixel uses the pixels at its maximum instead (for an all-zero map: every pixel, so
@@ -118,7 +120,7 @@ def map_centres(maps: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:
     return torch.stack([(mask * rows).sum(dim=(1, 2)) / count, (mask * cols).sum(dim=(1, 2)) / count], dim=1)
 
 
-def centre_distance(maps: torch.Tensor, threshold: float = 0.9) -> float:
+def centre_distance(maps: torch.Tensor, threshold: float = THRESHOLD) -> float:
     """Mean Euclidean distance in pixels between the members' map centres over all pairs i < j (Figure 1)."""
     if maps.dim() != 3 or maps.shape[0] < 2:
         raise ValueError(f"expected maps [K, H, W] with K >= 2, got shape {tuple(maps.shape)}")
@@ -141,7 +143,7 @@ def commonly_correct(ensembles: dict[str, nn.Module], x: torch.Tensor, y: torch.
 
 
 def distances_over_images(ensembles: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                          layer: str | None = None, threshold: float = 0.9, batch_size: int = 64) -> pd.DataFrame:
+                          layer: str | None = None, threshold: float = THRESHOLD, batch_size: int = 64) -> pd.DataFrame:
     """One row (method, image, distance) per method and image that every ensemble classifies correctly;
     `image` is the index into `x`, Grad-CAM targets the true (= predicted) class."""
     keep = commonly_correct(ensembles, x, y).nonzero().flatten()

@@ -12,6 +12,9 @@ import torch
 
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
+from pdd.training import TrainConfig
+
+RECIPE = TrainConfig("digits", "baseline", 2)  # the official recipe's defaults (lr, momentum, weight decay)
 
 
 def _sync(device: torch.device) -> None:
@@ -20,8 +23,8 @@ def _sync(device: torch.device) -> None:
 
 
 def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: LossSettings, x: torch.Tensor,
-                 y: torch.Tensor, warmup: int, reps: int, lr: float = 0.02, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, seed: int = 0) -> dict[str, float]:
+                 y: torch.Tensor, warmup: int, reps: int, lr: float = RECIPE.lr, momentum: float = RECIPE.momentum,
+                 weight_decay: float = RECIPE.weight_decay, seed: int = 0) -> dict[str, float]:
     """Median seconds per step (zero_grad, the method's loss and backward, SGD step) of every method, each on
     its own copy of the same initial ensemble and the same batch; methods alternate round-robin so drifts of
     the machine hit all alike. `pdd` holds PDD's {num_intervals, alpha, beta} for the methods that use it."""

@@ -108,11 +108,11 @@ def test_m_not_greater_than_k_raises(k, m):
     with pytest.raises(ValueError):
         keep_probabilities(x, k, m, 0.9, 0.1)
     with pytest.raises(ValueError):
-        PriorityDiversifiedDropout(k, m)
+        PriorityDiversifiedDropout(k, m, 0.9, 0.1)
 
 
 def test_module_eval_mode_is_identity():
-    drop = PriorityDiversifiedDropout(3, 10).eval()
+    drop = PriorityDiversifiedDropout(3, 10, 0.9, 0.1).eval()
     x = torch.randn(5, 3 * 8)
     assert torch.equal(drop(x), x)
 
