@@ -25,7 +25,6 @@ import torch
 from pdd.attacks import AttackSettings, art_generate, generate, one_hot, predict
 from pdd.models import Ensemble
 
-DIAGNOSTICS = ("eps_growth", "unbounded", "transfer", "convergence")
 APGD_LOSSES = {"apgd_ce": "cross_entropy", "apgd_dlr": "difference_logits_ratio"}
 
 
