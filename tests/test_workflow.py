@@ -48,7 +48,7 @@ def test_paper_config_plans_every_training_job(tmp_path: Path) -> None:
     (lambda c: c["training"].update(batch_size=-64), "batch_size"),
     (lambda c: c["model"].update(arch="resnet50"), "arch"),
     (lambda c: c["pdd"]["intervals"].update({5: 4}), "pdd.intervals"),
-    (lambda c: c["strong_evaluation"]["eps"].update(cifar100=[0.03]), "strong_evaluation.eps.cifar100"),
+    (lambda c: c["strong_evaluation"]["eps"].update(cifar100=[0.6]), "strong_evaluation.eps.cifar100"),
     (lambda c: c["strong_evaluation"]["pgd"].update(steps=[200, 10]), "strong_evaluation.pgd.steps"),
     (lambda c: c["strong_evaluation"]["diagnostics"].update(max_accuracy_pct=150), "max_accuracy_pct"),
     (lambda c: c.pop("strong_evaluation"), "strong_evaluation"),
