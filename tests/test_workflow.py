@@ -24,7 +24,7 @@ def _jobs(dry_run_stdout: str) -> dict[str, int]:
 
 def test_paper_config_plans_every_training_job(tmp_path: Path) -> None:
     out = _dry_run(tmp_path, REPO / "config" / "config.yaml")
-    models = set(re.findall(r"results/models/(\w+)/(\w+)/K(\d+)/(\w+)/seed0/ensemble.pt", out))
+    models = set(re.findall(r"results/models/(\w+)/(\w+)/K(\d+)/([\w-]+)/seed0/ensemble.pt", out))
     # Table 2: every dataset at K=3 with the three compared methods.
     for dataset in ("fashion_mnist", "cifar100", "tiny_imagenet"):
         for method in ("baseline", "adp", "pdd_deg"):
