@@ -33,7 +33,7 @@ def collect(inputs: list[str]) -> pd.DataFrame:
     rows = []
     for (dataset, k, method, seed), group in strong.groupby(["dataset", "K", "method", "seed"], sort=False):
         clean = group.loc[group["attack"] == "none", "value"]
-        for eps in sorted(group["param"].dropna().unique()):
+        for eps in sorted(group.loc[group["attack"] == "worst_case", "param"].unique()):  # not the diagnostics' eps
             at = group[group["param"] == eps].set_index("attack")["value"]
             rows.append({"dataset": dataset, "K": k, "method": method, "seed": seed, "eps": eps,
                          "clean": clean.iloc[0] if len(clean) else math.nan, "pgd_10": at.get("pgd_10", math.nan),
