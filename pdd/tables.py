@@ -332,7 +332,7 @@ def build_timing(step_files: list[str | Path], logs: list[str | Path], paper_csv
     """The timing table: interleaved step seconds (and ratio) beside training-log seconds per epoch."""
     df = attach_paper(aggregate(timing_results(logs)), read_paper(paper_csv, "timing"), reference)
     df = add_ratio(df)
-    steps = pd.DataFrame([r for p in step_files for r in json.loads(Path(p).read_text()) if r["metric"] != "cost"],
+    steps = pd.DataFrame([r for p in step_files for r in json.loads(Path(p).read_text()) if r.get("metric") != "cost"],
                          columns=["dataset", "K", "method", "seconds"])
     steps = steps.groupby(["dataset", "K", "method"], sort=False)["seconds"].mean().rename("step_seconds")
     df = df.join(steps, on=["dataset", "K", "method"])
