@@ -14,6 +14,13 @@ import yaml
 # hand-offs cost more than they give (a tiny forward + backward measured 0.02 s on one thread, 1.5 s on two).
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Back to one thread after every test: in-process CLI calls (`--threads`) may have changed it."""
+    yield
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 

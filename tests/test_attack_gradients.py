@@ -18,15 +18,6 @@ CPU = torch.device("cpu")
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny models only lose time to thread hand-offs on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sharp_ensemble(num_classes: int, seed: int = 0) -> Ensemble:
     """A tiny random K = 2 ensemble whose heads are scaled up so that its predictions depend on the input
     (C&W then succeeds within a few iterations, so the compared examples actually move)."""

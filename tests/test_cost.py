@@ -10,15 +10,6 @@ from pdd.cost import CostMeter, batch_images
 from pdd.models import Ensemble, EnsembleSpec, LogMeanProb
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models only lose time to thread hand-offs on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def model() -> Ensemble:
     torch.manual_seed(0)

@@ -234,15 +234,6 @@ BEFORE_REGISTRY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the recorded values are single-threaded, and tiny models gain nothing from two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", PAPER_METHODS)
 def test_paper_methods_are_bit_identical_to_before_the_registry(name):
     method = get_method(name, LossSettings(adv_steps=2))

@@ -26,15 +26,6 @@ from pdd.models import Ensemble, EnsembleSpec, read_checkpoint
 from pdd.training import TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and on a shared machine two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(k: int = 3, arch: str = "resnet18", seed: int = 0, width: int = 2) -> Ensemble:
     torch.manual_seed(seed)
     return Ensemble(EnsembleSpec(arch, k, 10, 3, width=width))
