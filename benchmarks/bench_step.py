@@ -5,27 +5,25 @@ Run by hand (not collected by pytest), e.g.
     python benchmarks/bench_step.py --threads 2 --reps 20 --warmup 2   # ~90 s on 2 idle CPU cores
 
 One training step = the method's `step` (zero_grad, loss + backward, optimizer step; SGD with the
-official recipe's lr / momentum / weight decay; DVERGE one optimiser per member). For every
-configuration, all methods train their own copy of the SAME initial ensemble (PDD methods add the PDD
-layer, which has no parameters) on the SAME batch; after warm-up the methods are alternated round-robin,
-`reps` times, so that drifts of the machine hit all methods alike. Each round is an "epoch" for the
-methods' per-epoch state (untimed): DVERGE draws a new distillation layer, whose depth sets its cost.
-Reported: median seconds/step and the ratio to baseline's median.
+official recipe's lr / momentum / weight decay; DVERGE one optimiser per member), timed by the same
+`pdd.step_timing.time_methods` as the workflow's timing table: all methods train their own copy of the
+SAME initial ensemble on the SAME batch, alternated round-robin after warm-up so that drifts of the
+machine hit all alike; each round is an "epoch" for the methods' per-epoch state (untimed: DVERGE draws
+a new distillation layer, whose depth sets its cost). Reported: median s/step and the ratio to baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import statistics
 import time
 
 import torch
 
 from pdd.dropout import keep_probabilities
-from pdd.methods import LossSettings, get_method
-from pdd.models import Ensemble, EnsembleSpec
+from pdd.methods import LossSettings
+from pdd.models import EnsembleSpec
+from pdd.step_timing import time_methods
 
 METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
 PRESETS = {
@@ -41,45 +39,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_methods(width, channels, size, classes, members, batch, device, warmup, reps, names=METHOD_NAMES, seed=0):
-    """Median seconds per step of each method, methods alternated round-robin."""
-    torch.manual_seed(seed)
-    base = Ensemble(EnsembleSpec("resnet18", members, classes, channels, width=width))
-    state = base.state_dict()
+def time_preset(width, channels, size, classes, members, batch, device, warmup, reps, names, seed=0):
+    """Median seconds per step of each method on one random batch (`pdd.step_timing.time_methods`)."""
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.rand(batch, channels, size, size, generator=gen).to(device)
     y = torch.randint(0, classes, (batch,), generator=gen).to(device)
-    runs = {}
-    for name in names:
-        method = get_method(name, LossSettings())
-        spec = EnsembleSpec(
-            "resnet18", members, classes, channels, width=width, pdd=dict(PDD) if method.uses_pdd else {}
-        )
-        model = Ensemble(spec)
-        model.load_state_dict(copy.deepcopy(state))  # identical initial weights for every method
-        model.to(device).train()
-        opts = [torch.optim.SGD(g, lr=0.02, momentum=0.9, weight_decay=5e-4) for g in method.parameter_groups(model)]
-        runs[name] = (model, method, opts)
-
-    def step(name: str) -> float:
-        model, method, opts = runs[name]
-        sync(device)
-        t0 = time.perf_counter()
-        loss, _ = method.step(model, opts, x, y)
-        sync(device)
-        if not math.isfinite(loss):
-            raise RuntimeError(f"{name}: non-finite loss {loss}")
-        return time.perf_counter() - t0
-
-    times = {name: [] for name in names}
-    for r in range(warmup + reps):
-        for name in names:
-            model, method, _ = runs[name]
-            method.start_epoch(model, r, warmup + reps, seed)
-            elapsed = step(name)
-            if r >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
+    spec = EnsembleSpec("resnet18", members, classes, channels, width=width)
+    return time_methods(list(names), spec, PDD, LossSettings(), x, y, warmup, reps, seed=seed)
 
 
 def keep_probabilities_loop(features: torch.Tensor, k: int, m: int, alpha: float, beta: float) -> torch.Tensor:
@@ -165,7 +131,7 @@ def main() -> None:
                  f"batch {batch}, K={members}")
         start = time.perf_counter()
         names = ("baseline", *[n for n in args.methods if n != "baseline"])
-        med = time_methods(width, channels, size, classes, members, batch, device, args.warmup, args.reps, names)
+        med = time_preset(width, channels, size, classes, members, batch, device, args.warmup, args.reps, names)
         print(f"### {title}  ({time.perf_counter() - start:.0f} s)\n")
         print("| method | median s/step | ratio to baseline |")
         print("|---|---:|---:|")

@@ -1,6 +1,9 @@
 """Fingerprints of the code a job runs: a hash of the package modules its entry modules import (transitively),
 so Snakemake reruns exactly the jobs a code change touches and nothing else.
 
+What is hashed is each module's syntax tree without docstrings: reformatting, comments and docstrings change
+no result, so they rerun nothing.
+
 `pdd/cli.py` is left out on purpose: it only parses options, and every option that changes a result reaches the
 job as a Snakemake param already; so is `pdd/__init__.py` (the version string: a release alone reruns nothing).
 """
@@ -61,10 +64,21 @@ def closure(entries: tuple[str, ...]) -> list[str]:
     return sorted(seen)
 
 
+def code(path: Path) -> str:
+    """The module's syntax tree without docstrings, as text: what a job's results can depend on."""
+    tree = ast.parse(source(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
 @lru_cache(maxsize=None)
 def fingerprint(*entries: str) -> str:
-    """Short hash of the sources of `closure(entries)`: it changes iff one of those modules changes."""
+    """Short hash of the code of `closure(entries)`: it changes iff one of those modules' code changes."""
     digest = hashlib.sha256()
     for name in closure(entries):
-        digest.update(name.encode() + b"\0" + source(module_file(name)).encode() + b"\0")
+        digest.update(name.encode() + b"\0" + code(module_file(name)).encode() + b"\0")
     return digest.hexdigest()[:16]

@@ -27,7 +27,8 @@ def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: Lo
                  weight_decay: float = RECIPE.weight_decay, seed: int = 0) -> dict[str, float]:
     """Median seconds per step (zero_grad, the method's loss and backward, SGD step) of every method, each on
     its own copy of the same initial ensemble and the same batch; methods alternate round-robin so drifts of
-    the machine hit all alike. `pdd` holds PDD's {num_intervals, alpha, beta} for the methods that use it."""
+    the machine hit all alike; each round is an epoch for the methods' per-epoch state. `pdd` holds PDD's
+    {num_intervals, alpha, beta} for the methods that use it."""
     device = x.device
     torch.manual_seed(seed)
     initial = Ensemble(spec).state_dict()
@@ -37,7 +38,6 @@ def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: Lo
         model = Ensemble(EnsembleSpec(**{**spec.__dict__, "pdd": dict(pdd) if method.uses_pdd else {}}))
         model.load_state_dict(copy.deepcopy(initial))
         model.to(device).train()
-        method.start_epoch(model, 0, 1, seed)
         optimizers = [torch.optim.SGD(group, lr=lr, momentum=momentum, weight_decay=weight_decay)
                       for group in method.parameter_groups(model)]
         runs[name] = (model, method, optimizers)
@@ -52,11 +52,12 @@ def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: Lo
             raise RuntimeError(f"{name}: non-finite loss {loss}")
         return time.perf_counter() - start
 
-    for _ in range(warmup):
-        for name in methods:
-            step(name)
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(reps):
+    for round_ in range(warmup + reps):
         for name in methods:
-            times[name].append(step(name))
+            model, method, _ = runs[name]
+            method.start_epoch(model, round_, warmup + reps, seed)  # untimed (DVERGE draws its layer here)
+            elapsed = step(name)
+            if round_ >= warmup:
+                times[name].append(elapsed)
     return {name: statistics.median(t) for name, t in times.items()}

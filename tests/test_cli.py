@@ -37,15 +37,6 @@ from conftest import REPO, SNAKEFILE
 N = 12  # test images per evaluation
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine several threads per process slow everything down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def invoke(*args) -> click.testing.Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 

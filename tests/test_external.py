@@ -30,15 +30,6 @@ STRONG = ["--eps", "0.2", "--apgd-iterations", "2", "--apgd-restarts", "1", "--p
           "--pgd-restarts", "2", "--transfer-steps", "2", "--diagnostic-steps", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine several threads per process slow everything down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """One trained `SPEC` ensemble saved four ways: a pipeline checkpoint, its state_dict, and one state_dict

@@ -19,7 +19,7 @@ def test_closure_follows_imports_and_leaves_out_the_cli_and_version() -> None:
 def test_fingerprint_changes_with_the_code_it_covers_only(monkeypatch: pytest.MonkeyPatch) -> None:
     before = {e: fp.fingerprint(e) for e in ("pdd.training", "pdd.tables", "pdd.attacks")}
     read = fp.source
-    monkeypatch.setattr(fp, "source", lambda path: read(path) + ("\n# edited" if path.name == "losses.py" else ""))
+    monkeypatch.setattr(fp, "source", lambda path: read(path) + ("\nEDITED = 1" if path.name == "losses.py" else ""))
     fp.fingerprint.cache_clear()
     after = {e: fp.fingerprint(e) for e in before}
     fp.fingerprint.cache_clear()
@@ -31,3 +31,27 @@ def test_module_file_resolves_modules_and_packages() -> None:
     assert fp.module_file("pdd.losses").name == "losses.py"
     assert fp.module_file("pdd.methods").name == "__init__.py"
     assert fp.module_file("torch.nn") is None and fp.module_file("pdd.no_such_module") is None
+
+
+def test_code_ignores_formatting_comments_and_docstrings(tmp_path) -> None:
+    texts = {
+        "documented": '"""Module doc."""\ndef f(x):\n    """Doc of f."""\n    return x + 1\n\n'
+                      'def g():\n    """Only doc."""\n',
+        "reformatted": "def f( x ):\n    # a comment\n    return (x+1)\n\n\ndef g():\n    pass\n",
+        "changed": "def f(x):\n    return x + 2\n\ndef g():\n    pass\n",
+    }
+    code = {}
+    for name, text in texts.items():
+        (tmp_path / f"{name}.py").write_text(text)
+        code[name] = fp.code(tmp_path / f"{name}.py")
+    assert code["documented"] == code["reformatted"] != code["changed"]
+
+
+def test_a_comment_in_a_covered_module_reruns_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = fp.fingerprint("pdd.training")
+    read = fp.source
+    monkeypatch.setattr(fp, "source", lambda path: read(path) + ("\n# a comment\n" if path.name == "losses.py" else ""))
+    fp.fingerprint.cache_clear()
+    after = fp.fingerprint("pdd.training")
+    fp.fingerprint.cache_clear()
+    assert after == before

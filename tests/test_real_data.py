@@ -56,16 +56,7 @@ def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.images[idx], ds.labels[idx]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads slow these small convolutions tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_small_ensemble_learns_real_fashion_mnist(fashion_root, one_thread):
+def test_small_ensemble_learns_real_fashion_mnist(fashion_root):
     torch.manual_seed(0)
     x_train, y_train = _subset(data.get_dataset("fashion_mnist", "train", fashion_root), TRAIN_IMAGES, seed=0)
     x_test, y_test = _subset(data.get_dataset("fashion_mnist", "test", fashion_root), TEST_IMAGES, seed=1)

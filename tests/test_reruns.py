@@ -101,10 +101,10 @@ def test_one_attack_eps_reruns_only_that_attack_and_its_table(finished_run: Path
     }  # no training, no other attack, no timing table, and Figure 4 (its own PGD jobs) untouched
 
 
-def _edited(module: str) -> str:
-    """A prelude that makes pdd.fingerprint read `module` as if one line had been added to it."""
+def _edited(module: str, line: str = "EDITED = 1") -> str:
+    """A prelude that makes pdd.fingerprint read `module` as if `line` had been added to it."""
     return ("import pdd.fingerprint as f\n_read = f.source\n"
-            f"f.source = lambda path: _read(path) + ('\\n# edited' if path == f.module_file({module!r}) else '')")
+            f"f.source = lambda path: _read(path) + ('\\n{line}' if path == f.module_file({module!r}) else '')")
 
 
 def test_loss_code_change_reruns_trainings_and_what_depends_on_them(finished_run: Path, everything: set[Job]) -> None:
@@ -117,6 +117,10 @@ def test_table_code_change_reruns_only_tables_and_figures(finished_run: Path, ev
     assert planned == {job for job in everything if job[0] in ("table", "figure", "all")}
     planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.stronger"))
     assert planned == set()  # no requested output is built by that module
+
+
+def test_a_comment_reruns_nothing(finished_run: Path) -> None:
+    assert _dry_run(finished_run, _config(), python_prelude=_edited("pdd.losses", "# a comment")) == set()
 
 
 def test_new_package_version_reruns_nothing(finished_run: Path) -> None:
