@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pdd.figures import _save  # noqa: E402
+from pdd.display import method_name, param_label, where  # noqa: E402
+from pdd.figures import save_figure  # noqa: E402
 from pdd.io import write_text  # noqa: E402
 from pdd.tables import read_results  # noqa: E402
 
@@ -37,9 +38,9 @@ def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
         ax.set_xticks(range(len(matrix.columns)), [str(c) for c in matrix.columns])
         ax.set_yticks(range(len(matrix.index)), [str(r) for r in matrix.index])
         ax.set_xlabel("scored on member j")
-        ax.set_ylabel("crafted on member i")
-        ax.set_title(method)
+        ax.set_title(method_name(method))
+    axes[0][0].set_ylabel("crafted on member i")
     fig.colorbar(image, ax=axes[0].tolist(), label="fooled (% of member j's correct images)")
-    eps = spec.get("eps")
-    fig.suptitle(f"{spec['datasets'][0]}, K = {spec['K'][0]}: PGD $L_\\infty$ eps {eps} crafted on one member")
-    _save(fig, f"{out}.png")
+    budget = param_label("pgd", spec.get("eps")).replace("L-inf", "$L_\\infty$")
+    fig.suptitle(f"{where(spec['datasets'][0], spec['K'][0])}: PGD {budget} crafted on member i, scored on member j")
+    save_figure(fig, f"{out}.png")

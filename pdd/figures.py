@@ -31,9 +31,6 @@ def save_figure(fig: plt.Figure, out: str | Path) -> None:
     plt.close(fig)
 
 
-_save = save_figure
-
-
 def common_correct(per_image: pd.DataFrame, num_images: int | None, seed: int = 0) -> pd.DataFrame:
     """Rows of the images that every method's ensemble classifies correctly (per seed), at most
     `num_images` of them drawn with a fixed seed."""
@@ -238,6 +235,6 @@ def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: s
         ax.set_xlabel("number of intervals M")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: long labels hide no data
     fig.suptitle(f"{_where(spec)}PDD (alpha {spec.get('alpha', 0.9)}) trained with different M")
     save_figure(fig, f"{out}.png")

@@ -83,3 +83,26 @@ def test_defences_table_by_hand(tmp_path: Path) -> None:
             "**0.2000** | **0.0000** |") in md  # bold: best per column (lowest cosine)
     assert "| Baseline | **98.00** | 80.00 |" in md
     assert "\\textbf{85.00}" in (tmp_path / "t.tex").read_text()
+
+
+def test_member_transfer_figure_names_methods_dataset_and_budget(tmp_path: Path, monkeypatch) -> None:
+    import pdd.figure_member_transfer as figure
+
+    key = {"dataset": "digits", "K": 2, "seed": 0, "threat": "member_transfer", "attack": "pgd", "param": 0.1,
+           "metric": "fooling_pct"}
+    inputs = [_write(tmp_path / f"{m}.json", [{**key, "method": m, "source": i, "target": j, "value": 10.0 * (i + j)}
+                                              for i in range(2) for j in range(2)]) for m in ("pdd_deg", "dverge")]
+    seen = {}
+    save = figure.save_figure
+
+    def spy(fig, out):
+        seen.update(titles=[ax.get_title() for ax in fig.axes[:2]], suptitle=fig._suptitle.get_text(),
+                    ylabels=[ax.get_ylabel() for ax in fig.axes[:2]])
+        save(fig, out)
+
+    monkeypatch.setattr(figure, "save_figure", spy)
+    figure.build(inputs, {"datasets": ["digits"], "K": [2], "methods": ["dverge", "pdd_deg"], "eps": 0.1},
+                 str(tmp_path / "f"), "")
+    assert seen["titles"] == ["DVERGE", "PDD+DEG"] and seen["ylabels"] == ["crafted on member i", ""]
+    assert seen["suptitle"].startswith("Digits (8x8), K = 2: PGD $L_\\infty$ eps 0.1 (= 25.5/255)")
+    assert (tmp_path / "f.pdf").exists() and pd.read_csv(tmp_path / "f.csv")["value"].max() == 20.0
