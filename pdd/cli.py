@@ -7,6 +7,7 @@ each default has one home, and every bad value is a one-line usage error before 
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields
@@ -221,6 +222,13 @@ def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> No
 @click.version_option(__version__)
 def main() -> None:
     """Reproduce 'Adversarial Defense by Diversified Simultaneous Training of Deep Ensembles'."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+
+
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (Snakemake cancelling, SLURM's time limit) exits through Python, so that unfinished atomic writes
+    remove their temporary files instead of leaving them beside the outputs."""
+    sys.exit(128 + signum)
 
 
 @main.command("prepare-data")
