@@ -3,13 +3,13 @@ strength (Figure 4)."""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import re  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -47,11 +47,11 @@ def diversity_boxplot(per_image: pd.DataFrame, measure: str, methods: list[str],
     """Figure 2 (measure 'fisher') or 3 ('angle'): one box per method over the commonly correct images
     (pooled over seeds; the title gives the image and seed counts)."""
     rows = common_correct(per_image, num_images)
-    fig, ax = plt.subplots(figsize=(1.4 * len(methods) + 2, 4))
+    fig, ax = plt.subplots(figsize=(max(1.4 * len(methods) + 2, 6.5), 4))
     data = [rows.loc[rows["method"] == m, measure].to_numpy() for m in methods]
     ax.boxplot(data, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
     ax.set_xticks(range(1, len(methods) + 1), [method_name(m) for m in methods])
-    ax.set_ylabel(DIVERSITY_LABELS[measure][1])
+    ax.set_ylabel(textwrap.fill(DIVERSITY_LABELS[measure][1], 36))  # two lines: one would overrun the title
     seeds = rows["seed"].nunique()
     ax.set_title(f"{title}{len(rows) // max(len(methods), 1)} test images correct for every method, {seeds} seed(s)")
     save_figure(fig, out)
