@@ -23,7 +23,7 @@ import torch
 from pdd.dropout import keep_probabilities
 from pdd.methods import LossSettings
 from pdd.models import EnsembleSpec
-from pdd.step_timing import time_methods
+from pdd.step_timing import sync, time_methods
 
 METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
 PRESETS = {
@@ -32,11 +32,6 @@ PRESETS = {
     "demo": ("demo: ResNet-18 w8, 1x8x8, 10 classes", 8, 1, 8, 10, 3, 64),
 }
 PDD = {"num_intervals": 10, "alpha": 0.9, "beta": 0.1}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_preset(width, channels, size, classes, members, batch, device, warmup, reps, names, seed=0):

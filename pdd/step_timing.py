@@ -17,7 +17,8 @@ from pdd.training import TrainConfig
 RECIPE = TrainConfig("digits", "baseline", 2)  # the official recipe's defaults (lr, momentum, weight decay)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer reads finished work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -44,10 +45,10 @@ def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: Lo
 
     def step(name: str) -> float:
         model, method, optimizers = runs[name]
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         loss, _ = method.step(model, optimizers, x, y)
-        _sync(device)
+        sync(device)
         if not math.isfinite(loss):
             raise RuntimeError(f"{name}: non-finite loss {loss}")
         return time.perf_counter() - start

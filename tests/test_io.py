@@ -26,7 +26,7 @@ def test_sigterm_during_a_pdd_command_removes_the_temporary_file(tmp_path: Path)
 import os, signal
 from pdd.cli import main
 from pdd.io import atomic_path
-main.add_command(main.command("hang")(lambda: hang()))
+@main.command("hang")
 def hang():
     with atomic_path({str(tmp_path / "out.txt")!r}) as tmp:
         tmp.write_text("half")
