@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
 from pdd.external import ARCH, as_ensemble
+from pdd.records import attack_record, ensemble_key, keyed
 
 
 def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,
@@ -83,21 +84,20 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
     target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
     crafter = as_ensemble(surrogate, x[:2].to(dev), target.spec.num_classes).to(dev) if surrogate is not None else None
-    key = {"dataset": label, "K": target.num_members, "method": name, "arch": ARCH, "seed": seed}
+    key = ensemble_key({"dataset": label, "members": target.num_members, "method": name, "arch": ARCH,
+                        "seed": seed}, None)
     records = []
     for attack, params in attacks.items():
         for param in params or [None]:
             result = run_attack(target, x, y, attack, param or 0.0, settings, dev)
-            value = result["clean_accuracy"] if attack == "none" else result["accuracy_on_correct"]
-            records.append({**key, "threat": "whitebox", "attack": attack, "param": param, "metric": "accuracy_pct",
-                            "value": value, "model": None, "surrogate": None, **result})
+            records.append(attack_record(key, "whitebox", attack, param, result))
             if log:
-                log(f"{attack} {param}: {value:.2f}%")
+                log(f"{attack} {param}: {records[-1]['value']:.2f}%")
     if strong is not None:
         if strong_settings.seed != settings.seed:  # the CLI picks the strong evaluation's images by its seed
             label, _, x, y = _images(dataset, data_root, num_images, strong_settings.seed)
-        for r in strong_evaluate(target, x, y, eps_values, strong_settings, dev, crafter):
-            records.append({**key, "model": None, "surrogate": None, **r})
+        for r in keyed(key, strong_evaluate(target, x, y, eps_values, strong_settings, dev, crafter)):
+            records.append(r)
             if log:
                 log(f"{r['threat']} {r['attack']} {'' if r['param'] is None else r['param']}: {r['value']}")
     return records
