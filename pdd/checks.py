@@ -76,7 +76,7 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
         sections = {f.split("_", 1)[0] for f in get_method(variant(m)[0]).settings_used} - {"adv"}
         found += [f"{s}: missing; method {m!r} of {key} needs its settings there" for s in sorted(sections)
                   if s not in config]
-    uses_pdd = any(get_method(variant(m)[0]).pdd for m in names)
+    uses_pdd = any(get_method(variant(m)[0]).uses_pdd for m in names)
     for k in spec["K"] if uses_pdd else []:
         m = intervals_for(config, k)
         if m is None:

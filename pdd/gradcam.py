@@ -3,28 +3,14 @@ and the mean pairwise distance between the centres of the members' hottest pixel
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdd.models import ResNetFeatures, VGGFeatures, build_features
+from pdd.models import ResNetFeatures, VGGFeatures, build_features, eval_mode
 
 THRESHOLD = 0.9  # the paper's: a map's hot pixels are those above 0.9 of its maximum
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run a block in eval mode (BatchNorm running statistics, PDD off), then restore the caller's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def candidate_layers(member: nn.Module) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -294,3 +296,14 @@ def load_ensemble(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """Load a trained ensemble from `path` onto `device`, in eval mode."""
     model = ensemble_from_checkpoint(read_checkpoint(path, device), str(path))
     return model.to(device).eval()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block in eval mode (BatchNorm running statistics, PDD off), then restore the caller's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -14,8 +14,6 @@ from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.training import TrainConfig
 
-RECIPE = TrainConfig("digits", "baseline", 2)  # the official recipe's defaults (lr, momentum, weight decay)
-
 
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a timer reads finished work (a no-op on the CPU)."""
@@ -24,8 +22,9 @@ def sync(device: torch.device) -> None:
 
 
 def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: LossSettings, x: torch.Tensor,
-                 y: torch.Tensor, warmup: int, reps: int, lr: float = RECIPE.lr, momentum: float = RECIPE.momentum,
-                 weight_decay: float = RECIPE.weight_decay, seed: int = 0) -> dict[str, float]:
+                 y: torch.Tensor, warmup: int, reps: int, lr: float = TrainConfig.lr,
+                 momentum: float = TrainConfig.momentum, weight_decay: float = TrainConfig.weight_decay,
+                 seed: int = 0) -> dict[str, float]:
     """Median seconds per step (zero_grad, the method's loss and backward, SGD step) of every method, each on
     its own copy of the same initial ensemble and the same batch; methods alternate round-robin so drifts of
     the machine hit all alike; each round is an epoch for the methods' per-epoch state. `pdd` holds PDD's

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 
 from pdd.methods.adp import ADP
-from pdd.methods.adversarial_training import AdversarialTraining, craft
+from pdd.methods.adversarial_training import AdversarialTraining
 from pdd.methods.base import LossSettings, TrainingMethod
 from pdd.methods.deg import DEG
 from pdd.methods.dverge import DVERGE
@@ -42,4 +42,4 @@ def get_method(name: str, settings: LossSettings | None = None) -> TrainingMetho
     return METHODS[name](settings or LossSettings())
 
 
-__all__ = ["METHODS", "LossSettings", "TrainingMethod", "craft", "get_method"]
+__all__ = ["METHODS", "LossSettings", "TrainingMethod", "get_method"]

@@ -11,7 +11,13 @@ import torch.nn.functional as F
 
 from pdd.losses import ensemble_cross_entropy
 from pdd.methods.base import LossSettings, TrainingMethod
-from pdd.models import Ensemble
+from pdd.models import Ensemble, eval_mode
+
+
+def check_attack(attack: str) -> None:
+    """Adversarial training knows 'fgsm' and 'pgd'; anything else is a clear error."""
+    if attack not in ("fgsm", "pgd"):
+        raise ValueError(f"unknown adversarial-training attack {attack!r}; expected 'fgsm' or 'pgd'")
 
 
 def craft(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float, steps: int) -> torch.Tensor:
@@ -19,20 +25,17 @@ def craft(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, eps: f
 
     The model is put in eval mode while crafting so batch-norm statistics and PDD masks are untouched.
     """
-    if attack not in ("fgsm", "pgd"):
-        raise ValueError(f"unknown adversarial-training attack {attack!r}; expected 'fgsm' or 'pgd'")
-    was_training = model.training
-    model.eval()
+    check_attack(attack)
     if attack == "fgsm":
         x_adv, steps, step_size = x.clone(), 1, eps
     else:
         x_adv, step_size = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1), eps / 4
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.nll_loss(model.log_mean_prob(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.min(torch.max(x_adv.detach() + step_size * grad.sign(), x - eps), x + eps).clamp(0, 1)
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.nll_loss(model.log_mean_prob(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = torch.min(torch.max(x_adv.detach() + step_size * grad.sign(), x - eps), x + eps).clamp(0, 1)
     return x_adv.detach()
 
 
@@ -41,8 +44,7 @@ class AdversarialTraining(TrainingMethod):
 
     def __init__(self, settings: LossSettings | None = None, pdd: bool = False, attack: str = "pgd"):
         super().__init__(settings, pdd)
-        if attack not in ("fgsm", "pgd"):
-            raise ValueError(f"unknown adversarial-training attack {attack!r}; expected 'fgsm' or 'pgd'")
+        check_attack(attack)  # before any batch, not at the first one
         self.adversarial = attack
         self.settings_used = ("adv_eps",) if attack == "fgsm" else ("adv_eps", "adv_steps")
 

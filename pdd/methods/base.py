@@ -47,9 +47,10 @@ class LossSettings:
 class TrainingMethod:
     """One training method: its loss for a mini-batch, its optimisers' parameter groups, per-epoch state.
 
-    Subclasses implement `backward`; `pdd`, `deg`, `adp` and `adversarial` say which of the paper's
-    ingredients the method uses (the workflow reads them), `settings_used` which `LossSettings` fields
-    change its result, `starts_from` the method whose trained ensemble it starts from (or None).
+    Subclasses implement `backward`; `uses_pdd`, `deg`, `adp` and `adversarial` say which of the paper's
+    ingredients the method uses (`uses_pdd` decides whether the ensemble gets the PDD layer), `settings_used`
+    which `LossSettings` fields change its result, `starts_from` the method whose trained ensemble it starts
+    from (or None).
     """
 
     deg: ClassVar[bool] = False

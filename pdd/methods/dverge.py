@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdd.methods.base import LossSettings, TrainingMethod
-from pdd.models import Ensemble
+from pdd.models import Ensemble, eval_mode
 
 LAYER_STREAM = 2**40  # offset of the per-epoch layer draw's seed from the data shuffle's (seed * 1_000_003 + epoch)
 
@@ -100,14 +100,13 @@ class DVERGE(TrainingMethod):
         logits for the training accuracy are the eval-mode ones (no extra batch-norm update)."""
         if self.layer is None:
             raise RuntimeError("DVERGE.start_epoch must draw the distillation layer before the first step")
-        s, was_training = self.settings, model.training
-        model.eval()
-        with torch.no_grad():
-            logits = model(x)
-        x_t = x[target_indices(len(y), x.device)]
-        distilled = torch.stack([distill(model, k, self.layer, x, x_t, s.dverge_eps, s.dverge_step, s.dverge_steps)
-                                 for k in range(model.num_members)])
-        model.train(was_training)
+        s = self.settings
+        with eval_mode(model):
+            with torch.no_grad():
+                logits = model(x)
+            x_t = x[target_indices(len(y), x.device)]
+            distilled = torch.stack([distill(model, k, self.layer, x, x_t, s.dverge_eps, s.dverge_step,
+                                             s.dverge_steps) for k in range(model.num_members)])
         losses = cross_member_losses(model, distilled, y)
         losses.sum().backward()
         return losses.mean().item(), logits

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pdd.losses import trs_similarity, trs_smoothness
 from pdd.methods.base import LossSettings, TrainingMethod, replicate
-from pdd.models import Ensemble
+from pdd.models import Ensemble, eval_mode
 
 
 def summed_cross_entropy(member_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -36,16 +36,14 @@ def gradient_norm_pgd(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: fl
 
     Batch norm runs in eval mode (the authors' loop ran it in train mode, updating the running statistics).
     """
-    was_training = model.training
-    model.eval()
     k, step_size = model.num_members, eps / 3
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        _, _, grads = member_input_gradients(model, x_adv.unsqueeze(0).expand(k, *x.shape), y)
-        (ascent,) = torch.autograd.grad(trs_smoothness(grads), x_adv)
-        x_adv = torch.min(torch.max(x_adv.detach() + step_size * ascent.sign(), x - eps), x + eps).clamp(0, 1)
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            _, _, grads = member_input_gradients(model, x_adv.unsqueeze(0).expand(k, *x.shape), y)
+            (ascent,) = torch.autograd.grad(trs_smoothness(grads), x_adv)
+            x_adv = torch.min(torch.max(x_adv.detach() + step_size * ascent.sign(), x - eps), x + eps).clamp(0, 1)
     return x_adv.detach()
 
 

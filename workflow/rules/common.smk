@@ -106,7 +106,7 @@ def get_train_params(w):
         "lr-min": t["lr_min"],
         "width": width(w.arch),
     }
-    if method.pdd:
+    if method.uses_pdd:
         args.update(
             {
                 "pdd-intervals": intervals or registry.intervals_for(config, k),
