@@ -28,6 +28,7 @@ localrules:
     all_figures,
     table,
     figure,
+    jobs_per_output,
 
 
 rule all:

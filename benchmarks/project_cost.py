@@ -12,7 +12,7 @@ attacks through `pdd.attacks.run_attack`, `pdd.strong`, `pdd.diversity`, `pdd.me
 `pdd.step_timing`) on `--images` synthetic images at paper scale (real widths, K, image sizes and classes; random
 initial weights), then multiplied by the counts the config implies:
 
-- the jobs: the union of `pdd.outputs.output_jobs` over every requested output (what Snakemake would run);
+- the jobs: the union of `pdd.jobs.output_jobs` over every requested output (what Snakemake would run);
 - images: the datasets' real sizes (TRAIN_IMAGES / TEST_IMAGES) or the config's `num_images`; per training
   epoch floor(N / batch) * batch images (the last partial batch is dropped) and one pass over the test set;
 - iterations: where passes grow exactly linearly with an iteration count (PGD / BIM steps, adversarial

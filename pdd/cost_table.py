@@ -10,17 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from pdd.display import Grid, write_table
-from pdd.outputs import OUTPUTS, cost_sources
+from pdd.outputs import OUTPUTS, cost_sources, job_of
 
 COLUMNS = {"jobs": "Jobs", "seconds": "Wall seconds", "max_rss_mb": "Peak RSS (MB)",
            "forward_images": "Forward image-passes", "backward_images": "Backward image-passes",
            "peak_gpu_mb": "Peak GPU memory (MB)"}
-
-
-def job_of(benchmark: str) -> tuple[str, str]:
-    """(rule, main output) of a benchmark file results/benchmarks/<rule>/<output without results/>.tsv."""
-    rule, rest = benchmark.removeprefix("results/benchmarks/").split("/", 1)
-    return rule, "results/" + rest.removesuffix(".tsv")
 
 
 def own_cost(path: Path) -> dict:
@@ -73,11 +67,13 @@ def _grid(df: pd.DataFrame, key: str, title: str) -> Grid:
 
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """`<out>.csv` (one row per job, code names), `<out>.md` / `.tex`: per rule, then per output."""
-    benchmarks = [p for p in inputs if p.startswith("results/benchmarks/")]
-    jobs = job_costs(benchmarks)
+    """`<out>.csv` (one row per job, code names), `<out>.md` / `.tex`: per rule, then per output. `inputs` is
+    the jobs-per-output file (`pdd.outputs.JOBS_PER_OUTPUT`): {output: the benchmark files of its jobs}."""
+    (manifest,) = inputs
+    per_output_jobs = json.loads(Path(manifest).read_text())
+    jobs = job_costs(sorted({bench for files in per_output_jobs.values() for bench in files}))
     per_rule = summarise(jobs, "rule")
-    membership = [(name, bench) for name, files in spec.get("jobs", {}).items() for bench in files]
+    membership = [(name, bench) for name, files in per_output_jobs.items() for bench in files]
     per_output = summarise(pd.DataFrame(membership, columns=["output", "benchmark"]).merge(jobs, on="benchmark"),
                            "output") if membership else per_rule.iloc[0:0]
     notes = ["Wall seconds and peak RSS: Snakemake's `benchmark:` files (a job's whole process); image-passes: "

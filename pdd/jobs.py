@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pdd.methods import get_method
-from pdd.outputs import THREATS, benchmark, cost_sources, inputs, model_path, requested, variant
+from pdd.outputs import THREATS, benchmark, cost_sources, inputs, job_of, model_path, requested, variant
 
 
-def producer(config: dict, path: str) -> tuple[str, str] | None:
+def producer(path: str) -> tuple[str, str] | None:
     """(rule, main output) of the job writing `path`; None for files no job writes (external weights)."""
     parts = path.split("/")
     if path.startswith("results/models/"):
@@ -48,18 +48,25 @@ def upstream(config: dict, rule: str, path: str) -> list[str]:
 def output_jobs(config: dict, name: str) -> set[tuple[str, str]]:
     """Every job (rule, main output) output `name` needs, trainings and data preparation included."""
     jobs: set[tuple[str, str]] = set()
-    todo = [p for p in inputs(config, name)]
+    todo = list(inputs(config, name))
     while todo:
-        job = producer(config, todo.pop())
+        job = producer(todo.pop())
         if job and job not in jobs:
             jobs.add(job)
             todo += upstream(config, *job)
     return jobs
 
 
-def cost_inputs(config: dict, name: str) -> list[str]:
-    """The cost table's inputs: every job of every other requested output, its benchmark and its cost record."""
+def jobs_per_output(config: dict, name: str) -> dict[str, list[str]]:
+    """{output: the benchmark files of its jobs} for every requested output but `name` (the cost table)."""
+    return {other: sorted(benchmark(*job) for job in output_jobs(config, other))
+            for other in requested(config) if other != name}
+
+
+def cost_inputs(per_output: dict[str, list[str]]) -> list[str]:
+    """What the cost table reads: every job's benchmark file and cost record (jobs from `jobs_per_output`)."""
     files = []
-    for job in sorted({j for other in requested(config) if other != name for j in output_jobs(config, other)}):
-        files += [benchmark(*job), *cost_sources(*job)]
-    return list(dict.fromkeys(files))
+    for bench in sorted({b for benches in per_output.values() for b in benches}):
+        files += [bench, *cost_sources(*job_of(bench))]
+    return files
+

@@ -14,6 +14,7 @@ from typing import Callable
 MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
+JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's input: {output: benchmark files}
 THREATS = ("blackbox_oblivious", "blackbox_adaptive")
 VARIANT = re.compile(r"(?P<base>[a-z_]+)-M(?P<intervals>\d+)")
 
@@ -235,7 +236,7 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
-    return list(dict.fromkeys(files))  # "jobs" (the cost table) is pdd.jobs.cost_inputs
+    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.jobs)
 
 
 # --- Jobs behind the outputs (the cost ledger) ----------------------------------------------------------------
@@ -243,6 +244,12 @@ def inputs(config: dict, name: str) -> list[str]:
 def benchmark(rule: str, path: str) -> str:
     """Snakemake benchmark file of the job of `rule` that writes `path` (see the rules' `benchmark:`)."""
     return f"results/benchmarks/{rule}/{path.removeprefix('results/')}.tsv"
+
+
+def job_of(benchmark_file: str) -> tuple[str, str]:
+    """(rule, main output) of a benchmark file: the inverse of `benchmark`."""
+    rule, rest = benchmark_file.removeprefix("results/benchmarks/").split("/", 1)
+    return rule, "results/" + rest.removesuffix(".tsv")
 
 
 def cost_sources(rule: str, path: str) -> list[str]:

@@ -8,7 +8,8 @@ import shlex
 from pdd import outputs as registry
 from pdd.checks import problems
 from pdd.fingerprint import fingerprint
-from pdd.jobs import cost_inputs, output_jobs
+from pdd.io import write_json
+from pdd.jobs import cost_inputs, jobs_per_output
 from pdd.methods import get_method
 
 _problems = problems(config)
@@ -213,10 +214,21 @@ def get_output_code(w):
 
 
 def get_output_inputs(w):
-    """Every file output `w.name` is built from (pdd.outputs.inputs; the cost table: pdd.jobs.cost_inputs)."""
+    """Every file output `w.name` is built from (pdd.outputs.inputs; the cost table: the jobs-per-output file,
+    which rule jobs_per_output writes once every job has run)."""
     if "jobs" in registry.OUTPUTS[w.name].needs:
-        return cost_inputs(config, w.name)
+        return [registry.JOBS_PER_OUTPUT]
     return registry.inputs(config, w.name)
+
+
+def cost_output():
+    """The name of the requested cost table (the output that needs every job)."""
+    return next(name for name in OUTPUTS if "jobs" in registry.OUTPUTS[name].needs)
+
+
+def get_cost_files(w):
+    """Every job's benchmark file and cost record: the jobs-per-output file is written after all of them."""
+    return cost_inputs(jobs_per_output(config, cost_output()))
 
 
 def get_output_spec(w):
@@ -233,8 +245,4 @@ def get_output_spec(w):
         "alpha": config["pdd"]["alpha"],
         "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]},
     }
-    if "jobs" in registry.OUTPUTS[w.name].needs:  # the cost table: which jobs feed which output
-        spec["jobs"] = {
-            o: sorted(registry.benchmark(*j) for j in output_jobs(config, o)) for o in OUTPUTS if o != w.name
-        }
     return shlex.quote(json.dumps(spec, sort_keys=True))

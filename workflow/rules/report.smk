@@ -1,6 +1,22 @@
 # Tables and figures: one generic rule each; pdd/outputs.py says what every output needs and who builds it.
 
 
+rule jobs_per_output:
+    """The jobs behind each requested output, for the cost table; written in the Snakemake process, since the
+    list of every job's files would overrun the shell's limit on one command line (128 KiB) on the paper grid."""
+    input:
+        get_cost_files,
+    output:
+        registry.JOBS_PER_OUTPUT,
+    log:
+        f"{LOGS}/jobs_per_output.log",
+    params:
+        jobs=lambda w: jobs_per_output(config, cost_output()),
+    run:
+        write_json(output[0], params.jobs)
+        write_json(log[0], {output: len(jobs) for output, jobs in params.jobs.items()})
+
+
 rule table:
     """Build one table (CSV, Markdown, LaTeX) from its evaluations."""
     input:
