@@ -105,6 +105,12 @@ def param_label(attack: str, value) -> str:
     return f"{value:g}" if name is None else f"{name} {value:g}"
 
 
+def pgd_label(attack: str, eps: float) -> str:
+    """'PGD $L_\\infty$ eps 0.02 (= 5.1/255)' or 'PGD $L_2$ eps 0.4' (attack 'pgd' / 'pgd_l2'), for figures."""
+    levels = f" (= {eps * 255:.1f}/255)" if attack == "pgd" else ""
+    return f"PGD {norm_tex(attack)} eps {eps:g}{levels}"
+
+
 def param_legend(attacks) -> str:
     """One sentence saying what each parameter shown for `attacks` means ('' if none has one)."""
     names = list(dict.fromkeys(n for n in (param_name(a) for a in attacks) if n))

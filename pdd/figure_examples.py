@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from pdd import data  # noqa: E402
 from pdd.attacks import AttackSettings, generate, predict  # noqa: E402
-from pdd.display import method_name, norm_tex, where  # noqa: E402
+from pdd.display import method_name, pgd_label, where  # noqa: E402
 from pdd.figure1 import load_ensembles  # noqa: E402
 from pdd.figures import save_figure  # noqa: E402
 
@@ -25,15 +25,9 @@ def examples(ensembles: dict, x: torch.Tensor, y: int, eps: dict[str, float], se
         cells = [("clean", x, int(predict(model, x[None], device)[0]))]
         for attack, value in eps.items():
             adv = generate(model, x[None], torch.tensor([y]), attack, float(value), settings, device)
-            cells.append((example_label(attack, float(value)), adv[0], int(predict(model, adv, device)[0])))
+            cells.append((pgd_label(attack, float(value)), adv[0], int(predict(model, adv, device)[0])))
         rows[method] = cells
     return rows
-
-
-def example_label(attack: str, eps: float) -> str:
-    """'PGD $L_\\infty$ eps 0.02 (= 5.1/255)' or 'PGD $L_2$ eps 0.4': the example's attack, norm and budget."""
-    levels = f" (= {eps * 255:.1f}/255)" if attack == "pgd" else ""
-    return f"PGD {norm_tex(attack)} eps {eps:g}{levels}"
 
 
 def _show(ax, image: torch.Tensor) -> None:

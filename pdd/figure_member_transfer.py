@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pdd.display import method_name, param_label, where  # noqa: E402
+from pdd.display import method_name, pgd_label, where  # noqa: E402
 from pdd.figures import save_figure  # noqa: E402
 from pdd.io import write_text  # noqa: E402
 from pdd.tables import read_results  # noqa: E402
@@ -41,6 +41,6 @@ def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
         ax.set_title(method_name(method))
     axes[0][0].set_ylabel("crafted on member i")
     fig.colorbar(image, ax=axes[0].tolist(), label="fooled (% of member j's correct images)")
-    budget = param_label("pgd", spec.get("eps")).replace("L-inf", "$L_\\infty$")
-    fig.suptitle(f"{where(spec['datasets'][0], spec['K'][0])}: PGD {budget} crafted on member i, scored on member j")
+    attack = pgd_label("pgd", float(spec["eps"]))
+    fig.suptitle(f"{where(spec['datasets'][0], spec['K'][0])}: {attack} crafted on member i, scored on member j")
     save_figure(fig, f"{out}.png")
