@@ -27,10 +27,10 @@ import time
 
 import torch
 
-import pdd.attacks
-from pdd.attacks import AttackSettings, art_classifier, generate, select_images
-from pdd.cost import CostMeter
+import pdd.evaluation.attacks
 from pdd.devices import configure_backends
+from pdd.evaluation.attacks import AttackSettings, art_classifier, generate, select_images
+from pdd.evaluation.cost_meter import CostMeter
 from pdd.models import Ensemble, EnsembleSpec
 
 SHAPES = {10: (1, 28, 28), 100: (3, 32, 32), 200: (3, 64, 64)}
@@ -64,13 +64,14 @@ CLASSIFIERS = {"stock": functools.partial(art_classifier, per_sample_gradients=F
 
 @contextlib.contextmanager
 def classifier(name: str):
-    """Make `pdd.attacks.generate` build classifier `name` (it looks up pdd.attacks.art_classifier)."""
-    saved = pdd.attacks.art_classifier
-    pdd.attacks.art_classifier = CLASSIFIERS[name]
+    """Make `pdd.evaluation.attacks.generate` build classifier `name` (it looks up
+    pdd.evaluation.attacks.art_classifier)."""
+    saved = pdd.evaluation.attacks.art_classifier
+    pdd.evaluation.attacks.art_classifier = CLASSIFIERS[name]
     try:
         yield
     finally:
-        pdd.attacks.art_classifier = saved
+        pdd.evaluation.attacks.art_classifier = saved
 
 
 def run_once(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,

@@ -7,9 +7,9 @@ Run by hand on a GPU (not collected by pytest), e.g.
     python benchmarks/bench_gpu.py --device cpu --width 8 --reps 2 --images 16 --cw-iterations 2   # smoke run
 
 Training steps are timed with `pdd.step_timing.time_methods` (methods interleaved, median); attacks run through
-`pdd.attacks.generate` (ART on log(mean softmax), our one-backward class_gradient) with the paper's settings
+`pdd.evaluation.attacks.generate` (ART on log(mean softmax), our one-backward class_gradient) with the paper's settings
 except the iteration counts of JSMA and C&W, which are scaled down and reported per iteration. Peak memory is
-`pdd.cost.CostMeter`'s (GPU: torch.cuda.max_memory_allocated; CPU: process RSS).
+`pdd.evaluation.cost_meter.CostMeter`'s (GPU: torch.cuda.max_memory_allocated; CPU: process RSS).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from datetime import date
 
 import torch
 
-from pdd.attacks import AttackSettings, generate
-from pdd.cost import CostMeter
 from pdd.devices import configure_backends
+from pdd.evaluation.attacks import AttackSettings, generate
+from pdd.evaluation.cost_meter import CostMeter
 from pdd.methods import LossSettings
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.step_timing import time_methods

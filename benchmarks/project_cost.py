@@ -5,14 +5,16 @@ Run by hand (not collected by pytest), e.g.
     python benchmarks/project_cost.py                      # the paper config: 4.5 min, 257 CPU-s, peak 3 GB
     python benchmarks/project_cost.py --config config/demo.yaml --images 4
 
-Image-passes are what the cost ledger counts (`pdd.cost.CostMeter`): images through an ensemble's forward and
+Image-passes are what the cost ledger counts (`pdd.evaluation.cost_meter.CostMeter`):
+images through an ensemble's forward and
 through a backward pass that reaches an ensemble output (a second-order loss counts each pass). Nothing here is
 guessed: each job kind's passes per unit are MEASURED by running the job's own code (the training step, ART's
-attacks through `pdd.attacks.run_attack`, `pdd.strong`, `pdd.diversity`, `pdd.member_transfer`,
+attacks through `pdd.evaluation.attacks.run_attack`, `pdd.evaluation.strong`, `pdd.evaluation.diversity`,
+`pdd.evaluation.member_transfer`,
 `pdd.step_timing`) on `--images` synthetic images at paper scale (real widths, K, image sizes and classes; random
 initial weights), then multiplied by the counts the config implies:
 
-- the jobs: the union of `pdd.jobs.output_jobs` over every requested output (what Snakemake would run);
+- the jobs: the union of `pdd.plan.jobs.output_jobs` over every requested output (what Snakemake would run);
 - images: the datasets' real sizes (TRAIN_IMAGES / TEST_IMAGES) or the config's `num_images`; per training
   epoch floor(N / batch) * batch images (the last partial batch is dropped) and one pass over the test set;
 - iterations: where passes grow exactly linearly with an iteration count (PGD / BIM steps, adversarial
@@ -43,16 +45,16 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from pdd import data
-from pdd.attacks import AttackSettings, predict, run_attack
-from pdd.cost import CostMeter
-from pdd.external import diversity_per_image
-from pdd.jobs import output_jobs
-from pdd.member_transfer import fooling_matrix
+from pdd.evaluation.attacks import AttackSettings, predict, run_attack
+from pdd.evaluation.cost_meter import CostMeter
+from pdd.evaluation.external import diversity_per_image
+from pdd.evaluation.member_transfer import fooling_matrix
+from pdd.evaluation.strong import StrongSettings, apgd, evaluate, pgd
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
-from pdd.outputs import intervals_for, requested, suite_attacks, variant
+from pdd.plan.jobs import output_jobs
+from pdd.plan.outputs import intervals_for, requested, suite_attacks, variant
 from pdd.step_timing import time_methods
-from pdd.strong import StrongSettings, apgd, evaluate, pgd
 from pdd.training import accuracy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -365,7 +367,8 @@ class Bench:
 
 
 def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses: int) -> Passes:
-    """Passes per image of `pdd.strong.evaluate` if no image ever breaks (every restart runs on every image)."""
+    """Passes per image of `pdd.evaluation.strong.evaluate` if no image ever breaks
+    (every restart runs on every image)."""
     (pgd_a, pgd_b), (tr_a, tr_b), predict_ = blocks["pgd"], blocks["transfer"], blocks["predict"]
     c0, per_restart, per_iteration = blocks["apgd"]
 

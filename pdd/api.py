@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from pdd.attacks import AttackSettings, check_attack, run_attack, select_images
-from pdd.external import ARCH, as_ensemble
-from pdd.records import attack_record, ensemble_key, keyed
+from pdd.evaluation.attacks import AttackSettings, check_attack, run_attack, select_images
+from pdd.evaluation.external import ARCH, as_ensemble
+from pdd.evaluation.records import attack_record, ensemble_key, keyed
 
 
 def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,
@@ -55,17 +55,18 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
         `pdd.models.Ensemble`; inputs are images in [0, 1].
     dataset: a pdd dataset name ('digits', 'fashion_mnist', 'cifar100', ...: its test split under
         `data_root`), a Dataset of (image, label), or tensors (x [N, C, H, W], y [N]) (records say 'custom').
-    attacks: {attack: [params]} over `pdd.attacks.ATTACKS` ('none' with [] for clean accuracy; eps, JSMA's
+    attacks: {attack: [params]} over `pdd.evaluation.attacks.ATTACKS` ('none' with [] for clean accuracy; eps, JSMA's
         gamma or C&W's initial constant otherwise); None: clean accuracy only.
-    strong: None, or {"eps": [L-inf eps, ...], **`pdd.strong.StrongSettings` fields} for the strong evaluation;
+    strong: None, or {"eps": [L-inf eps, ...], **`pdd.evaluation.strong.StrongSettings` fields} for the strong
+        evaluation;
         its transfer check crafts on `surrogate` when given.
     settings: `AttackSettings` (or a dict of its fields) of the paper's attacks; its seed picks the images.
     num_images: a fixed random subset of the test images (all when None). name, seed: the records' method and
         seed. log: called with one line per result (e.g. print).
     """
     from pdd.devices import select_device
-    from pdd.strong import StrongSettings
-    from pdd.strong import evaluate as strong_evaluate
+    from pdd.evaluation.strong import StrongSettings
+    from pdd.evaluation.strong import evaluate as strong_evaluate
 
     dev = select_device(device) if isinstance(device, str) else device
     settings = AttackSettings(**settings) if isinstance(settings, dict) else settings or AttackSettings()

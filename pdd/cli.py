@@ -17,12 +17,12 @@ import click
 import torch
 
 from pdd import __version__
-from pdd.attacks import ATTACKS, AttackSettings
 from pdd.data import DATASETS
+from pdd.evaluation.attacks import ATTACKS, AttackSettings
+from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import ARCHITECTURES
-from pdd.outputs import OUTPUTS, THREATS
-from pdd.strong import StrongSettings
+from pdd.plan.outputs import OUTPUTS, THREATS
 from pdd.training import TrainConfig
 
 Decorator = Callable[[Callable], Callable]
@@ -271,8 +271,8 @@ def train(out: str, log_path: str, cost_path: str | None, data_root: str, device
     The method's loss settings default to `pdd.methods.LossSettings`. An interrupted run resumes from
     OUT.state; --cost then covers the resumed part only.
     """
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
     from pdd.io import write_json
     from pdd.models import CheckpointError
     from pdd.training import train as run
@@ -339,15 +339,15 @@ def _external_label(external: dict) -> str:
 
 def _load(path: str | None, device: torch.device, external: dict | None = None,
           surrogate: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """(ensemble in eval mode, the key of its records (`pdd.records.ensemble_key`, `surrogate` included)) from a
-    final checkpoint or, with `external` (see `_external_options`), from a user's factory and weights (dataset,
-    K, --name, arch 'external', --model-seed); clear errors."""
+    """(ensemble in eval mode, the key of its records (`pdd.evaluation.records.ensemble_key`, `surrogate` included))
+    from a final checkpoint or, with `external` (see `_external_options`), from a user's factory and weights
+    (dataset, K, --name, arch 'external', --model-seed); clear errors."""
+    from pdd.evaluation.records import ensemble_key
     from pdd.models import CheckpointError, ensemble_from_checkpoint, read_checkpoint
-    from pdd.records import ensemble_key
 
     try:
         if external is not None:
-            from pdd.external import ARCH, load_external
+            from pdd.evaluation.external import ARCH, load_external
 
             model = load_external(external["factory"], external["weights"], device, dataset=external["dataset"])
             config = {"dataset": external["dataset"], "members": model.num_members, "method": external["name"],
@@ -361,9 +361,9 @@ def _load(path: str | None, device: torch.device, external: dict | None = None,
 
 
 def _images(dataset: str, split: str, data_root: str, num_images: int | None, seed: int):
-    """`pdd.attacks.select_images` of a dataset split; a missing or corrupt dataset is a one-line error."""
+    """`pdd.evaluation.attacks.select_images` of a dataset split; a missing or corrupt dataset is a one-line error."""
     from pdd import data
-    from pdd.attacks import select_images
+    from pdd.evaluation.attacks import select_images
 
     try:
         return select_images(data.get_dataset(dataset, split, data_root), num_images, seed)
@@ -396,11 +396,11 @@ _attack_options = _options(
 def _attack(command: str, target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,
             external: dict | None = None) -> None:
     """Run the attack of `pdd attack` / `pdd transfer` at each --param and write its records and cost."""
-    from pdd.attacks import run_attack
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
+    from pdd.evaluation.attacks import run_attack
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.records import attack_record, cost_record
     from pdd.io import write_json
-    from pdd.records import attack_record, cost_record
 
     attack, params = opts.pop("attack"), opts.pop("params")
     _check_params(attack, params)
@@ -469,11 +469,11 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
     APGD-CE, APGD-DLR and PGD with restarts, the worst case per image, and four gradient-masking diagnostics,
     on a pdd checkpoint (--model) or your own model (--factory ...).
     """
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.records import cost_record, keyed
+    from pdd.evaluation.strong import evaluate
     from pdd.io import write_json
-    from pdd.records import cost_record, keyed
-    from pdd.strong import evaluate
 
     values = _take(StrongSettings, opts)
     settings = _settings(StrongSettings, **{**values, "pgd_steps": tuple(sorted(values["pgd_steps"]))})
@@ -508,7 +508,7 @@ def _output_options(kind: str) -> Decorator:
     """The options of `pdd table` / `pdd figure`: --name among the registry's outputs of `kind`, and the rest."""
     return _options(
         click.option("--name", required=True, type=Registry([n for n, o in OUTPUTS.items() if o.kind == kind], kind),
-                     help=f"The {kind} to build (pdd.outputs.OUTPUTS)."),
+                     help=f"The {kind} to build (pdd.plan.outputs.OUTPUTS)."),
         click.option("--spec", default="{}", show_default=True,
                      help="The output's config entry as JSON (methods, datasets, reference, ...)."),
         click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -558,12 +558,12 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
     angles, of a pdd checkpoint (--model) or your own model (--factory ...; without a feature split its L_F,
     S_b and S_w are empty).
     """
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
-    from pdd.diversity import ambiguity_entropy
-    from pdd.external import diversity_per_image
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.diversity import ambiguity_entropy
+    from pdd.evaluation.external import diversity_per_image
+    from pdd.evaluation.records import cost_record, entropy_record, per_image_table
     from pdd.io import write_json, write_text
-    from pdd.records import cost_record, entropy_record, per_image_table
 
     _threads(threads)
     dev = select_device(device)
@@ -601,11 +601,11 @@ def time_steps(dataset: str, methods: tuple[str, ...], members: int, arch: str, 
     table).
     """
     from pdd import data
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.records import cost_record, ensemble_key, step_records
     from pdd.io import write_json
     from pdd.models import EnsembleSpec
-    from pdd.records import cost_record, ensemble_key, step_records
     from pdd.step_timing import time_methods
 
     loss_settings = _settings(LossSettings, **settings)
@@ -641,11 +641,11 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
 
     The K x K matrix: % of member j's correct images fooled by PGD crafted on member i.
     """
-    from pdd.cost import CostMeter
     from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.member_transfer import fooling_matrix
+    from pdd.evaluation.records import cost_record, fooling_records
     from pdd.io import write_json
-    from pdd.member_transfer import fooling_matrix
-    from pdd.records import cost_record, fooling_records
 
     settings = _settings(AttackSettings, **_take(AttackSettings, opts))
     _threads(threads)

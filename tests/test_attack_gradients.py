@@ -1,4 +1,4 @@
-"""The one-backward-pass `class_gradient` of `pdd.attacks.art_classifier`: same gradients and adversarial
+"""The one-backward-pass `class_gradient` of `pdd.evaluation.attacks.art_classifier`: same gradients and adversarial
 examples as stock ART, and a number of backward passes that does not grow with the number of classes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from art.estimators.classification import PyTorchClassifier
 
-import pdd.attacks
-from pdd.attacks import AttackSettings, art_classifier, generate, predict
+import pdd.evaluation.attacks
+from pdd.evaluation.attacks import AttackSettings, art_classifier, generate, predict
 from pdd.models import Ensemble, EnsembleSpec
 
 CPU = torch.device("cpu")
@@ -30,8 +30,8 @@ def sharp_ensemble(num_classes: int, seed: int = 0) -> Ensemble:
 
 
 def stock_art(monkeypatch) -> None:
-    """Make `pdd.attacks.generate` build stock ART's PyTorchClassifier (the per-label loop)."""
-    monkeypatch.setattr(pdd.attacks, "art_classifier",
+    """Make `pdd.evaluation.attacks.generate` build stock ART's PyTorchClassifier (the per-label loop)."""
+    monkeypatch.setattr(pdd.evaluation.attacks, "art_classifier",
                         functools.partial(art_classifier, per_sample_gradients=False))
 
 

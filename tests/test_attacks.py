@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdd.attacks import (
+from pdd.data import get_dataset
+from pdd.evaluation.attacks import (
     AttackSettings,
     art_classifier,
     build_attack,
@@ -17,7 +18,6 @@ from pdd.attacks import (
     score,
     select_images,
 )
-from pdd.data import get_dataset
 from pdd.models import Ensemble, EnsembleSpec, load_ensemble
 from pdd.training import TrainConfig, train
 

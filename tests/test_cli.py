@@ -14,11 +14,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pdd.attacks import AttackSettings
 from pdd.cli import _settings_options, main
-from pdd.cost_table import own_cost
-from pdd.methods import LossSettings
-from pdd.records import (
+from pdd.evaluation.attacks import AttackSettings
+from pdd.evaluation.records import (
     COST_FIELDS,
     KEY,
     attack_record,
@@ -28,8 +26,10 @@ from pdd.records import (
     fooling_records,
     per_image_table,
 )
-from pdd.strong import StrongSettings
-from pdd.tables import read_results
+from pdd.evaluation.strong import StrongSettings
+from pdd.methods import LossSettings
+from pdd.reports.cost_table import own_cost
+from pdd.reports.tables import read_results
 from pdd.training import TrainConfig
 
 from conftest import REPO, SNAKEFILE

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pdd.cost import CostMeter, batch_images
+from pdd.evaluation.cost_meter import CostMeter, batch_images
 from pdd.models import Ensemble, EnsembleSpec, LogMeanProb
 
 
@@ -88,8 +88,8 @@ def test_without_a_model_every_outermost_ensemble_built_in_the_block_counts() ->
 def test_without_a_model_members_and_external_ensembles_count() -> None:
     """Member transfer attacks one member at a time and external models are MemberEnsembles: both are
     evaluated like ensembles (a `log_mean_prob`), so the global meter counts them, each call once."""
-    from pdd.external import MemberEnsemble
-    from pdd.member_transfer import Member
+    from pdd.evaluation.external import MemberEnsemble
+    from pdd.evaluation.member_transfer import Member
 
     torch.manual_seed(0)
     model = Ensemble(EnsembleSpec("resnet18", 2, 10, 1, width=2)).eval()

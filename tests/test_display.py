@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pdd.display import (
+from pdd.reports.display import (
     Grid,
     attack_name,
     best_mask,

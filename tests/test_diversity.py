@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from pdd.diversity import ambiguity_entropy, fisher_discrimination, member_input_gradients, pairwise_angles, scatter
+from pdd.evaluation.diversity import (
+    ambiguity_entropy,
+    fisher_discrimination,
+    member_input_gradients,
+    pairwise_angles,
+    scatter,
+)
 from pdd.models import Ensemble, EnsembleSpec
 
 

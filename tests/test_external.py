@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from pdd.api import evaluate
-from pdd.attacks import select_images
 from pdd.cli import main
 from pdd.data import get_dataset
-from pdd.external import FEATURE_MEASURES, ExternalModelError, MemberEnsemble, as_ensemble, load_external
+from pdd.evaluation.attacks import select_images
+from pdd.evaluation.external import FEATURE_MEASURES, ExternalModelError, MemberEnsemble, as_ensemble, load_external
 from pdd.io import torch_save
 from pdd.models import Ensemble, checkpoint
 

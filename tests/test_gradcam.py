@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdd.figure_gradcam import draw
-from pdd.gradcam import centre_distance, default_layer, distances_over_images, gradcam, map_centres
+from pdd.evaluation.gradcam import centre_distance, default_layer, distances_over_images, gradcam, map_centres
 from pdd.models import Ensemble, EnsembleSpec
+from pdd.reports.gradcam_figure import draw
 
 
 class SpatialMember(nn.Module):

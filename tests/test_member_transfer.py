@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pdd.attacks import AttackSettings, select_images
 from pdd.data import get_dataset
-from pdd.defences_table import build as build_defences
-from pdd.member_transfer import Member, fooling_matrix
+from pdd.evaluation.attacks import AttackSettings, select_images
+from pdd.evaluation.member_transfer import Member, fooling_matrix
 from pdd.models import Ensemble, load_ensemble
+from pdd.reports.defences_table import build as build_defences
 from pdd.training import TrainConfig, train
 
 CPU = torch.device("cpu")
@@ -86,7 +86,7 @@ def test_defences_table_by_hand(tmp_path: Path) -> None:
 
 
 def test_member_transfer_figure_names_methods_dataset_and_budget(tmp_path: Path, monkeypatch) -> None:
-    import pdd.figure_member_transfer as figure
+    import pdd.reports.member_transfer_figure as figure
 
     key = {"dataset": "digits", "K": 2, "seed": 0, "threat": "member_transfer", "attack": "pgd", "param": 0.1,
            "metric": "fooling_pct"}

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pdd import outputs
-from pdd.checks import problems
-from pdd.strong_table import build_strong_table
-from pdd.stronger import build_stronger_table, gain_ranges, gains
-from pdd.tables import read_results
+from pdd.plan import outputs
+from pdd.plan.checks import problems
+from pdd.reports.strong_table import build_strong_table
+from pdd.reports.stronger_table import build_stronger_table, gain_ranges, gains
+from pdd.reports.tables import read_results
 
 from conftest import REPO, snakemake
 

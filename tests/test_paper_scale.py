@@ -30,13 +30,13 @@ import yaml
 from test_data import _md5, _py2_pickle
 
 from pdd import data
-from pdd.attacks import AttackSettings, jsma_targets, predict, run_attack, select_images
-from pdd.cost import CostMeter
-from pdd.diversity import per_image
-from pdd.member_transfer import fooling_matrix
+from pdd.evaluation.attacks import AttackSettings, jsma_targets, predict, run_attack, select_images
+from pdd.evaluation.cost_meter import CostMeter
+from pdd.evaluation.diversity import per_image
+from pdd.evaluation.member_transfer import fooling_matrix
+from pdd.evaluation.strong import StrongSettings, evaluate
 from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import load_ensemble
-from pdd.strong import StrongSettings, evaluate
 from pdd.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,8 @@ def peak_rss_since_reset_mb() -> float | None:
 
 @contextmanager
 def job(name: str) -> Iterator[dict]:
-    """Meter one job (`pdd.cost.CostMeter` without a model: every ensemble run inside) and record it."""
+    """Meter one job (`pdd.evaluation.cost_meter.CostMeter` without a model: every ensemble run
+    inside) and record it."""
     reset_peak_rss()
     cpu = time.process_time()
     with CostMeter() as cost:

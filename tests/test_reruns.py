@@ -113,9 +113,9 @@ def test_loss_code_change_reruns_trainings_and_what_depends_on_them(finished_run
 
 
 def test_table_code_change_reruns_only_tables_and_figures(finished_run: Path, everything: set[Job]) -> None:
-    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.tables"))
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.reports.tables"))
     assert planned == {job for job in everything if job[0] in ("table", "figure", "all")}
-    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.stronger"))
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.reports.stronger_table"))
     assert planned == set()  # no requested output is built by that module
 
 

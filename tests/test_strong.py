@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from pdd.attacks import AttackSettings, predict, run_attack, select_images
 from pdd.data import get_dataset
+from pdd.evaluation.attacks import AttackSettings, predict, run_attack, select_images
+from pdd.evaluation.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
 from pdd.models import Ensemble, load_ensemble
-from pdd.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
-from pdd.strong_table import MASKING_WARNING, build_strong_table
-from pdd.tables import read_results
+from pdd.reports.strong_table import MASKING_WARNING, build_strong_table
+from pdd.reports.tables import read_results
 from pdd.training import TrainConfig, train
 
 from conftest import REPO

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pdd.tables import build_table, build_timing, read_results
+from pdd.reports.tables import build_table, build_timing, read_results
 
 from conftest import REPO
 
@@ -206,7 +206,7 @@ def test_timing_stand_in_moves_the_paper_seconds_out_of_the_rows(tmp_path: Path)
 
 def test_strong_table_bolds_the_most_robust_worst_case(tmp_path: Path) -> None:
     """Two methods at one eps: only the higher worst case is bold; names and the eps label for display."""
-    from pdd.strong_table import build_strong_table
+    from pdd.reports.strong_table import build_strong_table
 
     records = [{"dataset": "cifar100", "K": 3, "method": m, "seed": 0, "metric": "accuracy_pct",
                 "threat": "whitebox", "attack": a, "param": p, "value": v}
@@ -223,7 +223,7 @@ def test_strong_table_bolds_the_most_robust_worst_case(tmp_path: Path) -> None:
 
 def test_figure_builder_writes_png_and_pdf_with_dataset_k_and_names(tmp_path: Path, monkeypatch) -> None:
     """Figure 2 from per-image rows: PNG and PDF, the title names dataset and K, ticks name the methods."""
-    import pdd.figures as figures
+    import pdd.reports.figures as figures
 
     per_image = pd.DataFrame([{"method": m, "seed": 0, "image": i, "correct": True, "fisher": i + j, "angle": 10.0 * j}
                               for j, m in enumerate(("baseline", "pdd_deg")) for i in range(6)])
@@ -246,7 +246,7 @@ def test_figure_builder_writes_png_and_pdf_with_dataset_k_and_names(tmp_path: Pa
 
 
 def test_strength_figure_names_the_norm_and_the_8_bit_levels(tmp_path: Path, monkeypatch) -> None:
-    import pdd.figures as figures
+    import pdd.reports.figures as figures
 
     records = [_acc(m, a, p, v, "cifar100") for m in ("baseline", "pdd_deg") for a, p, v in
                (("none", None, 80.0), ("pgd", 0.01, 40.0), ("pgd", 0.02, 20.0), ("pgd_l2", 0.4, 30.0))]
@@ -319,8 +319,8 @@ def test_markdown_cells_follow_the_header_not_the_record_order(tmp_path: Path) -
 def test_figure1_distance_paper_column_only_for_the_papers_dataset() -> None:
     """Tiny-ImageNet: the paper's one-image distances beside ours, the largest bold (PDD 24.68); a stand-in
     dataset keeps them out of its rows and in a table of their own."""
-    from pdd.display import document_markdown
-    from pdd.figure1 import distance_document, distance_table
+    from pdd.reports.display import document_markdown
+    from pdd.reports.figure1 import distance_document, distance_table
 
     one = {"baseline": 3.0, "adp": 5.0, "pdd": 4.0}
     many = pd.DataFrame({"method": ["baseline", "adp", "pdd"] * 2, "distance": [1.0, 2.0, 6.0, 1.0, 2.0, 4.0]})

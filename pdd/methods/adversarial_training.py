@@ -1,7 +1,7 @@
 """Adversarial training (Table 6): every mini-batch augmented with FGSM / PGD examples crafted on the
 ensemble being trained, alone or with PDD.
 
-Vectorised torch code on the model's device; attack evaluation uses ART instead (pdd.attacks).
+Vectorised torch code on the model's device; attack evaluation uses ART instead (pdd.evaluation.attacks).
 """
 
 from __future__ import annotations

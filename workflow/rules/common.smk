@@ -1,15 +1,15 @@
-# Derives, from the config and the output registry (pdd/outputs.py), every model and evaluation that each
+# Derives, from the config and the output registry (pdd/plan/outputs.py), every model and evaluation that each
 # requested output needs. Input functions are named get_<what>, as in the Snakemake workflow template.
 
 import json
 import os
 import shlex
 
-from pdd import outputs as registry
-from pdd.checks import problems
+from pdd.plan import outputs as registry
+from pdd.plan.checks import problems
 from pdd.fingerprint import fingerprint
 from pdd.io import write_json
-from pdd.jobs import cost_inputs, jobs_per_output
+from pdd.plan.jobs import cost_inputs, jobs_per_output
 from pdd.methods import get_method
 
 _problems = problems(config)
@@ -17,15 +17,21 @@ if _problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(_problems))
 
 # The code each rule's command runs (pdd.fingerprint): a change in it reruns exactly those jobs.
-JOB = ("pdd.data", "pdd.devices", "pdd.records", "pdd.cost", "pdd.external")  # shared by every evaluation job
+JOB = (
+    "pdd.data",
+    "pdd.devices",
+    "pdd.evaluation.records",
+    "pdd.evaluation.cost_meter",
+    "pdd.evaluation.external",
+)  # shared by every evaluation job
 CODE = {
     "prepare_data": fingerprint("pdd.data"),
-    "train": fingerprint("pdd.training", "pdd.devices", "pdd.cost"),
-    "attack": fingerprint("pdd.attacks", *JOB),
-    "diversity": fingerprint("pdd.diversity", "pdd.attacks", *JOB),
-    "strong": fingerprint("pdd.strong", "pdd.attacks", *JOB),
-    "time_steps": fingerprint("pdd.step_timing", "pdd.attacks", *JOB),
-    "member_transfer": fingerprint("pdd.member_transfer", *JOB),
+    "train": fingerprint("pdd.training", "pdd.devices", "pdd.evaluation.cost_meter"),
+    "attack": fingerprint("pdd.evaluation.attacks", *JOB),
+    "diversity": fingerprint("pdd.evaluation.diversity", "pdd.evaluation.attacks", *JOB),
+    "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.attacks", *JOB),
+    "time_steps": fingerprint("pdd.step_timing", "pdd.evaluation.attacks", *JOB),
+    "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
 }
 OUTPUTS = registry.requested(config)
 MODEL_DIR = registry.MODEL_DIR
@@ -214,7 +220,7 @@ def get_output_code(w):
 
 
 def get_output_inputs(w):
-    """Every file output `w.name` is built from (pdd.outputs.inputs; the cost table: the jobs-per-output file,
+    """Every file output `w.name` is built from (pdd.plan.outputs.inputs; the cost table: the jobs-per-output file,
     which rule jobs_per_output writes once every job has run)."""
     if "jobs" in registry.OUTPUTS[w.name].needs:
         return [registry.JOBS_PER_OUTPUT]

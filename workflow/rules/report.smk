@@ -1,4 +1,4 @@
-# Tables and figures: one generic rule each; pdd/outputs.py says what every output needs and who builds it.
+# Tables and figures: one generic rule each; pdd/plan/outputs.py says what every output needs and who builds it.
 
 
 rule jobs_per_output:

@@ -7,9 +7,9 @@ import math
 
 import pandas as pd
 
-from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, param_label, write_table
-from pdd.outputs import OUTPUTS
-from pdd.tables import read_results
+from pdd.plan.outputs import OUTPUTS
+from pdd.reports.display import Grid, best_mask, dataset_name, fmt, method_name, param_label, write_table
+from pdd.reports.tables import read_results
 
 COLUMNS = {  # column -> (title, where it comes from)
     "clean": "Clean",

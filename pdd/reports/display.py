@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pdd.io import write_text
-from pdd.outputs import variant
+from pdd.plan.outputs import variant
 
 METHODS = {
     "baseline": "Baseline", "adp": "ADP", "pdd": "PDD", "deg": "DEG", "pdd_deg": "PDD+DEG",

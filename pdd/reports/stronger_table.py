@@ -8,9 +8,9 @@ import math
 
 import pandas as pd
 
-from pdd.display import Grid, label, method_name, param_legend, write_table
-from pdd.outputs import OUTPUTS
-from pdd.tables import pivot_grid, read_results
+from pdd.plan.outputs import OUTPUTS
+from pdd.reports.display import Grid, label, method_name, param_legend, write_table
+from pdd.reports.tables import pivot_grid, read_results
 
 # The paper's text: PDD+DEG improves on the baseline by 14-50 % and on ADP by 13-48 % over the attacks.
 PAPER_GAIN = {"baseline": (14.0, 50.0), "adp": (13.0, 48.0)}

@@ -60,78 +60,78 @@ _ACC = ("Accuracy (%) over the test images the ensemble classifies correctly bef
 
 OUTPUTS: dict[str, Output] = {o.name: o for o in (
     Output("table1_entropy", "table", "Table 1: ambiguity entropy E of the ensembles' outputs (eq. 5)",
-           ("entropy",), "pdd.tables:build_paper_table", "table1",
+           ("entropy",), "pdd.reports.tables:build_paper_table", "table1",
            caption="Entropy E of eq. 5 over the test set; higher = members disagree more often."),
     Output("table2_whitebox_k3", "table", "Table 2: white-box attacks, K = 3", ("clean", "whitebox"),
-           "pdd.tables:build_paper_table", "table2", caption=_ACC),
+           "pdd.reports.tables:build_paper_table", "table2", caption=_ACC),
     Output("table3_whitebox_k5", "table", "Table 3: white-box attacks, K = 5", ("clean", "whitebox"),
-           "pdd.tables:build_paper_table", "table3", caption=_ACC),
+           "pdd.reports.tables:build_paper_table", "table3", caption=_ACC),
     Output("table4_blackbox", "table", "Table 4: black-box attacks (Type I oblivious, Type II adaptive)",
-           ("clean", "transfer"), "pdd.tables:build_paper_table", "table4", own_attacks=True,
+           ("clean", "transfer"), "pdd.reports.tables:build_paper_table", "table4", own_attacks=True,
            caption=_ACC + " Type I: crafted on a baseline VGG-16 ensemble; Type II: on a ResNet-34 ensemble "
                           "trained with the target's method."),
     Output("table5_ablation", "table", "Table 5: ablation of PDD and DEG", ("own_attacks",),
-           "pdd.tables:build_paper_table", "table5", own_attacks=True, caption=_ACC),
+           "pdd.reports.tables:build_paper_table", "table5", own_attacks=True, caption=_ACC),
     Output("table6_adversarial_training", "table", "Table 6: adversarial training with and without PDD",
-           ("clean", "own_attacks"), "pdd.tables:build_paper_table", "table6", own_attacks=True, caption=_ACC),
+           ("clean", "own_attacks"), "pdd.reports.tables:build_paper_table", "table6", own_attacks=True, caption=_ACC),
     Output("timing", "table", "Training cost: seconds per training step and ratio to the baseline",
-           ("step_timing", "train_log"), "pdd.tables:build_timing_table", "timing",
+           ("step_timing", "train_log"), "pdd.reports.tables:build_timing_table", "timing",
            caption="Seconds per training step of each method, timed interleaved in one process (median), and "
                    "the ratio to the baseline; training-log seconds per epoch beside it; the paper's V100 "
                    "seconds per epoch."),
     Output("table_strong_evaluation", "table", "Honest robustness: the paper's PGD-10 beside a strong evaluation",
-           ("strong",), "pdd.strong_table:build",
+           ("strong",), "pdd.reports.strong_table:build",
            caption="Per ensemble and L-inf eps: the paper's protocol (PGD-10 on log(mean softmax), on the same "
                    "images) beside APGD-CE, APGD-DLR and PGD with restarts; the worst case counts an image as "
                    "robust only if it survives every attack. Below: four gradient-masking diagnostics."),
     Output("table_stronger_attacks", "table", "Stronger attacks: BIM / PGD at 30 iterations, C&W at 2000",
-           ("clean", "whitebox", "own_attacks"), "pdd.stronger:build_stronger_table", own_attacks=True,
+           ("clean", "whitebox", "own_attacks"), "pdd.reports.stronger_table:build_stronger_table", own_attacks=True,
            caption="Table 2's ensembles under the paper's iteration counts and the stronger ones of the section "
                    "'Increasing Attack Strength'; PDD+DEG's gain over the baseline and ADP, in points."),
     Output("table_figure1_distance", "table", "Figure 1's number: distance between the members' Grad-CAM centres",
-           ("model",), "pdd.figure1:build_distance_table",
+           ("model",), "pdd.reports.figure1:build_distance_table",
            caption="Mean pairwise Euclidean distance (pixels) between the centres of the members' Grad-CAM "
                    "pixels above 0.9, for the chosen image beside the paper's, and mean ± std over test images "
                    "classified correctly by every ensemble."),
     Output("figure1_gradcam", "figure", "Figure 1: Grad-CAM of each member", ("model",),
-           "pdd.figure1:build_figure",
+           "pdd.reports.figure1:build_figure",
            caption="Grad-CAM of each member's true-class score on its last convolutional feature maps with "
                    "spatial extent, for one test image; rows: methods, columns: members."),
     Output("figure2_discrimination", "figure", "Figure 2: discrimination score L_F (eq. 6)", ("per_image",),
-           "pdd.figures:build_diversity_figure",
+           "pdd.reports.figures:build_diversity_figure",
            caption="Per test image, L_F of eq. 6 between the members' activated penultimate units, one box per "
                    "method (outliers drawn), over the test images every method classifies correctly."),
     Output("figure3_gradient_angles", "figure", "Figure 3: angles between the members' input gradients",
-           ("per_image",), "pdd.figures:build_diversity_figure",
+           ("per_image",), "pdd.reports.figures:build_diversity_figure",
            caption="Per test image, the mean pairwise angle (degrees) between the members' input gradients of "
                    "their cross-entropy, one box per method (outliers drawn)."),
     Output("figure4_pgd_strength", "figure", "Figure 4: accuracy against the PGD budget", ("clean", "own_attacks"),
-           "pdd.figures:build_strength_figure", "figure5_text", own_attacks=True,
+           "pdd.reports.figures:build_strength_figure", "figure5_text", own_attacks=True,
            caption="Accuracy (% of initially correct test images) under 10-step PGD against eps, L-inf and L2, "
                    "log2 axis; dotted: each method's clean accuracy; crosses: the paper's reported points."),
     Output("figure5_examples", "figure", "Figure 5: PGD examples on the baseline and PDD+DEG", ("model",),
-           "pdd.figure_examples:build_figure",
+           "pdd.reports.figure5:build_figure",
            caption="One test image and its PGD examples at L-inf and L2 budgets, crafted on each ensemble, with "
                    "the ensemble's prediction."),
     Output("figure_strong_steps", "figure", "Strong evaluation: accuracy against PGD steps", ("strong",),
-           "pdd.figures:build_strong_steps_figure", follows="table_strong_evaluation",
+           "pdd.reports.figures:build_strong_steps_figure", follows="table_strong_evaluation",
            caption="Accuracy against PGD steps per method; diamonds: restarts; dashed: the worst case."),
     Output("table_ensemble_defences", "table", "Beyond the paper: ensemble-diversity defences under one protocol",
-           ("strong", "entropy", "per_image"), "pdd.defences_table:build",
+           ("strong", "entropy", "per_image"), "pdd.reports.defences_table:build",
            caption="Every method trained with the same members, recipe and data: clean accuracy, the paper's PGD-10, "
                    "the strong evaluation's worst case and Type I transfer (on the same images), the ambiguity "
                    "entropy E (eq. 5) and the mean pairwise cosine between the members' input gradients."),
     Output("figure_member_transfer", "figure", "Transfer between members (DVERGE's diversity measure)",
-           ("member_transfer",), "pdd.figure_member_transfer:build",
+           ("member_transfer",), "pdd.reports.member_transfer_figure:build",
            caption="Per method, the K x K matrix of fooling rates: PGD crafted on member i (row) scored on member j "
                    "(column), % of member j's correctly classified test images; low off-diagonal = diverse."),
     Output("cost", "table", "What the run cost: wall seconds, image-passes and peak memory per rule and output",
-           ("jobs",), "pdd.cost_table:build",
+           ("jobs",), "pdd.reports.cost_table:build",
            caption="Every job of the requested outputs: Snakemake's benchmark (wall seconds, peak RSS) and the "
                    "job's own count of model image-passes (forward, backward) and peak GPU memory, summed per rule "
                    "and per output (an output's jobs include the trainings of the ensembles it reports)."),
     Output("figure_intervals", "figure", "The effect of M: PDD ensembles over the number of intervals",
-           ("clean", "own_attacks", "per_image"), "pdd.figures:build_intervals_figure", own_attacks=True,
+           ("clean", "own_attacks", "per_image"), "pdd.reports.figures:build_intervals_figure", own_attacks=True,
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
                    "(eq. 6, means over test images), clean and PGD accuracy."),
 )}
@@ -231,12 +231,12 @@ def inputs(config: dict, name: str) -> list[str]:
             elif need == "member_transfer":
                 files.append(ev("member_transfer", "pgd.json"))
             elif need == "jobs":
-                continue  # not per ensemble: pdd.jobs.cost_inputs
+                continue  # not per ensemble: pdd.plan.jobs.cost_inputs
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
-    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.jobs)
+    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.plan.jobs)
 
 
 # --- Jobs behind the outputs (the cost ledger) ----------------------------------------------------------------

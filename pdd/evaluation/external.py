@@ -258,11 +258,11 @@ def load_external(factory: str, weights: str | os.PathLike | None = None, device
     return as_ensemble(model, sample.to(device), info.num_classes if info else None)
 
 
-FEATURE_MEASURES = ("fisher", "between", "within")  # per-image measures of pdd.diversity read off features
+FEATURE_MEASURES = ("fisher", "between", "within")  # per-image measures of pdd.evaluation.diversity read off features
 
 
 class _LogitsAsFeatures(nn.Module):
-    """An ensemble without a feature split seen by `pdd.diversity.per_image`: its 'features' are the member
+    """An ensemble without a feature split seen by `pdd.evaluation.diversity.per_image`: its 'features' are the member
     logits and its heads the identity, so logits stay exact; the feature measures are then discarded."""
 
     def __init__(self, ensemble: nn.Module):
@@ -280,9 +280,9 @@ class _LogitsAsFeatures(nn.Module):
 
 def diversity_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                         batch_size: int = 250) -> dict[str, torch.Tensor]:
-    """`pdd.diversity.per_image`; for a model without penultimate features the feature measures (L_F, S_b,
+    """`pdd.evaluation.diversity.per_image`; for a model without penultimate features the feature measures (L_F, S_b,
     S_w) are NaN, member correctness and gradient angles are measured as usual."""
-    from pdd.diversity import per_image
+    from pdd.evaluation.diversity import per_image
 
     if getattr(model, "has_features", True):
         return per_image(model, x, y, device, batch_size)

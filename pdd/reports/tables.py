@@ -10,8 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.display import HEADERS, Grid, best_mask, dataset_name, fmt, label, param_label, param_legend, write_table
-from pdd.outputs import OUTPUTS
+from pdd.plan.outputs import OUTPUTS
+from pdd.reports.display import (
+    HEADERS,
+    Grid,
+    best_mask,
+    dataset_name,
+    fmt,
+    label,
+    param_label,
+    param_legend,
+    write_table,
+)
 
 PAPER_TABLE = {
     "table1_entropy": "table1",

@@ -1,8 +1,8 @@
 """Result records: the fields that name an evaluated ensemble, and the record each evaluation command writes.
 
-Every result JSON is a list of records (`pdd.tables.read_results` reads them). Each record starts with
+Every result JSON is a list of records (`pdd.reports.tables.read_results` reads them). Each record starts with
 `ensemble_key`'s fields, so the records of every command join on the same keys. A job's own cost is one more
-record with metric 'cost': the tables skip it, the cost table (`pdd.cost_table`) reads it.
+record with metric 'cost': the tables skip it, the cost table (`pdd.reports.cost_table`) reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ COST_FIELDS = ("seconds", "forward_images", "backward_images", "peak_rss_mb", "p
 
 def ensemble_key(train_config: Mapping[str, Any], model: str | None, surrogate: str | None = None) -> dict:
     """The key of an ensemble's records: dataset, K, method, arch and seed from its training config (a
-    `TrainConfig` as a dict, or what `pdd.external` gives a user's model), its file (or factory) and the
+    `TrainConfig` as a dict, or what `pdd.evaluation.external` gives a user's model), its file (or factory) and the
     surrogate file the attack was crafted on (None: white-box)."""
     missing = [name for name in CONFIG_FIELDS if name not in train_config]
     if missing:
@@ -28,8 +28,8 @@ def ensemble_key(train_config: Mapping[str, Any], model: str | None, surrogate: 
 
 
 def attack_record(key: Mapping[str, Any], threat: str, attack: str, param: float | None, result: Mapping) -> dict:
-    """One attack at one parameter (`pdd.attacks.run_attack`'s result): `value` is the robust accuracy over the
-    initially correct images (the paper's convention), or the clean accuracy for attack 'none'."""
+    """One attack at one parameter (`pdd.evaluation.attacks.run_attack`'s result): `value` is the robust
+    accuracy over the initially correct images (the paper's convention), or the clean accuracy for attack 'none'."""
     value = result["clean_accuracy"] if attack == "none" else result["accuracy_on_correct"]
     return {**key, "threat": threat, "attack": attack, "param": param, "metric": "accuracy_pct", "value": value,
             **result}
@@ -61,8 +61,8 @@ def step_records(key: Mapping[str, Any], medians: Mapping[str, float], steps: in
 
 
 def cost_record(key: Mapping[str, Any], command: str, cost: Mapping[str, Any]) -> dict:
-    """A job's cost (`pdd.cost.CostMeter`'s dict) as a record: threat 'cost', attack = the command, metric
-    'cost', value = wall seconds."""
+    """A job's cost (`pdd.evaluation.cost_meter.CostMeter`'s dict) as a record: threat 'cost', attack = the command, 
+    metric 'cost', value = wall seconds."""
     missing = [name for name in COST_FIELDS if name not in cost]
     if missing:
         raise ValueError(f"cost lacks {', '.join(missing)}: {dict(cost)}")
@@ -76,7 +76,7 @@ PER_IMAGE_KEY = ("dataset", "K", "method", "seed")  # columns naming the ensembl
 def per_image_table(key: Mapping[str, Any], stats: Mapping[str, Any]):
     """The diversity job's per-image CSV as a DataFrame: PER_IMAGE_KEY, then per test image whether the
     ensemble and how many members classify it correctly, L_F, S_b, S_w, the gradient angle and cosine
-    (`stats` as `pdd.diversity.per_image` returns it)."""
+    (`stats` as `pdd.evaluation.diversity.per_image` returns it)."""
     import pandas as pd
 
     frame = pd.DataFrame({"image": range(len(stats["correct"])), "correct": stats["correct"].numpy(),

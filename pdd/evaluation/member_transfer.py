@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdd.attacks import AttackSettings, generate, predict
+from pdd.evaluation.attacks import AttackSettings, generate, predict
 from pdd.models import Ensemble
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.display import (
+from pdd.plan.outputs import OUTPUTS
+from pdd.reports.display import (
     HEADERS,
     Grid,
     attack_name,
@@ -23,8 +24,7 @@ from pdd.display import (
     param_legend,
     write_table,
 )
-from pdd.outputs import OUTPUTS
-from pdd.tables import (
+from pdd.reports.tables import (
     KEYS,
     _param,
     aggregate,

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pdd.display import attack_name, method_name, norm_tex, param_label, where  # noqa: E402
 from pdd.io import atomic_path, write_text  # noqa: E402
+from pdd.reports.display import attack_name, method_name, norm_tex, param_label, where  # noqa: E402
 
 DIVERSITY_LABELS = {
     "fisher": ("figure2_discrimination", "discrimination score $L_F$ (eq. 6)"),
@@ -144,7 +144,7 @@ def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
     save_figure(fig, out)
 
 
-# --- Registry builders (pdd.outputs): input files + the output's config entry -> the figure ----------------
+# --- Registry builders (pdd.plan.outputs): input files + the output's config entry -> the figure ----------------
 
 def _where(spec: dict) -> str:
     """'Digits (8x8), K = 3: ' for titles."""
@@ -161,7 +161,7 @@ def build_diversity_figure(inputs: list[str], spec: dict, out: str, paper_csv: s
 def build_strength_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """Figure 4 with clean-accuracy lines and the paper's Figure 5 text points; those points, ours beside the
     paper's, also go to `<out>.csv`."""
-    from pdd.tables import _param, read_results
+    from pdd.reports.tables import _param, read_results
 
     results = read_results(inputs)
     dataset, k = spec["datasets"][0], spec["K"][0]
@@ -178,7 +178,7 @@ def build_strength_figure(inputs: list[str], spec: dict, out: str, paper_csv: st
 
 def build_strong_steps_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """figure_strong_steps from the strong-evaluation results of the strong table's ensembles."""
-    from pdd.tables import read_results
+    from pdd.reports.tables import read_results
 
     strong_steps(read_results(inputs), spec["methods"], f"{out}.png")
 
@@ -191,7 +191,7 @@ def interval_of(path: str, default: int) -> int:
 
 def intervals_summary(inputs: list[str], default: int) -> pd.DataFrame:
     """Per M: mean S_b, S_w and L_F over the test images, clean and PGD accuracy (mean over seeds)."""
-    from pdd.tables import read_results
+    from pdd.reports.tables import read_results
 
     rows = []
     for path in inputs:

@@ -3,7 +3,7 @@
 The paper scores 10-step PGD on log(mean softmax). Diversity defences judged that way can look more
 robust than they are (ADP fell to converged attacks, Tramer et al. 2020). Here, per eps (L-inf):
 APGD-CE and APGD-DLR (ART, with restarts) and PGD at several step counts with restarts, all on
-log(mean softmax) through `pdd.attacks.art_classifier`. An image counts as robust only if the
+log(mean softmax) through `pdd.evaluation.attacks.art_classifier`. An image counts as robust only if the
 ensemble classifies it correctly before the attack and after every attack (worst case per image).
 Four gradient-masking diagnostics (Carlini et al. 2019, "On evaluating adversarial robustness")
 each give pass / warn:
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pdd.attacks import AttackSettings, art_generate, generate, one_hot, predict
+from pdd.evaluation.attacks import AttackSettings, art_generate, generate, one_hot, predict
 from pdd.models import Ensemble
 
 APGD_LOSSES = {"apgd_ce": "cross_entropy", "apgd_dlr": "difference_logits_ratio"}
@@ -200,7 +200,7 @@ def diagnose(per_eps: dict[float, dict[str, dict]], clean: torch.Tensor, large: 
 
 def evaluate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps_values: list[float], s: StrongSettings,
              device: torch.device, surrogate: Ensemble | None = None, diagnostics: bool = True) -> list[dict]:
-    """The strong evaluation of one ensemble as result records (the shape `pdd.tables.read_results` reads):
+    """The strong evaluation of one ensemble as result records (the shape `pdd.reports.tables.read_results` reads):
     clean accuracy, every attack and the worst case per eps, then one record per diagnostic."""
     model.eval()
     clean = still_correct(model, x, y, device, s.batch_size)

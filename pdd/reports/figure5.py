@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pdd import data  # noqa: E402
-from pdd.attacks import AttackSettings, generate, predict  # noqa: E402
-from pdd.display import method_name, pgd_label, where  # noqa: E402
-from pdd.figure1 import load_ensembles  # noqa: E402
-from pdd.figures import save_figure  # noqa: E402
+from pdd.evaluation.attacks import AttackSettings, generate, predict  # noqa: E402
+from pdd.reports.display import method_name, pgd_label, where  # noqa: E402
+from pdd.reports.figure1 import load_ensembles  # noqa: E402
+from pdd.reports.figures import save_figure  # noqa: E402
 
 
 def examples(ensembles: dict, x: torch.Tensor, y: int, eps: dict[str, float], seed: int) -> dict:

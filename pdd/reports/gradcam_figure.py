@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pdd.display import method_name  # noqa: E402
-from pdd.figures import save_figure  # noqa: E402
-from pdd.gradcam import THRESHOLD, map_centres  # noqa: E402
+from pdd.evaluation.gradcam import THRESHOLD, map_centres  # noqa: E402
+from pdd.reports.display import method_name  # noqa: E402
+from pdd.reports.figures import save_figure  # noqa: E402
 
 
 def _background(image: torch.Tensor) -> tuple:

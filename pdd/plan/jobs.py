@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pdd.methods import get_method
-from pdd.outputs import THREATS, benchmark, cost_sources, inputs, job_of, model_path, requested, variant
+from pdd.plan.outputs import THREATS, benchmark, cost_sources, inputs, job_of, model_path, requested, variant
 
 
 def producer(path: str) -> tuple[str, str] | None:

@@ -9,10 +9,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pdd.display import method_name, pgd_label, where  # noqa: E402
-from pdd.figures import save_figure  # noqa: E402
 from pdd.io import write_text  # noqa: E402
-from pdd.tables import read_results  # noqa: E402
+from pdd.reports.display import method_name, pgd_label, where  # noqa: E402
+from pdd.reports.figures import save_figure  # noqa: E402
+from pdd.reports.tables import read_results  # noqa: E402
 
 
 def matrices(results: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -7,13 +7,13 @@ import pandas as pd
 import torch
 
 from pdd import data
-from pdd.attacks import select_images
-from pdd.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
-from pdd.figure_gradcam import draw
-from pdd.gradcam import THRESHOLD, centre_distance, default_layer, distances_over_images, gradcam
+from pdd.evaluation.attacks import select_images
+from pdd.evaluation.gradcam import THRESHOLD, centre_distance, default_layer, distances_over_images, gradcam
 from pdd.models import Ensemble, load_ensemble
-from pdd.outputs import OUTPUTS
-from pdd.tables import stand_in_note
+from pdd.plan.outputs import OUTPUTS
+from pdd.reports.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
+from pdd.reports.gradcam_figure import draw
+from pdd.reports.tables import stand_in_note
 
 # The paper's text, section "Diversified Feature Learning": one Tiny-ImageNet test image ("meatloaf").
 PAPER_DISTANCES = {"tiny_imagenet": {"pdd": 24.68, "baseline": 8.8, "adp": 14.34}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pdd.data import DATASETS
 from pdd.methods import METHODS, get_method
-from pdd.outputs import OUTPUTS, intervals_for, requested, variant
+from pdd.plan.outputs import OUTPUTS, intervals_for, requested, variant
 
 
 def problems(config: dict) -> list[str]:
