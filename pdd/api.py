@@ -72,9 +72,7 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     settings = AttackSettings(**settings) if isinstance(settings, dict) else settings or AttackSettings()
     attacks = {"none": []} if attacks is None else dict(attacks)
     for attack, params in attacks.items():
-        check_attack(attack)
-        if (attack == "none") != (not params):
-            raise ValueError(f"attack {attack!r}: give parameters for every attack except 'none', and none for 'none'")
+        check_attack(attack).check(params)  # the CLI's checks, from the attack registry
     strong_options = dict(strong or {})
     eps_values = sorted(strong_options.pop("eps", []))
     if strong is not None and not eps_values:

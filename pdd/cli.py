@@ -23,6 +23,7 @@ from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import OUTPUTS, THREATS
+from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
 
 Decorator = Callable[[Callable], Callable]
@@ -56,6 +57,7 @@ FIELD_TYPES: dict[str, click.ParamType] = {
     "members": click.IntRange(min=2),
     "seed": COUNT,
     "noise_images": COUNT,
+    "warmup": COUNT,
     "init_from": click.Path(exists=True, dir_okay=False),
     "pdd_alpha": PROBABILITY,
     "pdd_beta": PROBABILITY,
@@ -372,12 +374,13 @@ def _images(dataset: str, split: str, data_root: str, num_images: int | None, se
 
 
 def _check_params(attack: str, params: tuple[float, ...]) -> None:
-    """Every attack but 'none' needs --param; JSMA's gamma is a fraction of the features (at most 1)."""
-    if (attack == "none") != (not params):
-        raise click.UsageError("give --param for every attack except 'none', and none for 'none'")
-    if attack == "jsma" and max(params) > 1:
-        raise click.BadParameter(f"JSMA's gamma is the fraction of features it may change: at most 1, got "
-                                 f"{max(params)}", param_hint="'--param'")
+    """The attack registry's check of --param (count, finite, range): a usage error naming --param."""
+    from pdd.evaluation.attacks import check_attack
+
+    try:
+        check_attack(attack).check(params)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="'--param'") from err
 
 
 _attack_options = _options(
@@ -583,12 +586,12 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
 @_settings_options(TrainConfig, only=("dataset",))
 @click.option("--method", "methods", multiple=True, required=True, type=FIELD_TYPES["method"],
               help="Methods to time; repeatable (the first is the reference of the printed ratios).")
-@_settings_options(TrainConfig, only=("members", "arch", "width", "batch_size", "pdd_intervals", "pdd_alpha",
-                                      "pdd_beta", "seed"),
+@_settings_options(TrainConfig, only=("members", "arch", "width", "pdd_intervals", "pdd_alpha", "pdd_beta", "seed"),
                    help={"seed": "Seed of the initial weights and of the timed batch."})
 @_settings_options(LossSettings)
-@click.option("--steps", default=20, show_default=True, type=POSITIVE, help="Timed steps per method (median reported).")
-@click.option("--warmup", default=2, show_default=True, type=COUNT, help="Untimed steps per method first.")
+@_settings_options(TimingSettings, help={"steps": "Timed steps per method (median reported).",
+                                         "warmup": "Untimed steps per method first.",
+                                         "batch_size": "Images in the timed batch."})
 @_data_root_option()
 @_out_option("Result JSON to write: seconds per step of each method, then the job's cost record.")
 @_runtime_options

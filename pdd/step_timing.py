@@ -7,12 +7,22 @@ import copy
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How the timing table measures: timed steps per method (median reported), untimed warm-up steps, batch."""
+
+    steps: int = 20
+    warmup: int = 2
+    batch_size: int = 64
 
 
 def sync(device: torch.device) -> None:

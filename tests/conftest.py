@@ -47,7 +47,7 @@ def tiny_config() -> dict:
         "table5_ablation": {"datasets": ["digits"], "K": [2], "methods": ["pdd"], "attacks": {"pgd": [0.3]}},
         "table6_adversarial_training": {"datasets": ["digits"], "K": [2], "methods": ["advt_fgsm"],
                                         "attacks": {"fgsm": [0.1]}},
-        "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"]},
+        "timing": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd", "gal"]},
         "table_strong_evaluation": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
                                     "reference": {"digits": "fashion_mnist"}},
         "table_stronger_attacks": {"datasets": ["digits"], "K": [2], "methods": ["baseline", "pdd"],
@@ -86,5 +86,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 @pytest.fixture
 def tiny_workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
-    return tmp_path
+    """A working directory and a data root whose names hold a space and a `;`: every path reaches the jobs'
+    shell commands quoted (an unquoted one would split, or run `x` as a command)."""
+    work = tmp_path / "work dir"
+    work.mkdir()
+    cfg = tiny_config()
+    cfg["data_root"] = "my data;x"
+    (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    return work

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,10 @@ from pdd.evaluation.attacks import AttackSettings, jsma_targets, predict, run_at
 from pdd.evaluation.cost_meter import CostMeter
 from pdd.evaluation.diversity import per_image
 from pdd.evaluation.member_transfer import fooling_matrix
-from pdd.evaluation.strong import StrongSettings, evaluate
-from pdd.methods import METHODS, LossSettings, get_method
+from pdd.evaluation.strong import evaluate
+from pdd.methods import METHODS, get_method
 from pdd.models import load_ensemble
+from pdd.plan import config as plan
 from pdd.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -187,29 +189,14 @@ def test_the_synthetic_data_loads_at_paper_shapes(root: Path) -> None:
 # ----------------------------------------------------------------------------- training
 
 
-def loss_settings(method: str) -> LossSettings:
-    """The method's loss settings from config/config.yaml (as the workflow's get_train_params maps them),
-    with the inner attack loops cut to FEWER_INNER_STEPS."""
-    m = get_method(method)
-    values = {}
-    for name in m.settings_used:
-        section, key = name.split("_", 1)
-        values[name] = (CONFIG["adversarial_training"][m.adversarial].get(key, 1) if section == "adv"
-                        else CONFIG[section][key])
-    values.update({k: v for k, v in FEWER_INNER_STEPS.items() if k in values})
-    return LossSettings(**values)
-
-
-def train_config(dataset: str, method: str, k: int, arch: str = "resnet18", width: int | None = None,
-                 batch_size: int = CIFAR_BATCH, init_from: Path | None = None) -> TrainConfig:
-    """One epoch of the paper recipe (config.training, the dataset's augmentation, PDD's M for K)."""
-    t = CONFIG["training"]
-    return TrainConfig(
-        dataset=dataset, method=method, members=k, arch=arch, width=width or CONFIG["model"]["width"], epochs=1,
-        batch_size=batch_size, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
-        lr_min=t["lr_min"], augment=CONFIG["datasets"][dataset]["augment"],
-        pdd_intervals=CONFIG["pdd"]["intervals"][k], pdd_alpha=CONFIG["pdd"]["alpha"], pdd_beta=CONFIG["pdd"]["beta"],
-        loss_settings=loss_settings(method), init_from=str(init_from) if init_from else None)
+def train_config(dataset: str, method: str, k: int, arch: str = "resnet18", batch_size: int = CIFAR_BATCH,
+                 init_from: Path | None = None) -> TrainConfig:
+    """One epoch of the paper recipe as the workflow maps config/config.yaml (pdd.plan.config), with a small
+    batch and the inner attack loops cut to FEWER_INNER_STEPS."""
+    cfg = plan.train_config(CONFIG, dataset, k, method, 0, arch)
+    fewer = {k: v for k, v in FEWER_INNER_STEPS.items() if k in get_method(method).settings_used}
+    return replace(cfg, epochs=1, batch_size=batch_size, loss_settings=replace(cfg.loss_settings, **fewer),
+                   init_from=str(init_from) if init_from else None)
 
 
 def trained(name: str, cfg: TrainConfig, root: Path, tmp: Path) -> Path:
@@ -276,7 +263,7 @@ def test_surrogates_train_an_epoch(threat: str, k: int, root: Path, models: Path
     """VGG-16 (Type I, baseline; K=3 as the strong evaluation's transfer check) and ResNet-34 (Type II, K=5
     as Table 4, trained with PDD+DEG, the paper's method)."""
     s = CONFIG["surrogates"][threat]
-    cfg = train_config("cifar100", s.get("method", "pdd_deg"), k, arch=s["arch"], width=s["width"])
+    cfg = train_config("cifar100", s.get("method", "pdd_deg"), k, arch=s["arch"])
     trained(f"train cifar100 {s['arch']} {cfg.method} K={k}", cfg, root, models)
 
 
@@ -300,10 +287,7 @@ def tiny_ensemble(root: Path, models: Path):
 
 def attack_settings(**changes) -> AttackSettings:
     """config.evaluation's protocol with fewer iterations (C&W 2 iterations, 1 binary-search step)."""
-    e = CONFIG["evaluation"]
-    return AttackSettings(steps=2, jsma_theta=e["jsma_theta"], cw_confidence=e["cw"]["confidence"],
-                          cw_learning_rate=e["cw"]["learning_rate"], cw_max_iter=2, cw_binary_search_steps=1,
-                          batch_size=e["batch_size"], seed=e["seed"], **changes)
+    return replace(plan.attack_settings(CONFIG), steps=2, cw_max_iter=2, cw_binary_search_steps=1, **changes)
 
 
 def check_attack(model, attack: str, param: float, x: torch.Tensor, y: torch.Tensor, result: dict,
@@ -352,14 +336,11 @@ def test_jsma_and_cw_at_200_classes_64px(attack: str, tiny_ensemble) -> None:
 def test_strong_evaluation_at_paper_width(cifar_ensemble, root: Path, models: Path) -> None:
     model, x, y = cifar_ensemble
     x, y = x[:2], y[:2]
-    s = CONFIG["strong_evaluation"]
     surrogate = load_ensemble(trained("train cifar100 vgg16 baseline K=3",
                                       train_config("cifar100", "baseline", 3, arch="vgg16"), root, models))
-    settings = StrongSettings(apgd_iterations=1, apgd_restarts=1, pgd_steps=(1, 2), pgd_restarts=2,
-                              transfer_steps=1, diagnostic_eps=s["diagnostics"]["eps"],
-                              unbounded_eps=s["diagnostics"]["unbounded_eps"], diagnostic_steps=1,
-                              batch_size=s["batch_size"], seed=CONFIG["evaluation"]["seed"])
-    eps = s["eps"]["cifar100"]
+    settings = replace(plan.strong_settings(CONFIG), apgd_iterations=1, apgd_restarts=1, pgd_steps=(1, 2),
+                       pgd_restarts=2, transfer_steps=1, diagnostic_steps=1)
+    eps = CONFIG["strong_evaluation"]["eps"]["cifar100"]
     with job(f"strong cifar100 K=3 ({len(y)} images)"):
         records = evaluate(model, x, y, eps, settings, CPU, surrogate)
     accuracies = [r for r in records if r["metric"] == "accuracy_pct"]

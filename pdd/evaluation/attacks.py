@@ -7,8 +7,11 @@ attack (the paper's convention, official code) and over all attacked images.
 from __future__ import annotations
 
 import functools
+import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +19,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pdd.models import Ensemble, LogMeanProb
-
-ATTACKS = ("none", "fgsm", "bim", "pgd", "pgd_l2", "jsma", "cw")
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,89 @@ class AttackSettings:
     seed: int = 0                # JSMA target classes and PGD random start
 
 
-def check_attack(name: str) -> None:
+@dataclass(frozen=True)
+class Attack:
+    """One attack of the paper's protocol: what its parameter means, how ART builds it, how its cost grows.
+
+    Adding an attack = one entry in `ATTACKS` (and its parameters in the config's attack lists); the CLI, the
+    API, the config checks, the tables' labels and the cost projection read it.
+    """
+
+    name: str
+    display: str                      # its name in tables and figures
+    norm: str | None                  # the norm its budget is measured in: 'L-inf', 'L2', 'L0'; None: no budget
+    param: str | None                 # what its parameter is called in tables ('L-inf eps', 'gamma', 'c'); None: none
+    param_max: float = math.inf       # the largest meaningful parameter (parameters are > 0)
+    iterations: str | None = None     # the AttackSettings field counting its iterations (stronger-attack tables)
+    cost: str = "fixed"               # how the projection counts its passes: fixed, per_step, per_iteration, cw
+    targeted: bool = False            # crafted towards random target classes from the seed
+    build: Callable[[float, Any, AttackSettings], Any] | None = None  # (param, ART classifier, settings) -> attack
+
+    def check(self, params: Iterable[float]) -> None:
+        """Every parameter finite and in (0, param_max]; 'none' takes none and the others at least one."""
+        params = list(params)
+        if (self.param is None) != (not params):
+            raise ValueError(f"{self.name}: " + ("takes no parameter" if self.param is None else
+                                                 f"needs at least one parameter ({self.param})"))
+        for value in params:
+            if not (math.isfinite(value) and 0 < value <= self.param_max):
+                limit = "" if math.isinf(self.param_max) else f" and at most {self.param_max:g}"
+                raise ValueError(f"{self.name}: {self.param} must be a finite number above 0{limit}, got {value}")
+
+
+def _evasion():
+    """ART's evasion attacks (imported on first use: importing ART is slow)."""
+    from art.attacks import evasion
+
+    return evasion
+
+
+def _fgsm(eps: float, classifier, s: AttackSettings):
+    return _evasion().FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=s.batch_size)
+
+
+def _bim(eps: float, classifier, s: AttackSettings):
+    return _evasion().BasicIterativeMethod(classifier, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
+                                           batch_size=s.batch_size, verbose=False)
+
+
+def _pgd(norm: float) -> Callable[[float, Any, AttackSettings], Any]:
+    def build(eps: float, classifier, s: AttackSettings):
+        return _evasion().ProjectedGradientDescent(
+            classifier, norm=norm, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
+            num_random_init=s.random_starts, batch_size=s.batch_size, verbose=False)
+
+    return build
+
+
+def _jsma(gamma: float, classifier, s: AttackSettings):
+    return _evasion().SaliencyMapMethod(classifier, theta=s.jsma_theta, gamma=gamma, batch_size=s.batch_size,
+                                        verbose=False)
+
+
+def _cw(c: float, classifier, s: AttackSettings):
+    return _evasion().CarliniL2Method(
+        classifier, confidence=s.cw_confidence, learning_rate=s.cw_learning_rate,
+        binary_search_steps=s.cw_binary_search_steps, max_iter=s.cw_max_iter, initial_const=c,
+        batch_size=s.batch_size, verbose=False)
+
+
+ATTACKS: dict[str, Attack] = {a.name: a for a in (
+    Attack("none", "No attack", None, None),
+    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", 1.0, build=_fgsm),
+    Attack("bim", "BIM", "L-inf", "L-inf eps", 1.0, "steps", "per_step", build=_bim),
+    Attack("pgd", "PGD", "L-inf", "L-inf eps", 1.0, "steps", "per_step", build=_pgd(np.inf)),
+    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", iterations="steps", cost="per_step", build=_pgd(2)),
+    Attack("jsma", "JSMA", "L0", "gamma", 1.0, cost="per_iteration", targeted=True, build=_jsma),
+    Attack("cw", "C&W", "L2", "c", iterations="cw_max_iter", cost="cw", build=_cw),
+)}
+
+
+def check_attack(name: str) -> Attack:
+    """The registry entry of attack `name`, or a clear error listing the known ones."""
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; expected one of {ATTACKS}")
+        raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
+    return ATTACKS[name]
 
 
 def select_images(dataset: Dataset, num_images: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,29 +210,10 @@ def art_classifier(model: Ensemble, input_shape: tuple[int, ...], num_classes: i
 
 def build_attack(name: str, param: float, classifier, settings: AttackSettings):
     """The ART attack object for `name` at parameter `param` (eps, JSMA's gamma or C&W's initial constant)."""
-    from art.attacks import evasion
-
-    check_attack(name)
-    bs, step = settings.batch_size, param * settings.step_fraction
-    if name == "fgsm":
-        return evasion.FastGradientMethod(classifier, norm=np.inf, eps=param, batch_size=bs)
-    if name == "bim":
-        return evasion.BasicIterativeMethod(classifier, eps=param, eps_step=step, max_iter=settings.steps,
-                                            batch_size=bs, verbose=False)
-    if name in ("pgd", "pgd_l2"):
-        return evasion.ProjectedGradientDescent(
-            classifier, norm=np.inf if name == "pgd" else 2, eps=param, eps_step=step, max_iter=settings.steps,
-            num_random_init=settings.random_starts, batch_size=bs, verbose=False)
-    if name == "jsma":
-        return evasion.SaliencyMapMethod(
-            classifier, theta=settings.jsma_theta, gamma=param, batch_size=bs, verbose=False
-        )
-    if name == "cw":
-        return evasion.CarliniL2Method(
-            classifier, confidence=settings.cw_confidence, learning_rate=settings.cw_learning_rate,
-            binary_search_steps=settings.cw_binary_search_steps, max_iter=settings.cw_max_iter,
-            initial_const=param, batch_size=bs, verbose=False)
-    raise ValueError(f"attack {name!r} takes no parameter")
+    attack = check_attack(name)
+    if attack.build is None:
+        raise ValueError(f"attack {name!r} takes no parameter")
+    return attack.build(param, classifier, settings)
 
 
 def jsma_targets(labels: torch.Tensor, num_classes: int, seed: int) -> np.ndarray:
@@ -183,7 +245,8 @@ def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, par
     if attack == "none" or param == 0:
         return x.clone()
     num_classes = model.spec.num_classes
-    labels = jsma_targets(y, num_classes, settings.seed) if attack == "jsma" else one_hot(y, num_classes)
+    targeted = check_attack(attack).targeted
+    labels = jsma_targets(y, num_classes, settings.seed) if targeted else one_hot(y, num_classes)
     return art_generate(model, x, labels, lambda clf: build_attack(attack, param, clf, settings), settings.seed, device)
 
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from pdd.data import DATASETS
+from pdd.evaluation.attacks import ATTACKS
 from pdd.methods import METHODS, get_method
+from pdd.plan.config import strong_settings, train_config
 from pdd.plan.outputs import OUTPUTS, intervals_for, requested, variant
 
 
 def problems(config: dict) -> list[str]:
     """Every cross-key inconsistency of `config`, each naming the key, each once; empty when fine."""
     found = []
-    if config["training"]["lr_min"] > config["training"]["lr"]:
-        found.append("training.lr_min must not exceed training.lr")
     found += [f"datasets.{d}: unknown dataset; known: {sorted(DATASETS)}" for d in config["datasets"]
               if d not in DATASETS]
+    if not found:
+        recipe = train_config(config, next(iter(config["datasets"])), 2, "baseline", 0)
+        if recipe.lr_min > recipe.lr:
+            found.append("training.lr_min must not exceed training.lr")
     for section, kind in (("tables", "table"), ("figures", "figure")):
         for name in config.get(section, {}):
             if name not in OUTPUTS or OUTPUTS[name].kind != kind:
                 known = sorted(n for n, o in OUTPUTS.items() if o.kind == kind)
                 found.append(f"{section}.{name}: unknown {kind}; known: {known}")
+    found += attack_problems(config)
     if found:
         return found
     for name, spec in requested(config).items():
@@ -29,6 +34,25 @@ def problems(config: dict) -> list[str]:
     if strong_users:
         found += strong_problems(config, strong_users)
     return list(dict.fromkeys(found))
+
+
+def attack_problems(config: dict) -> list[str]:
+    """Every attack list (per dataset, per output) names registered attacks with parameters they accept."""
+    grids = {f"attacks.{d}": grid for d, grid in config["attacks"].items()}
+    for section in ("tables", "figures"):
+        grids.update({f"{section}.{n}.attacks": s["attacks"] for n, s in config.get(section, {}).items()
+                      if "attacks" in s})
+    found = []
+    for key, grid in grids.items():
+        for attack, params in grid.items():
+            if attack not in ATTACKS:
+                found.append(f"{key}.{attack}: unknown attack; known: {', '.join(ATTACKS)}")
+                continue
+            try:
+                ATTACKS[attack].check(params)
+            except ValueError as err:
+                found.append(f"{key}.{attack}: {err}")
+    return found
 
 
 def output_problems(config: dict, name: str, spec: dict) -> list[str]:
@@ -72,10 +96,6 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
                 if missing:
                     found.append(f"{key}.attacks.{attack}: {missing} not among attacks.{dataset}.{attack}, so the "
                                  "standard-iteration column would have no result")
-    for m in names:
-        sections = {f.split("_", 1)[0] for f in get_method(variant(m)[0]).settings_used} - {"adv"}
-        found += [f"{s}: missing; method {m!r} of {key} needs its settings there" for s in sorted(sections)
-                  if s not in config]
     uses_pdd = any(get_method(variant(m)[0]).uses_pdd for m in names)
     for k in spec["K"] if uses_pdd else []:
         m = intervals_for(config, k)
@@ -103,15 +123,17 @@ def strong_problems(config: dict, names: list[str]) -> list[str]:
             eps_values = strong["eps"].get(dataset)
             if not eps_values:
                 found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by tables.{name})")
-            elif max(eps_values) >= strong["diagnostics"]["eps"]:
+            elif max(eps_values) >= strong_settings(config).diagnostic_eps:
                 found.append("strong_evaluation.diagnostics.eps must exceed every eps of "
                              f"strong_evaluation.eps.{dataset}")
-    steps = strong["pgd"]["steps"]
-    if steps != sorted(steps):
+    steps = strong.get("pgd", {}).get("steps")
+    if steps is not None and steps != sorted(steps):
         found.append(f"strong_evaluation.pgd.steps must be increasing, got {steps}")
-    if 10 not in steps:
+        return found
+    settings = strong_settings(config)
+    if 10 not in settings.pgd_steps:
         found.append(f"strong_evaluation.pgd.steps must include 10 (the paper-protocol column), got {steps}")
-    if strong["diagnostics"]["unbounded_eps"] <= strong["diagnostics"]["eps"]:
+    if settings.unbounded_eps <= settings.diagnostic_eps:
         found.append("strong_evaluation.diagnostics.unbounded_eps must exceed strong_evaluation.diagnostics.eps")
     oblivious = config["surrogates"]["oblivious"]
     if (oblivious["arch"], oblivious["width"]) == (config["model"]["arch"], config["model"]["width"]):

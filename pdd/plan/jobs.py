@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from pdd.methods import get_method
-from pdd.plan.outputs import THREATS, benchmark, cost_sources, inputs, job_of, model_path, requested, variant
+from pdd.plan.config import surrogate_path, train_start
+from pdd.plan.outputs import (
+    THREATS,
+    benchmark,
+    cost_sources,
+    inputs,
+    job_of,
+    model_path,
+    parse_path,
+    requested,
+)
 
 
 def producer(path: str) -> tuple[str, str] | None:
     """(rule, main output) of the job writing `path`; None for files no job writes (external weights)."""
-    parts = path.split("/")
     if path.startswith("results/models/"):
-        return ("train", "/".join(parts[:-1] + ["ensemble.pt"]))
+        return ("train", path.rsplit("/", 1)[0] + "/ensemble.pt")
     if path.startswith("results/data/"):
         return ("prepare_data", path)
     if not path.startswith("results/eval/"):
         return None
-    if parts[5] == "timing":
+    fields = parse_path(path)
+    if "method" not in fields:
         return ("time_steps", path)
-    kind = parts[7]
+    kind = fields["suite"]
     if kind == "diversity":
-        return ("diversity", "/".join(parts[:-1] + ["per_image.csv"]))
+        return ("diversity", path.rsplit("/", 1)[0] + "/per_image.csv")
     rule = {"strong": "strong", "member_transfer": "member_transfer"}.get(kind, "transfer" if kind in THREATS
                                                                              else "whitebox")
     return (rule, path)
@@ -27,21 +36,20 @@ def producer(path: str) -> tuple[str, str] | None:
 
 def upstream(config: dict, rule: str, path: str) -> list[str]:
     """Files a job reads that other jobs write: the data manifest, the ensemble(s) it evaluates or starts from."""
-    parts = path.split("/")
-    dataset = parts[2]
     if rule == "prepare_data":
         return []
+    fields = parse_path(path)
+    dataset = fields["dataset"]
     if rule == "time_steps":
         return [f"results/data/{dataset}.json"]
-    arch, k, method, seed = parts[3], int(parts[4][1:]), parts[5], int(parts[6][4:])
+    arch, k, method, seed = fields["arch"], fields["K"], fields["method"], fields["seed"]
     if rule == "train":
-        start = get_method(variant(method)[0]).starts_from
-        return [f"results/data/{dataset}.json"] + ([model_path(config, dataset, k, start, seed, arch)] if start else [])
+        start = train_start(config, dataset, k, method, seed, arch)
+        return [f"results/data/{dataset}.json"] + ([start] if start else [])
     found = [] if method in config.get("external", {}) else [model_path(config, dataset, k, method, seed)]
     if rule == "transfer" or rule == "strong":
-        threat = parts[7] if rule == "transfer" else "blackbox_oblivious"
-        s = config["surrogates"]["oblivious" if threat == "blackbox_oblivious" else "adaptive"]
-        found.append(model_path(config, dataset, k, s.get("method", method), seed, s["arch"]))
+        threat = fields["suite"] if rule == "transfer" else "blackbox_oblivious"
+        found.append(surrogate_path(config, threat, dataset, k, method, seed))
     return found
 
 

@@ -195,6 +195,24 @@ def eval_path(config: dict, kind: str, dataset: str, k: int, method: str, seed: 
     return f"{base}/{kind}/{file}"
 
 
+def parse_path(path: str) -> dict:
+    """The fields of a result path (the inverse of the layout above): dataset; for models and evaluations also
+    arch, K, method (not for the timing file), seed; for evaluations `suite` (an attack suite, a threat,
+    'diversity', 'strong', 'member_transfer') and `attack` (the file's stem)."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "results":
+        raise ValueError(f"not a result path: {path!r}")
+    if parts[1] == "data":
+        return {"dataset": parts[2].removesuffix(".json")}
+    found = {"dataset": parts[2], "arch": parts[3], "K": int(parts[4][1:])}
+    if parts[1] == "eval" and parts[5] == "timing":
+        return {**found, "seed": int(parts[6].removeprefix("seed").removesuffix(".json"))}
+    found.update(method=parts[5], seed=int(parts[6][4:]))
+    if parts[1] == "models":
+        return found
+    return {**found, "suite": parts[7], "attack": parts[8].rsplit(".", 1)[0]}
+
+
 def dataset_attacks(config: dict, dataset: str) -> dict[str, list[float]]:
     return config["attacks"].get(dataset, {})
 

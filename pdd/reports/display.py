@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pdd.evaluation.attacks import ATTACKS as ATTACK_REGISTRY
 from pdd.io import write_text
 from pdd.plan.outputs import variant
 
@@ -26,12 +27,12 @@ THREATS = {"whitebox": "White-box", "blackbox_oblivious": "Type I (oblivious)",
            "blackbox_adaptive": "Type II (adaptive)", "none": ""}
 DATASETS = {"digits": "Digits (8x8)", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
             "tiny_imagenet": "Tiny-ImageNet"}
-ATTACKS = {"none": "No attack", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "pgd_l2": "PGD (L2)", "jsma": "JSMA",
-           "cw": "C&W", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "worst_case": "Worst case",
-           "transfer": "Transfer (Type I)"}
-# Norm of each attack's budget; the strong evaluation's pgd_<steps>[x<restarts>] are L-inf too.
-NORMS = {"fgsm": "L-inf", "bim": "L-inf", "pgd": "L-inf", "apgd_ce": "L-inf", "apgd_dlr": "L-inf",
-         "worst_case": "L-inf", "transfer": "L-inf", "pgd_l2": "L2", "jsma": "L0", "cw": "L2"}
+# The paper-protocol attacks' names and norms come from their registry; these are the strong evaluation's
+# (its pgd_<steps>[x<restarts>] are L-inf too).
+STRONG_ATTACKS = {"apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "worst_case": "Worst case",
+                  "transfer": "Transfer (Type I)"}
+ATTACKS = {**{name: a.display for name, a in ATTACK_REGISTRY.items()}, **STRONG_ATTACKS}
+NORMS = {**{name: a.norm for name, a in ATTACK_REGISTRY.items() if a.norm}, **dict.fromkeys(STRONG_ATTACKS, "L-inf")}
 NORMS_TEX = {"L-inf": "$L_\\infty$", "L2": "$L_2$", "L0": "$L_0$"}
 PARAM_MEANINGS = {
     "L-inf eps": "L-inf eps = the largest change of any pixel, inputs in [0, 1] (n/255 = the same in 8-bit levels)",
@@ -85,10 +86,8 @@ def _missing(value) -> bool:
 
 def param_name(attack: str) -> str | None:
     """What an attack's table parameter is: 'L-inf eps', 'L2 eps', 'gamma' (JSMA) or 'c' (C&W)."""
-    if attack == "jsma":
-        return "gamma"
-    if attack == "cw":
-        return "c"
+    if attack in ATTACK_REGISTRY:
+        return ATTACK_REGISTRY[attack].param
     found = norm(attack)
     return f"{found} eps" if found in ("L-inf", "L2") else None
 

@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 
+from pdd.evaluation.attacks import ATTACKS, AttackSettings
 from pdd.plan.outputs import OUTPUTS
 from pdd.reports.display import Grid, label, method_name, param_legend, write_table
 from pdd.reports.tables import pivot_grid, read_results
@@ -32,11 +33,9 @@ def label_iterations(inputs: list[str], name: str, protocol: dict, standard: dic
 
 
 def _iterations(attack: str, protocol: dict) -> float:
-    if attack in ("bim", "pgd", "pgd_l2"):
-        return protocol.get("steps", 10)
-    if attack == "cw":
-        return protocol.get("cw_max_iter", 1000)
-    return math.nan
+    """The attack's iteration count under `protocol` (AttackSettings fields; the paper's defaults otherwise)."""
+    field = ATTACKS[attack].iterations if attack in ATTACKS else None
+    return math.nan if field is None else protocol.get(field, getattr(AttackSettings, field))
 
 
 def gains(df: pd.DataFrame) -> pd.DataFrame:

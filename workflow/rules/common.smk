@@ -1,16 +1,14 @@
 # Derives, from the config and the output registry (pdd/plan/outputs.py), every model and evaluation that each
 # requested output needs. Input functions are named get_<what>, as in the Snakemake workflow template.
 
-import json
 import os
-import shlex
 
 from pdd.plan import outputs as registry
 from pdd.plan.checks import problems
 from pdd.fingerprint import fingerprint
 from pdd.io import write_json
 from pdd.plan.jobs import cost_inputs, jobs_per_output
-from pdd.methods import get_method
+from pdd.plan import config as plan
 
 _problems = problems(config)
 if _problems:
@@ -58,160 +56,63 @@ def model(dataset, K, method, seed, arch=None):
     return registry.model_path(config, dataset, K, method, seed, arch)
 
 
-EXTERNAL = config.get("external", {})
+RUNTIME = plan.runtime(config)  # data root, device, threads, workers: the same for every job
 
 
 def get_model_input(w):
     """What an evaluation job reads: the trained checkpoint, or an external model's weights and factory module."""
-    if w.method in EXTERNAL:
-        e = EXTERNAL[w.method]
-        return [e["weights"]] + ([e["source"]] if "source" in e else [])
-    return model(w.dataset, w.K, w.method, w.seed, w.arch)
+    return plan.external_inputs(config, w.method) or model(w.dataset, w.K, w.method, w.seed, w.arch)
 
 
 def get_model_args(w, flag="--model"):
-    """CLI flags naming the evaluated ensemble: `--model CHECKPOINT`, or an external model's factory options."""
-    if w.method in EXTERNAL:
-        e = EXTERNAL[w.method]
-        return (
-            f"--factory {e['factory']} --weights {e['weights']} --dataset {w.dataset} --name {w.method}"
-            f" --model-seed {w.seed}"
-        )
-    return f"{flag} {model(w.dataset, w.K, w.method, w.seed, w.arch)}"
-
-
-def width(arch):
-    """Member width of an architecture: the defended model's or a surrogate's."""
-    for spec in [config["model"], *config["surrogates"].values()]:
-        if spec["arch"] == arch:
-            return spec["width"]
-    raise ValueError(f"architecture {arch!r} is neither config.model nor a surrogate")
+    """The evaluated ensemble's flags (`--model CHECKPOINT` or an external model's factory options), quoted."""
+    return plan.model_args(config, w.dataset, int(w.K), w.method, int(w.seed), w.arch, flag)
 
 
 def get_surrogate(threat, dataset, K, method, seed):
     """The surrogate ensemble of a black-box threat: Type I a fixed baseline, Type II the target's method."""
-    if threat == "blackbox_oblivious":
-        s = config["surrogates"]["oblivious"]
-        return model(dataset, K, s["method"], seed, s["arch"])
-    return model(dataset, K, method, seed, config["surrogates"]["adaptive"]["arch"])
+    return plan.surrogate_path(config, threat, dataset, int(K), method, int(seed))
 
 
 def get_train_params(w):
-    """Every config value that determines the trained ensemble (a change reruns it): the recipe, PDD's settings
-    if the method uses PDD, and the loss settings the method declares (`settings_used`, e.g. gal_lambda ->
-    config gal.lambda; adv_* -> adversarial_training.<attack>.*)."""
-    recipe, t = config["datasets"][w.dataset], config["training"]
-    name, intervals = registry.variant(w.method)
-    method, k = get_method(name), int(w.K)
-    args = {
-        "method": name,
-        "epochs": recipe["epochs"],
-        "batch-size": t["batch_size"],
-        "lr": t["lr"],
-        "momentum": t["momentum"],
-        "weight-decay": t["weight_decay"],
-        "lr-min": t["lr_min"],
-        "width": width(w.arch),
-    }
-    if method.uses_pdd:
-        args.update(
-            {
-                "pdd-intervals": intervals or registry.intervals_for(config, k),
-                "pdd-alpha": config["pdd"]["alpha"],
-                "pdd-beta": config["pdd"]["beta"],
-            }
-        )
-    for field in method.settings_used:
-        section, key = field.split("_", 1)
-        if section == "adv":
-            value = config["adversarial_training"][method.adversarial].get(key, 1)
-        else:
-            value = config[section][key]
-        args[field.replace("_", "-")] = value
-    if method.starts_from:
-        args["init-from"] = get_train_start(w)[0]
-    flags = " ".join(f"--{key} {value}" for key, value in args.items())
-    return flags + (" --augment" if recipe["augment"] else " --no-augment")
+    """Every setting that determines the trained ensemble (a change reruns it), quoted (pdd.plan.config)."""
+    return plan.train_args(config, w.dataset, int(w.K), w.method, int(w.seed), w.arch)
 
 
 def get_train_start(w):
     """The trained ensemble a method starts from (DVERGE: the baseline of the same dataset, K, arch, seed)."""
-    start = get_method(registry.variant(w.method)[0]).starts_from
-    return [model(w.dataset, w.K, start, w.seed, w.arch)] if start else []
+    start = plan.train_start(config, w.dataset, int(w.K), w.method, int(w.seed), w.arch)
+    return [start] if start else []
 
 
 def get_timing_args(w):
-    """Flags of the interleaved step timing: the timing table's methods with every loss setting and PDD's M."""
-    k, t = int(w.K), config.get("timing", {"steps": 20, "warmup": 2, "batch_size": config["training"]["batch_size"]})
-    names = OUTPUTS["timing"]["methods"]
-    flags = [f"--method {m}" for m in names] + [
-        f"--width {width(w.arch)}",
-        f"--batch-size {t['batch_size']}",
-        f"--steps {t['steps']}",
-        f"--warmup {t['warmup']}",
-        f"--pdd-intervals {registry.intervals_for(config, k)}",
-        f"--pdd-alpha {config['pdd']['alpha']}",
-        f"--pdd-beta {config['pdd']['beta']}",
-        f"--deg-lambda {config['deg']['lambda']}",
-        f"--adp-alpha {config['adp']['alpha']}",
-        f"--adp-beta {config['adp']['beta']}",
-    ]
-    return " ".join(flags)
-
-
-def get_attack_args(params, protocol=None):
-    """CLI flags of the attack protocol (config.evaluation, with an output's `protocol` overrides) and the
-    attack's parameters."""
-    e = {**config["evaluation"], **(protocol or {})}
-    cw = {**config["evaluation"]["cw"], **{k[3:]: v for k, v in (protocol or {}).items() if k.startswith("cw_")}}
-    flags = (
-        f"--batch-size {e['batch_size']} --seed {e['seed']} --steps {e['steps']}"
-        f" --jsma-theta {e['jsma_theta']} --cw-confidence {cw['confidence']}"
-        f" --cw-learning-rate {cw['learning_rate']} --cw-max-iter {cw['max_iter']}"
-        f" --cw-binary-search-steps {cw['binary_search_steps']}"
-    )
-    if e["num_images"]:
-        flags += f" --num-images {e['num_images']}"
-    return flags + "".join(f" --param {p}" for p in params)
+    """The interleaved step timing's flags: the timing table's methods, each with its own config settings."""
+    return plan.timing_args(config, int(w.K), w.arch)
 
 
 def get_suite_args(w):
     """Attack flags of one job of an attack suite ('none' = clean accuracy only)."""
-    if w.attack == "none":
-        return get_attack_args([])
-    protocol = None if w.suite == "whitebox" else OUTPUTS[w.suite].get("protocol")
-    return get_attack_args(registry.suite_attacks(config, w.suite, w.dataset)[w.attack], protocol)
+    return plan.suite_args(config, w.suite, w.dataset, w.attack)
+
+
+def get_transfer_args(w):
+    """Attack flags of one black-box job (table4_blackbox's parameters)."""
+    return plan.transfer_args(config, w.attack)
 
 
 def get_member_transfer_args(w):
-    """Flags of the member-transfer job: figure_member_transfer's eps and the attack protocol's images and steps."""
-    e = config["evaluation"]
-    flags = (
-        f"--eps {OUTPUTS['figure_member_transfer']['eps']} --steps {e['steps']} --batch-size {e['batch_size']}"
-        f" --seed {e['seed']}"
-    )
-    return flags + (f" --num-images {e['num_images']}" if e["num_images"] else "")
+    """Flags of the member-transfer job."""
+    return plan.member_transfer_args(config)
 
 
 def get_strong_args(w):
-    """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles."""
-    s, d = config["strong_evaluation"], config["strong_evaluation"]["diagnostics"]
-    flags = [f"--eps {eps}" for eps in s["eps"][w.dataset]]
-    flags += [f"--apgd-iterations {s['apgd']['iterations']}", f"--apgd-restarts {s['apgd']['restarts']}"]
-    flags += [f"--pgd-steps {n}" for n in s["pgd"]["steps"]] + [f"--pgd-restarts {s['pgd']['restarts']}"]
-    flags += [
-        f"--transfer-steps {s['transfer_steps']}",
-        f"--diagnostic-eps {d['eps']}",
-        f"--diagnostic-max-accuracy {d['max_accuracy_pct']}",
-        f"--unbounded-eps {d['unbounded_eps']}",
-        f"--diagnostic-steps {d['steps']}",
-        f"--noise-images {d['noise_images']}",
-        f"--batch-size {s['batch_size']}",
-        f"--seed {config['evaluation']['seed']}",
-    ]
-    if s["num_images"]:
-        flags.append(f"--num-images {s['num_images']}")
-    return " ".join(flags)
+    """Flags of the strong evaluation of one dataset's ensembles."""
+    return plan.strong_args(config, w.dataset)
+
+
+def get_diversity_args(w):
+    """Flags of the diversity job (image subset)."""
+    return plan.diversity_args(config)
 
 
 def get_output_code(w):
@@ -240,15 +141,4 @@ def get_cost_files(w):
 def get_output_spec(w):
     """The output's config entry, completed with what its builder reads, as shell-quoted JSON (a change
     rebuilds the output)."""
-    spec = OUTPUTS[w.name]
-    spec = {
-        **spec,
-        "name": w.name,
-        "data_root": config["data_root"],
-        "seeds": config["seeds"],
-        "methods": registry.methods(config, w.name, spec) if "methods" in spec or "intervals" in spec else None,
-        "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()},
-        "alpha": config["pdd"]["alpha"],
-        "standard": {"steps": config["evaluation"]["steps"], "cw_max_iter": config["evaluation"]["cw"]["max_iter"]},
-    }
-    return shlex.quote(json.dumps(spec, sort_keys=True))
+    return plan.output_spec(config, w.name)

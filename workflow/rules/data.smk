@@ -15,7 +15,7 @@ rule prepare_data:
     conda:
         "../../envs/pdd.yaml"
     params:
-        root=config["data_root"],
+        root=RUNTIME["data_root"],
         code=CODE["prepare_data"],
     shell:
-        "pdd prepare-data --dataset {wildcards.dataset} --root {params.root} --out {output} > {log} 2>&1"
+        "pdd prepare-data --dataset {wildcards.dataset} --root {params.root:q} --out {output:q} > {log:q} 2>&1"

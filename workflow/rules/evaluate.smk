@@ -9,7 +9,7 @@ rule whitebox:
         registry.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=12 * 60,
@@ -17,12 +17,12 @@ rule whitebox:
     params:
         args=get_suite_args,
         model=get_model_args,
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["attack"],
     shell:
-        "pdd attack {params.model} --attack {wildcards.attack} {params.args} --data-root {params.data_root}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "pdd attack {params.model} --attack {wildcards.attack} {params.args} --data-root {params.data_root:q}"
+        " --device {params.device:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule transfer:
@@ -37,21 +37,21 @@ rule transfer:
         registry.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=12 * 60,
         mem_mb=16000,
     params:
-        args=lambda w: get_attack_args(OUTPUTS["table4_blackbox"]["attacks"][w.attack]),
+        args=get_transfer_args,
         target=lambda w: get_model_args(w, "--target"),
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["attack"],
     shell:
-        "pdd transfer --surrogate {input.surrogate} {params.target} --threat {wildcards.threat}"
-        " --attack {wildcards.attack} {params.args} --data-root {params.data_root} --device {params.device}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "pdd transfer --surrogate {input.surrogate:q} {params.target} --threat {wildcards.threat}"
+        " --attack {wildcards.attack} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule diversity:
@@ -66,21 +66,20 @@ rule diversity:
         registry.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=2 * 60,
         mem_mb=16000,
     params:
-        num_images=lambda w: f"--num-images {n}" if (n := config["diversity"]["num_images"]) else "",
+        args=get_diversity_args,
         model=get_model_args,
-        seed=config["evaluation"]["seed"],
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["diversity"],
     shell:
-        "pdd diversity {params.model} {params.num_images} --seed {params.seed} --data-root {params.data_root}"
-        " --device {params.device} --threads {threads} --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
+        "pdd diversity {params.model} {params.args} --data-root {params.data_root:q}"
+        " --device {params.device:q} --threads {threads} --out-json {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
 rule strong:
@@ -95,7 +94,7 @@ rule strong:
         registry.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=12 * 60,
@@ -103,12 +102,12 @@ rule strong:
     params:
         args=get_strong_args,
         model=get_model_args,
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["strong"],
     shell:
-        "pdd strong {params.model} --surrogate {input.surrogate} {params.args} --data-root {params.data_root}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "pdd strong {params.model} --surrogate {input.surrogate:q} {params.args} --data-root {params.data_root:q}"
+        " --device {params.device:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule member_transfer:
@@ -123,16 +122,16 @@ rule member_transfer:
         registry.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=2 * 60,
         mem_mb=16000,
     params:
         args=get_member_transfer_args,
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["member_transfer"],
     shell:
-        "pdd member-transfer --model {input} {params.args} --data-root {params.data_root} --device {params.device}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "pdd member-transfer --model {input:q} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

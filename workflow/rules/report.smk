@@ -35,8 +35,8 @@ rule table:
         out=lambda w: f"{TABLES}/{w.name}",
         code=get_output_code,
     shell:
-        "pdd table --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
-        " --out {params.out} {input.results} > {log} 2>&1"
+        "pdd table --name {wildcards.name} --spec {params.spec} --paper {input.paper:q}"
+        " --out {params.out:q} {input.results:q} > {log:q} 2>&1"
 
 
 rule figure:
@@ -56,8 +56,8 @@ rule figure:
         out=lambda w: f"{FIGURES}/{w.name}",
         code=get_output_code,
     shell:
-        "pdd figure --name {wildcards.name} --spec {params.spec} --paper {input.paper}"
-        " --out {params.out} {input.results} > {log} 2>&1"
+        "pdd figure --name {wildcards.name} --spec {params.spec} --paper {input.paper:q}"
+        " --out {params.out:q} {input.results:q} > {log:q} 2>&1"
 
 
 rule all_tables:

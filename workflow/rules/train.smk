@@ -13,22 +13,20 @@ rule train:
         registry.benchmark("train", f"{MODEL_DIR}/ensemble.pt")
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=24 * 60,
         mem_mb=16000,
     params:
         args=get_train_params,
-        data_root=config["data_root"],
-        device=config["device"],
-        workers=config["training"]["workers"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
+        workers=RUNTIME["workers"],
         code=CODE["train"],
     shell:
-        "pdd train --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
-        " --seed {wildcards.seed} {params.args}"
-        " --data-root {params.data_root} --device {params.device} --threads {threads} --workers {params.workers}"
-        " --out {output.model} --log {output.log} --cost {output.cost} > {log} 2>&1"
+        "pdd train {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads} --workers {params.workers}"
+        " --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
 
 
 rule time_steps:
@@ -43,17 +41,17 @@ rule time_steps:
         registry.benchmark("time_steps", registry.TIMING)
     conda:
         "../../envs/pdd.yaml"
-    threads: config["threads"]
+    threads: RUNTIME["threads"]
     resources:
         gpu=1,
         runtime=60,
         mem_mb=16000,
     params:
         args=get_timing_args,
-        data_root=config["data_root"],
-        device=config["device"],
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
         code=CODE["time_steps"],
     shell:
         "pdd time-steps --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
-        " --seed {wildcards.seed} {params.args} --data-root {params.data_root} --device {params.device}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,326 @@
+"""The one mapping from a workflow config to every job's settings.
+
+The workflow's params, `benchmarks/project_cost.py` and the tests ask this module; nothing else reads the
+config's setting keys. Each setting's default lives in its dataclass (`TrainConfig`, `LossSettings`,
+`AttackSettings`, `StrongSettings`, `TimingSettings`): a key absent from the config takes it. Jobs receive
+their settings as command-line arguments built here from the dataclasses and quoted with `shlex`, so no
+user-supplied path or value reaches a shell unquoted.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, fields, replace
+from typing import Any
+
+from pdd.evaluation.attacks import AttackSettings
+from pdd.evaluation.strong import StrongSettings
+from pdd.methods import LossSettings, TrainingMethod, get_method
+from pdd.plan.outputs import THREATS, intervals_for, model_path, requested, suite_attacks, variant
+from pdd.step_timing import TimingSettings
+from pdd.training import TrainConfig
+
+Path = tuple[str, ...]
+
+# Where each dataclass field lives in the config (a path of keys); fields not listed keep their default.
+TRAINING_KEYS: dict[str, Path] = {
+    "batch_size": ("training", "batch_size"), "lr": ("training", "lr"), "momentum": ("training", "momentum"),
+    "weight_decay": ("training", "weight_decay"), "lr_min": ("training", "lr_min"),
+    "pdd_alpha": ("pdd", "alpha"), "pdd_beta": ("pdd", "beta"),
+}
+ATTACK_KEYS: dict[str, Path] = {
+    "steps": ("evaluation", "steps"), "jsma_theta": ("evaluation", "jsma_theta"),
+    "cw_confidence": ("evaluation", "cw", "confidence"), "cw_learning_rate": ("evaluation", "cw", "learning_rate"),
+    "cw_max_iter": ("evaluation", "cw", "max_iter"),
+    "cw_binary_search_steps": ("evaluation", "cw", "binary_search_steps"),
+    "batch_size": ("evaluation", "batch_size"), "seed": ("evaluation", "seed"),
+}
+STRONG_KEYS: dict[str, Path] = {
+    "apgd_iterations": ("strong_evaluation", "apgd", "iterations"),
+    "apgd_restarts": ("strong_evaluation", "apgd", "restarts"),
+    "pgd_steps": ("strong_evaluation", "pgd", "steps"), "pgd_restarts": ("strong_evaluation", "pgd", "restarts"),
+    "transfer_steps": ("strong_evaluation", "transfer_steps"),
+    "diagnostic_eps": ("strong_evaluation", "diagnostics", "eps"),
+    "diagnostic_max_accuracy": ("strong_evaluation", "diagnostics", "max_accuracy_pct"),
+    "unbounded_eps": ("strong_evaluation", "diagnostics", "unbounded_eps"),
+    "diagnostic_steps": ("strong_evaluation", "diagnostics", "steps"),
+    "noise_images": ("strong_evaluation", "diagnostics", "noise_images"),
+    "batch_size": ("strong_evaluation", "batch_size"),
+    "seed": ("evaluation", "seed"),  # the same image subset and random starts as the paper-protocol attacks
+}
+TIMING_KEYS: dict[str, Path] = {
+    "steps": ("timing", "steps"), "warmup": ("timing", "warmup"), "batch_size": ("timing", "batch_size"),
+}
+
+
+def lookup(config: Mapping, path: Path, default: Any = MISSING) -> Any:
+    """The config value at `path`, or `default` where a key on the way is absent (KeyError without one)."""
+    node: Any = config
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            if default is MISSING:
+                raise KeyError(".".join(path))
+            return default
+        node = node[key]
+    return node
+
+
+def _values(config: Mapping, keys: Mapping[str, Path]) -> dict[str, Any]:
+    """{field: config value} of the fields whose key is present (absent keys keep the dataclass default)."""
+    found = {name: lookup(config, path, None) for name, path in keys.items()}
+    return {name: tuple(v) if isinstance(v, list) else v for name, v in found.items() if v is not None}
+
+
+def loss_key(field: str, method: TrainingMethod) -> Path:
+    """Where `LossSettings` field `field` of `method` lives: adv_* under adversarial_training.<fgsm|pgd>, the
+    others under the section named by the field's prefix (gal_lambda -> gal.lambda)."""
+    section, key = field.split("_", 1)
+    if section == "adv":
+        return ("adversarial_training", method.adversarial or "pgd", key)
+    return (section, key)
+
+
+def loss_settings(config: Mapping, methods: Iterable[str]) -> LossSettings:
+    """The loss settings `methods` use (their `settings_used`), from the config; the rest keep the defaults.
+    Several adversarial-training methods read adversarial_training.pgd (its steps set the step's cost)."""
+    instances = [get_method(variant(m)[0]) for m in methods]
+    adversarial = next((m for m in instances if m.adversarial == "pgd"), None)
+    values = {}
+    for method in instances:
+        for field in method.settings_used:
+            source = adversarial if field.startswith("adv_") and adversarial else method
+            value = lookup(config, loss_key(field, source), None)
+            if value is not None:
+                values[field] = value
+    return LossSettings(**values)
+
+
+def width(config: Mapping, arch: str) -> int:
+    """Member width of an architecture: the defended model's or a surrogate's."""
+    for spec in [config["model"], *config["surrogates"].values()]:
+        if spec["arch"] == arch:
+            return spec["width"]
+    raise ValueError(f"architecture {arch!r} is neither config.model nor a surrogate")
+
+
+def train_start(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str) -> str | None:
+    """The trained ensemble a method starts from (DVERGE: the baseline of the same dataset, K, arch, seed)."""
+    start = get_method(variant(method)[0]).starts_from
+    return model_path(config, dataset, k, start, seed, arch) if start else None
+
+
+def pdd_settings(config: Mapping, k: int, intervals: int | None = None) -> dict[str, Any]:
+    """PDD's `TrainConfig` fields for ensemble size K: M (`intervals`, else pdd.intervals of K), alpha, beta."""
+    values = _values(config, {f: TRAINING_KEYS[f] for f in ("pdd_alpha", "pdd_beta")})
+    return {"pdd_intervals": intervals or intervals_for(config, k) or TrainConfig.pdd_intervals,
+            "pdd_alpha": values.get("pdd_alpha", TrainConfig.pdd_alpha),
+            "pdd_beta": values.get("pdd_beta", TrainConfig.pdd_beta)}
+
+
+def train_config(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> TrainConfig:
+    """Everything that determines the trained ensemble (dataset, K, method, seed, architecture) under `config`;
+    `method` may be a PDD variant with its own M ('pdd-M20')."""
+    arch = arch or defended_arch(config)
+    name, intervals = variant(method)
+    recipe = config["datasets"][dataset]
+    return TrainConfig(**{**_values(config, TRAINING_KEYS), **pdd_settings(config, k, intervals)},
+                       dataset=dataset, method=name, members=k, arch=arch, width=width(config, arch), seed=seed,
+                       epochs=recipe["epochs"], augment=recipe["augment"], loss_settings=loss_settings(config, [name]),
+                       init_from=train_start(config, dataset, k, method, seed, arch))
+
+
+def defended_arch(config: Mapping) -> str:
+    """The architecture of the defended ensembles' members."""
+    return config["model"]["arch"]
+
+
+def surrogate_arch(config: Mapping, threat: str) -> str:
+    """The members' architecture of a black-box threat's surrogate (Type I oblivious, Type II adaptive)."""
+    if threat not in THREATS:
+        raise ValueError(f"unknown threat {threat!r}; expected one of {THREATS}")
+    return config["surrogates"]["oblivious" if threat == "blackbox_oblivious" else "adaptive"]["arch"]
+
+
+def surrogate_path(config: Mapping, threat: str, dataset: str, k: int, method: str, seed: int) -> str:
+    """The surrogate ensemble of a black-box threat: Type I a fixed baseline, Type II the target's method."""
+    if threat == "blackbox_oblivious":
+        method = config["surrogates"]["oblivious"]["method"]
+    return model_path(config, dataset, k, method, seed, surrogate_arch(config, threat))
+
+
+def attack_settings(config: Mapping, protocol: Mapping | None = None) -> AttackSettings:
+    """The paper-protocol attack settings (config.evaluation), with an output's `protocol` overrides (fields of
+    `AttackSettings`, e.g. steps, cw_max_iter)."""
+    return replace(AttackSettings(**_values(config, ATTACK_KEYS)), **(protocol or {}))
+
+
+def suite_protocol(config: Mapping, suite: str) -> dict:
+    """An attack suite's overrides of the protocol: none for the white-box suite, an output's `protocol`."""
+    return {} if suite == "whitebox" else dict(requested(config)[suite].get("protocol", {}))
+
+
+def strong_settings(config: Mapping) -> StrongSettings:
+    """The strong evaluation's attacks and diagnostics (config.strong_evaluation)."""
+    values = _values(config, STRONG_KEYS)
+    if "pgd_steps" in values:
+        values["pgd_steps"] = tuple(sorted(values["pgd_steps"]))
+    return StrongSettings(**values)
+
+
+def timing_settings(config: Mapping) -> TimingSettings:
+    """The interleaved step timing's steps, warm-up and batch (config.timing; batch: training.batch_size)."""
+    values = _values(config, TIMING_KEYS)
+    values.setdefault("batch_size", lookup(config, ("training", "batch_size"), TimingSettings.batch_size))
+    return TimingSettings(**values)
+
+
+def num_images(config: Mapping, section: str) -> int | None:
+    """The number of test images of an evaluation section (None: the whole test set)."""
+    return lookup(config, (section, "num_images"), None)
+
+
+def runtime(config: Mapping) -> dict:
+    """Where and how every job runs: data root, device, CPU threads, data-loader workers."""
+    return {"data_root": config["data_root"], "device": config["device"], "threads": config["threads"],
+            "workers": lookup(config, ("training", "workers"), 0)}
+
+
+# ----------------------------------------------------------------------------- job arguments
+
+
+def as_args(settings: Any, only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[str]:
+    """Command-line arguments of a settings dataclass, as `pdd`'s options read them (`--field-name value`;
+    booleans `--x` / `--no-x`; tuples repeated; None left out)."""
+    chosen = set(only) if only is not None else None
+    args: list[str] = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if (chosen is not None and f.name not in chosen) or f.name in skip or value is None:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            for item in value if isinstance(value, tuple) else (value,):
+                args += [flag, str(item)]
+    return args
+
+
+def quoted(args: Iterable[Any]) -> str:
+    """One shell-safe string of arguments."""
+    return shlex.join(str(a) for a in args)
+
+
+def train_args(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str) -> str:
+    """`pdd train`'s settings: the recipe, PDD's settings when the method uses PDD, the loss settings the
+    method declares (`settings_used`) and the ensemble it starts from; a change reruns the training."""
+    cfg = train_config(config, dataset, k, method, seed, arch)
+    m = get_method(cfg.method)
+    skip = ("loss_settings",) + (() if m.uses_pdd else ("pdd_intervals", "pdd_alpha", "pdd_beta"))
+    return quoted(as_args(cfg, skip=skip) + as_args(cfg.loss_settings, only=m.settings_used))
+
+
+def model_args(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str, flag: str = "--model") -> str:
+    """The evaluated ensemble: `--model CHECKPOINT`, or an external model's factory options."""
+    external = config.get("external", {})
+    if method in external:
+        e = external[method]
+        return quoted(["--factory", e["factory"], "--weights", e["weights"], "--dataset", dataset, "--name", method,
+                       "--model-seed", seed])
+    return quoted([flag, model_path(config, dataset, k, method, seed, arch)])
+
+
+def external_inputs(config: Mapping, method: str) -> list[str] | None:
+    """An external model's files (weights, and its factory's source when given); None for trained methods."""
+    e = config.get("external", {}).get(method)
+    return None if e is None else [e["weights"]] + ([e["source"]] if "source" in e else [])
+
+
+def attack_args(config: Mapping, params: Iterable[float], protocol: Mapping | None = None) -> str:
+    """`pdd attack` / `pdd transfer` settings: the protocol, the image count and the attack's parameters."""
+    n = num_images(config, "evaluation")
+    args = as_args(attack_settings(config, protocol)) + (["--num-images", n] if n else [])
+    return quoted(args + [a for p in params for a in ("--param", p)])
+
+
+def suite_params(config: Mapping, suite: str, dataset: str, attack: str) -> list[float]:
+    """The parameters of one attack job of an attack suite (none for 'none', clean accuracy only)."""
+    return [] if attack == "none" else list(suite_attacks(config, suite, dataset)[attack])
+
+
+def transfer_params(config: Mapping, attack: str) -> list[float]:
+    """The parameters of a black-box job: table4_blackbox's list for `attack`."""
+    return list(requested(config)["table4_blackbox"]["attacks"][attack])
+
+
+def suite_args(config: Mapping, suite: str, dataset: str, attack: str) -> str:
+    """One attack job of an attack suite ('none' = clean accuracy only)."""
+    return attack_args(config, suite_params(config, suite, dataset, attack), suite_protocol(config, suite))
+
+
+def transfer_args(config: Mapping, attack: str) -> str:
+    """A black-box job: table4_blackbox's parameters of `attack` under the white-box protocol."""
+    return attack_args(config, transfer_params(config, attack))
+
+
+def strong_eps(config: Mapping, dataset: str) -> list[float]:
+    """The strong evaluation's L-inf budgets for `dataset`."""
+    return list(lookup(config, ("strong_evaluation", "eps", dataset)))
+
+
+def strong_args(config: Mapping, dataset: str) -> str:
+    """`pdd strong`'s settings for one dataset's ensembles: its eps list and every StrongSettings field."""
+    n = num_images(config, "strong_evaluation")
+    eps = [a for e in strong_eps(config, dataset) for a in ("--eps", e)]
+    return quoted(eps + as_args(strong_settings(config)) + (["--num-images", n] if n else []))
+
+
+def diversity_args(config: Mapping) -> str:
+    """`pdd diversity`'s image subset: config.diversity's count, the attacks' seed."""
+    n = num_images(config, "diversity")
+    return quoted((["--num-images", n] if n else []) + ["--seed", attack_settings(config).seed])
+
+
+def member_transfer_args(config: Mapping) -> str:
+    """`pdd member-transfer`: figure_member_transfer's eps and the protocol's steps, batch, seed and images."""
+    n = num_images(config, "evaluation")
+    return quoted(["--eps", requested(config)["figure_member_transfer"]["eps"]]
+                  + as_args(attack_settings(config), only=("steps", "batch_size", "seed"))
+                  + (["--num-images", n] if n else []))
+
+
+def timing_methods(config: Mapping) -> list[str]:
+    """The methods of the timing table."""
+    return list(requested(config)["timing"]["methods"])
+
+
+def timing_args(config: Mapping, k: int, arch: str) -> str:
+    """`pdd time-steps`: the timing table's methods, the member width, PDD's settings for K and every timed
+    method's own loss settings from the config (each method is timed as it trains)."""
+    methods = timing_methods(config)
+    args = [a for m in methods for a in ("--method", m)] + ["--width", width(config, arch)]
+    args += [a for field, value in pdd_settings(config, k).items() for a in (f"--{field.replace('_', '-')}", value)]
+    used = {f for m in methods for f in get_method(variant(m)[0]).settings_used}
+    return quoted(args + as_args(timing_settings(config)) + as_args(loss_settings(config, methods), only=used))
+
+
+def output_spec(config: Mapping, name: str) -> str:
+    """An output's config entry completed with what its builder reads, as shell-quoted JSON (a change rebuilds
+    the output)."""
+    from pdd.plan.outputs import methods as output_methods
+
+    spec = requested(config)[name]
+    attack = attack_settings(config)
+    spec = {
+        **spec,
+        "name": name,
+        "data_root": config["data_root"],
+        "seeds": config["seeds"],
+        "methods": output_methods(config, name, spec) if "methods" in spec or "intervals" in spec else None,
+        "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()},
+        "alpha": lookup(config, TRAINING_KEYS["pdd_alpha"], TrainConfig.pdd_alpha),
+        "standard": {"steps": attack.steps, "cw_max_iter": attack.cw_max_iter},
+    }
+    return shlex.quote(json.dumps(spec, sort_keys=True))

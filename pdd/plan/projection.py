@@ -1,0 +1,587 @@
+"""Projected model image-passes of a whole config run, per rule (`benchmarks/project_cost.py` prints it).
+
+Image-passes are what the cost ledger counts (`pdd.evaluation.cost_meter.CostMeter`):
+images through an ensemble's forward and
+through a backward pass that reaches an ensemble output (a second-order loss counts each pass). Nothing here is
+guessed: each job kind's passes per unit are MEASURED by running the job's own code (the training step, ART's
+attacks through `pdd.evaluation.attacks.run_attack`, `pdd.evaluation.strong`, `pdd.evaluation.diversity`,
+`pdd.evaluation.member_transfer`,
+`pdd.step_timing`) on `--images` synthetic images at paper scale (real widths, K, image sizes and classes; random
+initial weights), then multiplied by the counts the config implies:
+
+- the jobs: the union of `pdd.plan.jobs.output_jobs` over every requested output (what Snakemake would run);
+- images: the datasets' real sizes (TRAIN_IMAGES / TEST_IMAGES) or the config's `num_images`; per training
+  epoch floor(N / batch) * batch images (the last partial batch is dropped) and one pass over the test set;
+- iterations: where passes grow exactly linearly with an iteration count (PGD / BIM steps, adversarial
+  training's PGD steps, TRS's and DVERGE's inner steps, C&W iterations and binary-search steps, APGD iterations
+  and restarts, member-transfer PGD steps, timing steps), the passes are measured at two small counts and the
+  line through them is evaluated at the config's count; the arithmetic is printed.
+
+Data-dependent loops are marked in the output: JSMA stops when an image reaches its target or its budget of
+gamma * features changed features (projected at floor(gamma * features / 2) + 1 iterations: two new features
+per iteration); C&W's line search runs 1-11 extra forwards per iteration (measured mean on these images); the
+strong evaluation's restarts run only on images still unbroken (projected as if none broke: an upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch.utils.data import TensorDataset
+
+from pdd import data
+from pdd.evaluation.attacks import ATTACKS, AttackSettings, predict, run_attack
+from pdd.evaluation.cost_meter import CostMeter
+from pdd.evaluation.external import diversity_per_image
+from pdd.evaluation.member_transfer import fooling_matrix
+from pdd.evaluation.strong import StrongSettings, apgd, evaluate, pgd
+from pdd.methods import LossSettings, get_method
+from pdd.models import Ensemble, EnsembleSpec
+from pdd.plan import config as plan
+from pdd.plan.jobs import output_jobs
+from pdd.plan.outputs import parse_path, requested, variant
+from pdd.step_timing import time_methods
+from pdd.training import accuracy
+
+# The datasets' real split sizes (Tiny-ImageNet's test split is its labelled val split).
+TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
+                "digits": 1_437}
+TEST_IMAGES = {"fashion_mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000, "tiny_imagenet": 10_000,
+               "digits": 360}
+CPU = torch.device("cpu")
+TINY_EPS = 1e-5  # measuring restarts: an eps no image breaks at, so every restart runs on every image
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Image-passes (forward, backward) per unit; `extra` counts single-member passes outside the ledger."""
+
+    forward: float
+    backward: float
+    extra: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward
+
+    def __add__(self, other: Passes) -> Passes:
+        return Passes(self.forward + other.forward, self.backward + other.backward, self.extra + other.extra)
+
+    def __sub__(self, other: Passes) -> Passes:
+        return Passes(self.forward - other.forward, self.backward - other.backward, self.extra - other.extra)
+
+    def __mul__(self, factor: float) -> Passes:
+        return Passes(self.forward * factor, self.backward * factor, self.extra * factor)
+
+    def show(self) -> str:
+        text = f"{self.total:,.4g} ({self.forward:,.4g} fwd + {self.backward:,.4g} bwd)"
+        return text + (f" + {self.extra:,.4g} uncounted member passes" if self.extra else "")
+
+
+@contextmanager
+def uncounted_member_passes(model: Ensemble) -> Iterator[list[float]]:
+    """Count, in ensemble image-passes (member-images / K), the single-member passes that bypass
+    `Ensemble.forward`, so CostMeter cannot see them: `member_feature` (DVERGE's distillation; forward, and
+    backward where its output is differentiated) and `features` called from outside forward (diversity's L_F)."""
+    found = [0.0]
+    k, depth = model.num_members, [0]
+    forward, features, member_feature = model.forward, model.features, model.member_feature
+
+    def add(images: float) -> None:
+        found[0] += images
+
+    def counted_forward(x: torch.Tensor) -> torch.Tensor:
+        depth[0] += 1
+        try:
+            return forward(x)
+        finally:
+            depth[0] -= 1
+
+    def counted_features(x: torch.Tensor) -> torch.Tensor:
+        if not depth[0]:
+            add(x.shape[1] if x.dim() == 5 else x.shape[0])
+        return features(x)
+
+    def counted_member_feature(index: int, x: torch.Tensor, layer: int) -> torch.Tensor:
+        out, images = member_feature(index, x, layer), x.shape[0] / k
+        add(images)
+        if out.requires_grad:
+            out.register_hook(lambda grad: add(images))
+        return out
+
+    model.forward, model.features, model.member_feature = counted_forward, counted_features, counted_member_feature
+    try:
+        yield found
+    finally:
+        del model.forward, model.features, model.member_feature
+
+
+def measure(run: Callable[[], object], images: int, model: Ensemble | None = None) -> Passes:
+    """Image-passes per image of `run()` (every ensemble it runs), plus the passes CostMeter cannot see."""
+    extra = [0.0]
+    with CostMeter() as cost:
+        if model is not None:
+            with uncounted_member_passes(model) as extra:
+                run()
+        else:
+            run()
+    return Passes(cost["forward_images"] / images, cost["backward_images"] / images, extra[0] / images)
+
+
+def line(at: Callable[[int], Passes]) -> tuple[Passes, Passes]:
+    """(intercept, slope) of passes that grow linearly with an iteration count, from the counts 1 and 2."""
+    one, two = at(1), at(2)
+    slope = two - one
+    return one - slope, slope
+
+
+@dataclass
+class Bench:
+    """Builds paper-scale ensembles and synthetic images, and caches each measurement."""
+
+    config: dict
+    images: int
+    seed: int = 0
+    cache: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+    def model(self, dataset: str, arch: str, k: int, pdd: dict | None = None) -> Ensemble:
+        info = data.info(dataset)
+        torch.manual_seed(self.seed)
+        spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, plan.width(self.config, arch), pdd or {})
+        return Ensemble(spec).eval()
+
+    def batch(self, dataset: str, model: Ensemble | None = None, n: int | None = None):
+        """n random images; labels = the model's own predictions (every image starts correctly classified,
+        so loops over still-correct images run on all of them), else random."""
+        info, n = data.info(dataset), n or self.images
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        x = torch.rand(n, info.in_channels, info.image_size, info.image_size, generator=generator)
+        y = torch.randint(info.num_classes, (n,), generator=generator)
+        return x, (predict(model, x, CPU) if model is not None else y)
+
+    def cached(self, key: tuple, compute: Callable[[], object]):
+        if key not in self.cache:
+            start = time.perf_counter()
+            self.cache[key] = compute()
+            self.seconds[key] = time.perf_counter() - start
+            print(f"  measured {' '.join(map(str, key))}: {self.seconds[key]:.1f} s", file=sys.stderr)
+        return self.cache[key]
+
+    # --- training -------------------------------------------------------------------------------------------
+
+    def loss_settings(self, method: str, **steps: int) -> LossSettings:
+        """The config's settings of a method (as its training job gets them), inner steps overridden."""
+        return replace(plan.loss_settings(self.config, [method]), **steps)
+
+    def train_step(self, dataset: str, arch: str, k: int, method: str, intervals: int | None,
+                   **steps: int) -> Passes:
+        """Passes per training image of one `TrainingMethod.step` (train mode, the config's settings)."""
+        m = get_method(method, self.loss_settings(method, **steps))
+        cfg = plan.train_config(self.config, dataset, k, f"{method}-M{intervals}" if intervals else method, 0, arch)
+        model = self.model(dataset, arch, k, cfg.spec().pdd).train()
+        m.start_epoch(model, 0, cfg.epochs, self.seed)
+        optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                      for group in m.parameter_groups(model)]
+        x, y = self.batch(dataset)
+        return measure(lambda: m.step(model, optimizers, x, y), len(y), model)
+
+    def train(self, dataset: str, arch: str, k: int, method: str) -> tuple[Passes, Passes, str, int | None]:
+        """(passes per training image at the config's inner steps, passes per test image of the epoch's
+        evaluation, how the first was measured, the inner step count or None)."""
+        base, intervals = variant(method)
+        m = get_method(base)
+        inner = next((name for name in ("adv_steps", "trs_steps", "dverge_steps") if name in m.settings_used), None)
+        key = ("train", dataset, arch, k, base)
+
+        def compute():
+            if inner is None:
+                step, how, count = self.train_step(dataset, arch, k, base, intervals), "measured", None
+            else:
+                count = getattr(self.loss_settings(base), inner)
+                a, b = line(lambda s: self.train_step(dataset, arch, k, base, intervals, **{inner: s}))
+                step = a + b * count
+                how = (f"{a.total:.4g} + {count} {inner} x {b.total:.4g} per train image (measured at 1 and 2 "
+                       f"{inner})")
+                if step.extra:
+                    how += (f"; outside the ledger: {a.extra:.4g} + {count} x {b.extra:.4g} single-member "
+                            "distillation passes (forward + backward, in ensemble passes) per train image")
+            model = self.model(dataset, arch, k)
+            x, y = self.batch(dataset)
+            evaluation = measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
+            return step, evaluation, how, count
+
+        return self.cached(key, compute)
+
+    # --- attacks --------------------------------------------------------------------------------------------
+
+    def attack_settings(self, **changes: float) -> AttackSettings:
+        """The config's attack protocol, with `changes` (fewer steps, iterations) applied."""
+        return replace(plan.attack_settings(self.config), **changes)
+
+    def attack(self, dataset: str, k: int, attack: str, surrogate_arch: str | None = None) -> dict:
+        """Per attacked image and parameter, the passes of `run_attack` (crafting on the surrogate when given,
+        scoring on the target) as a formula's coefficients: {"fixed"}; {"a", "per_step"}; JSMA {"a",
+        "per_iteration"}; C&W {"c0", "per_search", "per_iteration"} (passes = c0 + bss * (per_search +
+        iterations * per_iteration))."""
+        key = ("attack", dataset, k, attack, surrogate_arch or "")
+
+        def compute():
+            target = self.model(dataset, plan.defended_arch(self.config), k)
+            surrogate = self.model(dataset, surrogate_arch, k) if surrogate_arch else None
+            x, y = self.batch(dataset, surrogate if surrogate is not None else target)
+
+            def run(param: float, **settings) -> Passes:
+                s = self.attack_settings(**settings)
+                return measure(lambda: run_attack(target, x, y, attack, param, s, CPU, surrogate), len(y))
+
+            features = x[0].numel()
+            cost = ATTACKS[attack].cost
+            if cost == "fixed":
+                return {"fixed": run(0.0 if attack == "none" else 0.02)}
+            if cost == "per_step":
+                a, b = line(lambda s: run(0.02, steps=s))
+                return {"a": a, "per_step": b}
+            if cost == "per_iteration":  # JSMA, theta 1: a changed feature saturates, so gamma = i / features
+                # runs i iterations
+                a, b = line(lambda i: run(i / features, jsma_theta=1.0))
+                return {"a": a, "per_iteration": b}
+            if cost == "cw":
+                p11, p12 = run(0.01, cw_max_iter=1, cw_binary_search_steps=1), run(0.01, cw_max_iter=2,
+                                                                                   cw_binary_search_steps=1)
+                p21 = run(0.01, cw_max_iter=1, cw_binary_search_steps=2)
+                per_iteration = p12 - p11
+                per_search = p21 - p11 - per_iteration
+                return {"c0": p11 - per_search - per_iteration, "per_search": per_search,
+                        "per_iteration": per_iteration}
+            raise ValueError(attack)
+
+        return self.cached(key, compute)
+
+    # --- strong evaluation, diversity, member transfer, timing --------------------------------------------------
+
+    def strong_blocks(self, dataset: str, k: int, check: bool) -> dict:
+        """Per image: PGD (intercept, per step) on the target and on the oblivious surrogate, APGD (c0, per
+        restart, per iteration), one prediction; with `check`, the composed formula beside `evaluate` itself at
+        1-2 steps (measured), as "check"."""
+        key = ("strong", dataset, k)
+
+        def compute():
+            arch = plan.defended_arch(self.config)
+            surrogate_arch = plan.surrogate_arch(self.config, "blackbox_oblivious")
+            target, surrogate = self.model(dataset, arch, k), self.model(dataset, surrogate_arch, k)
+            x, y = self.batch(dataset, target)
+            n = len(y)
+
+            def settings(**changes: int) -> StrongSettings:
+                return StrongSettings(**{"apgd_iterations": 1, "apgd_restarts": 1, "pgd_steps": (1,),
+                                         "pgd_restarts": 1, "transfer_steps": 1, "diagnostic_steps": 1, **changes})
+
+            def pgd_on(model: Ensemble) -> tuple[Passes, Passes]:
+                return line(lambda s: measure(lambda: pgd(model, x, y, TINY_EPS, s, 0, settings(), CPU), n))
+
+            blocks = {"pgd": pgd_on(target), "transfer": pgd_on(surrogate),
+                      "predict": measure(lambda: predict(target, x, CPU), n), "check": None}
+            at = {(i, r): measure(lambda: apgd(target, x, y, TINY_EPS, "cross_entropy",
+                                               settings(apgd_iterations=i, apgd_restarts=r), CPU), n)
+                  for i, r in ((1, 1), (2, 1), (1, 2))}
+            per_iteration = at[2, 1] - at[1, 1]
+            per_restart = at[1, 2] - at[1, 1] - per_iteration
+            blocks["apgd"] = (at[1, 1] - per_restart - per_iteration, per_restart, per_iteration)
+            if check:
+                small = settings(apgd_iterations=2, apgd_restarts=2, pgd_steps=(1, 2), pgd_restarts=2,
+                                 transfer_steps=2, diagnostic_steps=2)
+                losses = 2 if data.info(dataset).num_classes >= 3 else 1
+                composed = strong_formula(blocks, small, eps_count=1, apgd_losses=losses)
+                direct = measure(lambda: evaluate(target, x, y, [TINY_EPS], small, CPU, surrogate), n)
+                blocks["check"] = (composed, direct)
+            return blocks
+
+        return self.cached(key, compute)
+
+    def diversity(self, dataset: str, k: int) -> Passes:
+        def compute():
+            model = self.model(dataset, plan.defended_arch(self.config), k)
+            x, y = self.batch(dataset)
+            return measure(lambda: diversity_per_image(model, x, y, CPU), len(y), model)
+
+        return self.cached(("diversity", dataset, k), compute)
+
+    def member_transfer(self, dataset: str, k: int, eps: float) -> tuple[Passes, Passes]:
+        def compute():
+            model = self.model(dataset, plan.defended_arch(self.config), k)
+            x, y = self.batch(dataset, model)
+            return line(lambda s: measure(lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s),
+                                                                 CPU), len(y)))
+
+        return self.cached(("member_transfer", dataset, k), compute)
+
+    def time_steps(self, dataset: str, arch: str, k: int, methods: list[str]) -> Passes:
+        """Passes per batch image of one interleaved round (one step of every method)."""
+        def compute():
+            info = data.info(dataset)
+            spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, plan.width(self.config, arch))
+            p = plan.pdd_settings(self.config, k)
+            pdd = {"num_intervals": p["pdd_intervals"], "alpha": p["pdd_alpha"], "beta": p["pdd_beta"]}
+            settings = plan.loss_settings(self.config, methods)  # every method as its timing job runs it
+            x, y = self.batch(dataset)
+            return measure(lambda: time_methods(methods, spec, pdd, settings, x, y, 0, 1, seed=self.seed), len(y))
+
+        return self.cached(("time_steps", dataset, k), compute)
+
+
+def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses: int) -> Passes:
+    """Passes per image of `pdd.evaluation.strong.evaluate` if no image ever breaks
+    (every restart runs on every image)."""
+    (pgd_a, pgd_b), (tr_a, tr_b), predict_ = blocks["pgd"], blocks["transfer"], blocks["predict"]
+    c0, per_restart, per_iteration = blocks["apgd"]
+
+    def pgd_(steps: int) -> Passes:
+        return pgd_a + pgd_b * steps
+
+    per_eps = Passes(0, 0)
+    for steps in s.pgd_steps:
+        per_eps = per_eps + pgd_(steps) + predict_
+    per_eps = per_eps + (pgd_(s.pgd_steps[-1]) + predict_) * (s.pgd_restarts - 1)
+    one_apgd = c0 + (per_restart + per_iteration * s.apgd_iterations) * s.apgd_restarts + predict_
+    per_eps = per_eps + one_apgd * apgd_losses
+    per_eps = per_eps + tr_a + tr_b * s.transfer_steps + predict_
+    diagnostics = (pgd_(s.diagnostic_steps) + predict_) * 2
+    return predict_ + per_eps * eps_count + diagnostics
+
+
+# ----------------------------------------------------------------------------- the config's jobs
+
+
+@dataclass
+class Row:
+    """One group of identical jobs: how many, what one unit costs (measured), units per job, the arithmetic."""
+
+    rule: str
+    label: str
+    jobs: int
+    per_job: float
+    arithmetic: str
+    note: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.jobs * self.per_job
+
+
+def sci(value: float) -> str:
+    """A count as people write it: 240,000 below a million, 3.15e7 above."""
+    if abs(value) < 1e6:
+        return f"{value:,.0f}" if value == round(value) else f"{value:,.4g}"
+    mantissa, exponent = f"{value:.3e}".split("e")
+    return f"{float(mantissa):.3g}e{int(exponent)}"
+
+
+def jobs_of(config: dict) -> dict[str, list[dict]]:
+    """Every job the config's requested outputs need (deduplicated), parsed, per rule."""
+    jobs: set[tuple[str, str]] = set()
+    for name in requested(config):
+        jobs |= output_jobs(config, name)
+    found: dict[str, list[dict]] = {}
+    for rule, path in sorted(jobs):
+        found.setdefault(rule, []).append(parse_path(path))
+    return found
+
+
+def group(items: Iterable[dict], keys: tuple[str, ...]) -> dict[tuple, int]:
+    counted: dict[tuple, int] = {}
+    for item in items:
+        key = tuple(item.get(k) for k in keys)
+        counted[key] = counted.get(key, 0) + 1
+    return counted
+
+
+def eval_images(config: dict, dataset: str, section: str = "evaluation") -> int:
+    """Test images an evaluation job of `section` attacks (its num_images, at most the test set)."""
+    n = plan.num_images(config, section)
+    return min(n, TEST_IMAGES[dataset]) if n else TEST_IMAGES[dataset]
+
+
+def train_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
+    rows = []
+    for (dataset, arch, k, method), count in sorted(group(jobs, ("dataset", "arch", "K", "method")).items()):
+        step, evaluation, how, _ = bench.train(dataset, arch, k, method)
+        cfg = plan.train_config(config, dataset, k, method, 0, arch)
+        batch, epochs, n_train, n_test = cfg.batch_size, cfg.epochs, TRAIN_IMAGES[dataset], TEST_IMAGES[dataset]
+        per_epoch = n_train // batch * batch if n_train > batch else n_train
+        per_job = epochs * (per_epoch * step.total + n_test * evaluation.total)
+        arithmetic = (f"{epochs} epochs x ({per_epoch:,} train images x {step.total:.4g} + {n_test:,} test images x "
+                      f"{evaluation.total:.4g}) = {sci(per_job)}")
+        note = "" if how == "measured" else how
+        if step.extra:
+            note += f" = {sci(epochs * per_epoch * step.extra)} per job"
+        rows.append(Row("train", f"{dataset} {arch} K={k} {method}", count, per_job, arithmetic, note))
+    return rows
+
+
+def attack_passes(bench: Bench, dataset: str, k: int, attack: str, param: float | None, settings: AttackSettings,
+                  surrogate_arch: str | None = None) -> tuple[Passes, str, str]:
+    """(passes per image of one attack run at `param`, its arithmetic, a note on data dependence)."""
+    c, cost = bench.attack(dataset, k, attack, surrogate_arch), ATTACKS[attack].cost
+    if cost == "fixed":
+        return c["fixed"], f"{c['fixed'].total:.4g}", ""
+    steps = settings.steps
+    if cost == "per_step":
+        return (c["a"] + c["per_step"] * steps,
+                f"({c['a'].total:.4g} + {steps} steps x {c['per_step'].total:.4g})", "")
+    if cost == "per_iteration":
+        info = data.info(dataset)
+        features = info.in_channels * info.image_size**2
+        iterations = math.floor(param * features / 2) + 1
+        return (c["a"] + c["per_iteration"] * iterations,
+                f"({c['a'].total:.4g} + {iterations} iterations x {c['per_iteration'].total:.4g})",
+                f"JSMA iterations = floor(gamma x {features:,} features / 2) + 1, the budget with two new features "
+                "per iteration (fewer if the target is reached, more if theta re-picks a feature)")
+    bss, iterations = settings.cw_binary_search_steps, settings.cw_max_iter
+    return (c["c0"] + (c["per_search"] + c["per_iteration"] * iterations) * bss,
+            f"({c['c0'].total:.4g} + {bss} x ({c['per_search'].total:.4g} + {iterations:,} iterations x "
+            f"{c['per_iteration'].total:.4g}))",
+            f"C&W per iteration: {c['per_iteration'].backward:.4g} backward (2 class gradients) + "
+            f"{c['per_iteration'].forward:.4g} forward measured (the line search's forwards are data-dependent)")
+
+
+def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list[Row]:
+    rows = []
+    for (dataset, k, suite, attack), count in sorted(group(jobs, ("dataset", "K", "suite", "attack")).items()):
+        if rule == "transfer":
+            params = plan.transfer_params(config, attack)
+            settings, surrogate_arch = plan.attack_settings(config), plan.surrogate_arch(config, suite)
+        else:
+            params = plan.suite_params(config, suite, dataset, attack)
+            settings, surrogate_arch = plan.attack_settings(config, plan.suite_protocol(config, suite)), None
+        n = eval_images(config, dataset)
+        terms, per_job, notes = [], 0.0, []
+        for param in params or [None]:
+            passes, text, note = attack_passes(bench, dataset, k, attack, param, settings, surrogate_arch)
+            per_job += n * passes.total
+            terms.append(text)
+            if note and note not in notes:
+                notes.append(note)
+        label = f"{dataset} K={k} {suite}/{attack}"
+        if params:
+            label += f" (params {', '.join(f'{p:g}' for p in params)})"
+        arithmetic = f"{n:,} images x [{' + '.join(terms)}] = {sci(per_job)}"
+        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join(notes)))
+    return rows
+
+
+def strong_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
+    settings = plan.strong_settings(config)
+    rows = []
+    for index, ((dataset, k), count) in enumerate(sorted(group(jobs, ("dataset", "K")).items())):
+        blocks = bench.strong_blocks(dataset, k, check=index == 0)  # one check of the formula suffices
+        losses = 2 if data.info(dataset).num_classes >= 3 else 1
+        eps_count = len(plan.strong_eps(config, dataset))
+        per_image = strong_formula(blocks, settings, eps_count, losses)
+        n = eval_images(config, dataset, "strong_evaluation")
+        (pa, pb), (ta, tb), pr = blocks["pgd"], blocks["transfer"], blocks["predict"]
+        c0, per_restart, per_iteration = blocks["apgd"]
+        arithmetic = (f"{n:,} images x {per_image.total:.5g} = {sci(n * per_image.total)}; per image: "
+                      f"{pr.total:.3g} + {eps_count} eps x [PGD steps {list(settings.pgd_steps)} + "
+                      f"{settings.pgd_restarts - 1} restarts x {settings.pgd_steps[-1]} (PGD(s) = {pa.total:.3g} + "
+                      f"s x {pb.total:.3g}, + {pr.total:.3g} predict each) + {losses} APGD x ({c0.total:.3g} + "
+                      f"{settings.apgd_restarts} restarts x ({per_restart.total:.3g} + {settings.apgd_iterations} "
+                      f"iterations x {per_iteration.total:.3g}) + {pr.total:.3g}) + transfer ({ta.total:.3g} + "
+                      f"{settings.transfer_steps} x {tb.total:.3g} + {pr.total:.3g})] + 2 diagnostics x "
+                      f"(PGD({settings.diagnostic_steps}) + {pr.total:.3g})")
+        note = "upper bound: every restart on every image (restarts run only on images still unbroken)"
+        if blocks["check"]:
+            composed, direct = blocks["check"]
+            note += (f"; the formula checked against evaluate() itself at 1-2 steps and restarts: "
+                     f"{composed.total:.4g} composed vs {direct.total:.4g} measured per image")
+        rows.append(Row("strong", f"{dataset} K={k}", count, n * per_image.total, arithmetic, note))
+    return rows
+
+
+def diversity_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
+    rows = []
+    for (dataset, k), count in sorted(group(jobs, ("dataset", "K")).items()):
+        passes = bench.diversity(dataset, k)
+        n = eval_images(config, dataset, "diversity")
+        note = (f"outside the ledger: {n:,} x {passes.extra:.4g} = {sci(n * passes.extra)} feature passes per job "
+                "(Ensemble.features for L_F, called outside forward)" if passes.extra else "")
+        rows.append(Row("diversity", f"{dataset} K={k}", count, n * passes.total,
+                        f"{n:,} images x {passes.total:.4g} = {sci(n * passes.total)}", note))
+    return rows
+
+
+def member_transfer_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
+    rows, steps = [], plan.attack_settings(config).steps
+    eps = requested(config)["figure_member_transfer"]["eps"]
+    for (dataset, k), count in sorted(group(jobs, ("dataset", "K")).items()):
+        a, b = bench.member_transfer(dataset, k, eps)
+        n = eval_images(config, dataset)
+        per_image = a + b * steps
+        rows.append(Row("member_transfer", f"{dataset} K={k}", count, n * per_image.total,
+                        f"{n:,} images x ({a.total:.4g} + {steps} steps x {b.total:.4g}) = {sci(n * per_image.total)}",
+                        f"each member's PGD runs the whole ensemble (Member.forward): {k} x {steps} steps"))
+    return rows
+
+
+def time_steps_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
+    rows = []
+    t = plan.timing_settings(config)
+    methods = plan.timing_methods(config)
+    for (dataset, arch, k), count in sorted(group(jobs, ("dataset", "arch", "K")).items()):
+        per_image = bench.time_steps(dataset, arch, k, list(methods))
+        rounds = t.warmup + t.steps
+        per_job = rounds * t.batch_size * per_image.total
+        rows.append(Row("time_steps", f"{dataset} K={k} ({', '.join(methods)})", count, per_job,
+                        f"({t.warmup} warm-up + {t.steps} timed) rounds x {t.batch_size} images x "
+                        f"{per_image.total:.4g} (one step of each method) = {sci(per_job)}"))
+    return rows
+
+
+def project(config: dict, bench: Bench) -> list[Row]:
+    jobs = jobs_of(config)
+    rows: list[Row] = []
+    builders = {"train": lambda j: train_rows(bench, config, j),
+                "whitebox": lambda j: attack_rows(bench, config, "whitebox", j),
+                "transfer": lambda j: attack_rows(bench, config, "transfer", j),
+                "strong": lambda j: strong_rows(bench, config, j),
+                "diversity": lambda j: diversity_rows(bench, config, j),
+                "member_transfer": lambda j: member_transfer_rows(bench, config, j),
+                "time_steps": lambda j: time_steps_rows(bench, config, j)}
+    order = ["train", "time_steps", "whitebox", "transfer", "strong", "diversity", "member_transfer", "prepare_data"]
+    for rule, found in sorted(jobs.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99):
+        if rule == "prepare_data":
+            rows.append(Row(rule, ", ".join(j["dataset"] for j in found), len(found), 0.0, "no model passes"))
+        elif rule in builders:
+            rows += builders[rule](found)
+        else:
+            raise ValueError(f"no projection for rule {rule!r}")
+    return rows
+
+
+def markdown(rows: list[Row]) -> str:
+    """One table per rule (groups of identical jobs, their arithmetic), then the totals per rule and overall."""
+    out = []
+    rules = list(dict.fromkeys(r.rule for r in rows))
+    for rule in rules:
+        mine = [r for r in rows if r.rule == rule]
+        out += [f"\n### {rule}: {sum(r.jobs for r in mine)} jobs, {sci(sum(r.total for r in mine))} image-passes\n",
+                "| jobs of | jobs | image-passes per job (arithmetic) | image-passes | note |",
+                "|---|---:|---|---:|---|"]
+        out += [f"| {r.label} | {r.jobs} | {r.arithmetic} | {sci(r.total)} | {r.note} |" for r in mine]
+    total = sum(r.total for r in rows)
+    out += ["\n### Total\n", "| rule | jobs | image-passes | share |", "|---|---:|---:|---:|"]
+    for rule in rules:
+        mine = [r for r in rows if r.rule == rule]
+        value = sum(r.total for r in mine)
+        out.append(f"| {rule} | {sum(r.jobs for r in mine)} | {sci(value)} | {100 * value / total:.1f}% |")
+    out.append(f"| **all** | **{sum(r.jobs for r in rows)}** | **{sci(total)}** | 100% |")
+    return "\n".join(out)
