@@ -214,10 +214,11 @@ def _threads(threads: int | None) -> None:
 
 def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> None:
     """PDD's M must exceed K when one of `methods` uses PDD: a usage error naming --pdd-intervals."""
+    from pdd.dropout import intervals_problem
+
     using = [m for m in methods if get_method(m).uses_pdd]
-    if using and intervals <= members:
-        raise click.BadParameter(f"PDD ({', '.join(using)}) needs more intervals than members: M = {intervals}, "
-                                 f"K = {members}", param_hint="'--pdd-intervals'")
+    if using and (problem := intervals_problem(members, intervals)):
+        raise click.BadParameter(f"{', '.join(using)}: {problem}", param_hint="'--pdd-intervals'")
 
 
 @click.group()

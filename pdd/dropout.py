@@ -14,6 +14,14 @@ def interval_index(features: torch.Tensor, num_intervals: int) -> torch.Tensor:
     return scaled.floor().clamp_(0, num_intervals - 1).long()
 
 
+def intervals_problem(num_members: int, num_intervals: int) -> str | None:
+    """Why M intervals cannot serve K members (PDD gives each member its own interval, and needs M > K); None
+    when they can."""
+    if num_intervals > num_members:
+        return None
+    return f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}"
+
+
 def keep_probabilities(
     features: torch.Tensor, num_members: int, num_intervals: int, alpha: float, beta: float
 ) -> torch.Tensor:
@@ -23,8 +31,8 @@ def keep_probabilities(
     ties to the lower index) are t_1..t_K; unit j of member k in interval m is kept with rate
     alpha if m == t_k, else beta * (1 - N_m^(k) / C).
     """
-    if num_intervals <= num_members:
-        raise ValueError(f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}")
+    if problem := intervals_problem(num_members, num_intervals):
+        raise ValueError(problem)
     b, kc = features.shape
     if kc % num_members:
         raise ValueError(f"feature width {kc} is not a multiple of K={num_members}")
@@ -50,8 +58,8 @@ class PriorityDiversifiedDropout(nn.Module):
 
     def __init__(self, num_members: int, num_intervals: int, alpha: float, beta: float):
         super().__init__()
-        if num_intervals <= num_members:
-            raise ValueError(f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}")
+        if problem := intervals_problem(num_members, num_intervals):
+            raise ValueError(problem)
         if not (0 <= alpha <= 1 and 0 <= beta <= 1):
             raise ValueError(f"PDD keep rates alpha={alpha}, beta={beta} must lie in [0, 1]")
         self.num_members, self.num_intervals, self.alpha, self.beta = num_members, num_intervals, alpha, beta

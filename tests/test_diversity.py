@@ -10,7 +10,7 @@ import torch
 from pdd.evaluation.diversity import (
     ambiguity_entropy,
     fisher_discrimination,
-    member_input_gradients,
+    input_gradients,
     pairwise_angles,
     scatter,
 )
@@ -80,7 +80,7 @@ def test_member_input_gradients_match_autograd_per_member() -> None:
     torch.manual_seed(0)
     model = Ensemble(EnsembleSpec("resnet18", 3, 10, 1, width=2)).eval()
     x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
-    grads = member_input_gradients(model, x, y)
+    grads = input_gradients(model, x, y)
     for k in range(3):
         xk = x.clone().requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(model(xk)[k], y, reduction="sum")

@@ -50,7 +50,7 @@ def test_each_problem_is_reported_once() -> None:
     bad = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     bad["pdd"]["intervals"][5] = 4
     found = problems(bad)
-    assert found == ["pdd.intervals: M=4 for K=5 must exceed K (PDD needs M > K)"]
+    assert found == ["pdd.intervals: PDD needs more intervals than members (M > K), got M=4, K=5"]
 
 
 def test_intervals_figure_trains_one_pdd_ensemble_per_m() -> None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from pdd.cli import main as cli
+from pdd.gradients import member_input_gradients
 from pdd.losses import ensemble_cross_entropy, gal_penalty, trs_smoothness
 from pdd.methods import LossSettings, get_method
 from pdd.methods.dverge import (
@@ -21,7 +22,7 @@ from pdd.methods.dverge import (
     draw_layer,
     target_indices,
 )
-from pdd.methods.trs import gradient_norm_pgd, member_input_gradients, trs_epsilon
+from pdd.methods.trs import gradient_norm_pgd, trs_epsilon
 from pdd.models import Ensemble, EnsembleSpec, read_checkpoint
 from pdd.training import TrainConfig, train
 

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pdd.gradients import member_input_gradients, replicate
+from pdd.losses import pair_cosines
 from pdd.models import Ensemble
 
 
@@ -67,14 +69,9 @@ def pairwise_angles(grads: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(2 * torch.atan2((unit[i] - unit[j]).norm(dim=-1), (unit[i] + unit[j]).norm(dim=-1)))
 
 
-def member_input_gradients(model: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def input_gradients(model: Ensemble, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """d CE(member k, y) / dx for every member and image, [K, B, C, H, W] (eval mode, one backward pass)."""
-    k = model.num_members
-    xs = x.unsqueeze(0).expand(k, *x.shape).clone().requires_grad_(True)
-    logits = model(xs)
-    loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="sum")
-    (grads,) = torch.autograd.grad(loss, xs)
-    return grads
+    return member_input_gradients(model, replicate(x, model.num_members), y, create_graph=False)[2]
 
 
 @torch.no_grad()
@@ -99,7 +96,7 @@ def per_image(model: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.d
         between, within = scatter(features)
         out["between"].append(between.cpu())
         out["within"].append(within.cpu())
-        angles = pairwise_angles(member_input_gradients(model, xb, yb))
-        out["angle"].append(angles.mean(0).cpu())
-        out["cosine"].append(torch.cos(torch.deg2rad(angles)).mean(0).cpu())
+        grads = input_gradients(model, xb, yb)
+        out["angle"].append(pairwise_angles(grads).mean(0).cpu())
+        out["cosine"].append(pair_cosines(grads).mean(0).cpu())
     return {key: torch.cat(parts, dim=-1) for key, parts in out.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pdd.gradients import linf_step
 from pdd.losses import ensemble_cross_entropy
 from pdd.methods.base import LossSettings, TrainingMethod
 from pdd.models import Ensemble, eval_mode
@@ -35,7 +36,7 @@ def craft(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, eps: f
             x_adv.requires_grad_(True)
             loss = F.nll_loss(model.log_mean_prob(x_adv), y)
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = torch.min(torch.max(x_adv.detach() + step_size * grad.sign(), x - eps), x + eps).clamp(0, 1)
+            x_adv = linf_step(x_adv, grad, step_size, x, eps)
     return x_adv.detach()
 
 

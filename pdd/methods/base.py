@@ -93,9 +93,3 @@ class TrainingMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(pdd={self.pdd}, settings={self.settings})"
-
-
-def replicate(x: torch.Tensor, k: int) -> torch.Tensor:
-    """x [B, ...] copied once per member, [K, B, ...], as a leaf that requires grad: one backward of the
-    summed member losses then yields every member's input gradient of its own loss."""
-    return x.unsqueeze(0).expand(k, *x.shape).clone().requires_grad_(True)

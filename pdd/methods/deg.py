@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from pdd.gradients import replicate
 from pdd.losses import ensemble_cross_entropy, gradient_dispersion
-from pdd.methods.base import TrainingMethod, replicate
+from pdd.methods.base import TrainingMethod
 from pdd.models import Ensemble
 
 

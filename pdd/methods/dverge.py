@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdd.gradients import linf_step
 from pdd.methods.base import LossSettings, TrainingMethod
 from pdd.models import Ensemble, eval_mode
 
@@ -55,7 +56,7 @@ def distill(model: Ensemble, k: int, layer: int, source: torch.Tensor, target: t
         loss = (model.member_feature(k, x, layer) - wanted).square().sum()
         (grad,) = torch.autograd.grad(loss, x)
         momentum = momentum + grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(shape)
-        x = torch.min(torch.max(x.detach() - step * momentum.sign(), source - eps), source + eps).clamp(0, 1)
+        x = linf_step(x, -momentum, step, source, eps)
     return x.detach()
 
 

@@ -7,27 +7,11 @@ the members' input-gradient norms (eps growing linearly over the epochs), as the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from pdd.gradients import linf_step, member_input_gradients, replicate
 from pdd.losses import trs_similarity, trs_smoothness
-from pdd.methods.base import LossSettings, TrainingMethod, replicate
+from pdd.methods.base import LossSettings, TrainingMethod
 from pdd.models import Ensemble, eval_mode
-
-
-def summed_cross_entropy(member_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over members and samples of the cross-entropy; its input gradient is per sample (no 1/B)."""
-    k, b, l = member_logits.shape
-    return F.cross_entropy(member_logits.reshape(k * b, l), targets.repeat(k), reduction="sum")
-
-
-def member_input_gradients(model: Ensemble, xs: torch.Tensor,
-                           y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(member logits [K, B, L], summed CE, g [K, B, ...]) with g_k[b] = d CE(f_k(x_b), y_b) / d x_b kept
-    for a second-order backward; xs [K, B, ...] holds one copy of the batch per member."""
-    logits = model(xs)
-    total = summed_cross_entropy(logits, y)
-    (grads,) = torch.autograd.grad(total, xs, create_graph=True)
-    return logits, total, grads
 
 
 def gradient_norm_pgd(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
@@ -43,7 +27,7 @@ def gradient_norm_pgd(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: fl
             x_adv.requires_grad_(True)
             _, _, grads = member_input_gradients(model, x_adv.unsqueeze(0).expand(k, *x.shape), y)
             (ascent,) = torch.autograd.grad(trs_smoothness(grads), x_adv)
-            x_adv = torch.min(torch.max(x_adv.detach() + step_size * ascent.sign(), x - eps), x + eps).clamp(0, 1)
+            x_adv = linf_step(x_adv, ascent, step_size, x, eps)
     return x_adv.detach()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pdd.data import DATASETS
+from pdd.dropout import intervals_problem
 from pdd.evaluation.attacks import ATTACKS
 from pdd.methods import METHODS, get_method
 from pdd.plan.config import strong_settings, train_config
@@ -86,7 +87,7 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
         found.append(f"{key}.eps: the L-inf budget of the PGD crafted on each member is missing")
     if name == "figure_intervals":
         k = spec["K"][0]
-        found += [f"{key}.intervals: M={m} must exceed K={k} (PDD needs M > K)" for m in spec["intervals"] if m <= k]
+        found += [f"{key}.intervals: {problem}" for m in spec["intervals"] if (problem := intervals_problem(k, m))]
         return found
     if name == "table_stronger_attacks":
         for dataset in spec["datasets"]:
@@ -101,8 +102,8 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
         m = intervals_for(config, k)
         if m is None:
             found.append(f"pdd.intervals: no number of intervals for K={k} (needed by {key})")
-        elif m <= k:
-            found.append(f"pdd.intervals: M={m} for K={k} must exceed K (PDD needs M > K)")
+        elif problem := intervals_problem(k, m):
+            found.append(f"pdd.intervals: {problem}")
     return found
 
 
