@@ -88,3 +88,20 @@ def test_job_arguments_quote_user_paths() -> None:
     assert shlex.split(args)[:4] == ["--factory", "m:build", "--weights", "my weights; rm -rf x.pt"]
     assert plan.as_args(TrainConfig("digits", "baseline", 3, augment=True), only=("augment", "lr")) == \
         ["--lr", "0.02", "--augment"]
+
+
+@pytest.mark.parametrize("output, section", [("timing", "tables"), ("table4_blackbox", "tables"),
+                                             ("figure1_gradcam", "figures"), ("figure5_examples", "figures"),
+                                             ("figure_member_transfer", "figures"),
+                                             ("table_figure1_distance", "tables")])
+def test_external_models_are_refused_where_an_output_needs_training(output: str, section: str) -> None:
+    from pdd.plan.checks import problems
+
+    cfg = copy.deepcopy(DEMO)
+    cfg["external"] = {"mine": {"factory": "m:build", "weights": "w.pt"}}
+    cfg[section][output]["methods"] = [*cfg[section][output]["methods"], "mine"]
+    found = problems(cfg)
+    assert len(found) == 1 and found[0].startswith(f"{section}.{output}.methods: external model(s) ['mine']"), found
+    cfg[section][output]["methods"].remove("mine")
+    cfg["tables"]["table2_whitebox_k3"]["methods"].append("mine")  # evaluated like ours: fine
+    assert problems(cfg) == []

@@ -7,7 +7,7 @@ from pdd.dropout import intervals_problem
 from pdd.evaluation.attacks import ATTACKS
 from pdd.methods import METHODS, get_method
 from pdd.plan.config import strong_settings, train_config
-from pdd.plan.outputs import OUTPUTS, intervals_for, requested, variant
+from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested, variant
 
 
 def problems(config: dict) -> list[str]:
@@ -78,8 +78,11 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     if unknown:
         return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)} and the config's "
                         f"external models {sorted(external)}"]
-    if "transfer" in output.needs and any(m in external for m in spec.get("methods", [])):
-        found.append(f"{key}.methods: an external model has no Type II (adaptive) surrogate trained with its method")
+    outside = [m for m in spec.get("methods", []) if m in external]
+    trained_only = [n for n in output.needs if n in TRAINED_ONLY]
+    if outside and trained_only:
+        found.append(f"{key}.methods: external model(s) {outside} cannot appear in {name}: it needs "
+                     f"{NEEDS[trained_only[0]]}, which only an ensemble trained by the pipeline has")
     clash = sorted(set(external) & set(METHODS))
     if clash:
         found.append(f"external: {clash} are names of training methods; give your models other names")

@@ -18,7 +18,9 @@ from typing import Any
 from pdd.evaluation.attacks import AttackSettings
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import LossSettings, TrainingMethod, get_method
-from pdd.plan.outputs import THREATS, intervals_for, model_path, requested, suite_attacks, variant
+from pdd.plan.outputs import THREATS, intervals_for, requested, suite_attacks, variant
+from pdd.plan.outputs import methods as output_methods
+from pdd.plan.paths import model_path
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
 
@@ -309,8 +311,6 @@ def timing_args(config: Mapping, k: int, arch: str) -> str:
 def output_spec(config: Mapping, name: str) -> str:
     """An output's config entry completed with what its builder reads, as shell-quoted JSON (a change rebuilds
     the output)."""
-    from pdd.plan.outputs import methods as output_methods
-
     spec = requested(config)[name]
     attack = attack_settings(config)
     spec = {

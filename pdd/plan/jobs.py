@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from pdd.plan.config import surrogate_path, train_start
-from pdd.plan.outputs import (
-    THREATS,
-    benchmark,
-    cost_sources,
-    inputs,
-    job_of,
-    model_path,
-    parse_path,
-    requested,
-)
+from pdd.plan.outputs import THREATS, inputs, requested
+from pdd.plan.paths import benchmark, cost_sources, job_of, model_path, parse_path
 
 
 def producer(path: str) -> tuple[str, str] | None:

@@ -45,7 +45,8 @@ from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.plan import config as plan
 from pdd.plan.jobs import output_jobs
-from pdd.plan.outputs import parse_path, requested, variant
+from pdd.plan.outputs import requested, variant
+from pdd.plan.paths import parse_path
 from pdd.step_timing import time_methods
 from pdd.training import accuracy
 

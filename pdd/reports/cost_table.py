@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pdd.plan.outputs import OUTPUTS, cost_sources, job_of
+from pdd.plan.outputs import OUTPUTS
+from pdd.plan.paths import cost_sources, job_of
 from pdd.reports.display import Grid, write_table
 
 COLUMNS = {"jobs": "Jobs", "seconds": "Wall seconds", "max_rss_mb": "Peak RSS (MB)",
@@ -68,7 +69,7 @@ def _grid(df: pd.DataFrame, key: str, title: str) -> Grid:
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """`<out>.csv` (one row per job, code names), `<out>.md` / `.tex`: per rule, then per output. `inputs` is
-    the jobs-per-output file (`pdd.plan.outputs.JOBS_PER_OUTPUT`): {output: the benchmark files of its jobs}."""
+    the jobs-per-output file (`pdd.plan.paths.JOBS_PER_OUTPUT`): {output: the benchmark files of its jobs}."""
     (manifest,) = inputs
     per_output_jobs = json.loads(Path(manifest).read_text())
     jobs = job_costs(sorted({bench for files in per_output_jobs.values() for bench in files}))

@@ -3,12 +3,13 @@
 
 import os
 
-from pdd.plan import outputs as registry
-from pdd.plan.checks import problems
 from pdd.fingerprint import fingerprint
 from pdd.io import write_json
-from pdd.plan.jobs import cost_inputs, jobs_per_output
 from pdd.plan import config as plan
+from pdd.plan import outputs as registry
+from pdd.plan import paths
+from pdd.plan.checks import problems
+from pdd.plan.jobs import cost_inputs, jobs_per_output
 
 _problems = problems(config)
 if _problems:
@@ -32,8 +33,8 @@ CODE = {
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
 }
 OUTPUTS = registry.requested(config)
-MODEL_DIR = registry.MODEL_DIR
-EVAL_DIR = registry.EVAL_DIR
+MODEL_DIR = paths.MODEL_DIR
+EVAL_DIR = paths.EVAL_DIR
 TABLES = "results/tables"
 FIGURES = "results/figures"
 LOGS = "results/logs"
@@ -53,7 +54,7 @@ wildcard_constraints:
 
 def model(dataset, K, method, seed, arch=None):
     """Path of a trained ensemble (the defended architecture unless `arch` is given)."""
-    return registry.model_path(config, dataset, K, method, seed, arch)
+    return paths.model_path(config, dataset, K, method, seed, arch)
 
 
 RUNTIME = plan.runtime(config)  # data root, device, threads, workers: the same for every job
@@ -124,7 +125,7 @@ def get_output_inputs(w):
     """Every file output `w.name` is built from (pdd.plan.outputs.inputs; the cost table: the jobs-per-output file,
     which rule jobs_per_output writes once every job has run)."""
     if "jobs" in registry.OUTPUTS[w.name].needs:
-        return [registry.JOBS_PER_OUTPUT]
+        return [paths.JOBS_PER_OUTPUT]
     return registry.inputs(config, w.name)
 
 

@@ -11,7 +11,7 @@ rule prepare_data:
     log:
         "results/logs/prepare_data/{dataset}.log",
     benchmark:
-        registry.benchmark("prepare_data", "results/data/{dataset}.json")
+        paths.benchmark("prepare_data", "results/data/{dataset}.json")
     conda:
         "../../envs/pdd.yaml"
     params:

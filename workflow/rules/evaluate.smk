@@ -6,7 +6,7 @@ rule whitebox:
     log:
         f"{LOGS}/whitebox/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{suite}}_{{attack}}.log",
     benchmark:
-        registry.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json")
+        paths.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
@@ -34,7 +34,7 @@ rule transfer:
     log:
         f"{LOGS}/transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{threat}}_{{attack}}.log",
     benchmark:
-        registry.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json")
+        paths.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
@@ -63,7 +63,7 @@ rule diversity:
     log:
         f"{LOGS}/diversity/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     benchmark:
-        registry.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv")
+        paths.benchmark("diversity", f"{EVAL_DIR}/diversity/per_image.csv")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
@@ -91,7 +91,7 @@ rule strong:
     log:
         f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     benchmark:
-        registry.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json")
+        paths.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
@@ -119,7 +119,7 @@ rule member_transfer:
     log:
         f"{LOGS}/member_transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     benchmark:
-        registry.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json")
+        paths.benchmark("member_transfer", f"{EVAL_DIR}/member_transfer/pgd.json")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]

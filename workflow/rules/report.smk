@@ -7,7 +7,7 @@ rule jobs_per_output:
     input:
         get_cost_files,
     output:
-        registry.JOBS_PER_OUTPUT,
+        paths.JOBS_PER_OUTPUT,
     log:
         f"{LOGS}/jobs_per_output.log",
     params:

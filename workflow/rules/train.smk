@@ -10,7 +10,7 @@ rule train:
     log:
         "results/logs/train/{dataset}_{arch}_K{K}_{method}_seed{seed}.log",
     benchmark:
-        registry.benchmark("train", f"{MODEL_DIR}/ensemble.pt")
+        paths.benchmark("train", f"{MODEL_DIR}/ensemble.pt")
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
@@ -34,11 +34,11 @@ rule time_steps:
     input:
         "results/data/{dataset}.json",
     output:
-        registry.TIMING,
+        paths.TIMING,
     log:
         f"{LOGS}/time_steps/{{dataset}}_{{arch}}_K{{K}}_seed{{seed}}.log",
     benchmark:
-        registry.benchmark("time_steps", registry.TIMING)
+        paths.benchmark("time_steps", paths.TIMING)
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
