@@ -564,8 +564,7 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
     """
     from pdd.devices import select_device
     from pdd.evaluation.cost_meter import CostMeter
-    from pdd.evaluation.diversity import ambiguity_entropy
-    from pdd.evaluation.external import diversity_per_image
+    from pdd.evaluation.diversity import ambiguity_entropy, diversity_per_image
     from pdd.evaluation.records import cost_record, entropy_record, per_image_table
     from pdd.io import write_json, write_text
 

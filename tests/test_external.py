@@ -17,7 +17,8 @@ from pdd.api import evaluate
 from pdd.cli import main
 from pdd.data import get_dataset
 from pdd.evaluation.attacks import select_images
-from pdd.evaluation.external import FEATURE_MEASURES, ExternalModelError, MemberEnsemble, as_ensemble, load_external
+from pdd.evaluation.diversity import FEATURE_MEASURES
+from pdd.evaluation.external import ExternalModelError, MemberEnsemble, as_ensemble, load_external
 from pdd.io import torch_save
 from pdd.models import Ensemble, checkpoint
 

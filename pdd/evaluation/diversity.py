@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pdd.gradients import member_input_gradients, replicate
 from pdd.losses import pair_cosines
@@ -100,3 +101,33 @@ def per_image(model: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.d
         out["angle"].append(pairwise_angles(grads).mean(0).cpu())
         out["cosine"].append(pair_cosines(grads).mean(0).cpu())
     return {key: torch.cat(parts, dim=-1) for key, parts in out.items()}
+
+
+FEATURE_MEASURES = ("fisher", "between", "within")  # per-image measures of pdd.evaluation.diversity read off features
+
+
+class LogitsAsFeatures(nn.Module):
+    """An ensemble without a feature split seen by `per_image`: its 'features' are the member
+    logits and its heads the identity, so logits stay exact; the feature measures are then discarded."""
+
+    def __init__(self, ensemble: nn.Module):
+        super().__init__()
+        self.ensemble = ensemble
+        self.num_members = ensemble.num_members
+        self.heads = [nn.Identity()] * ensemble.num_members
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble(x)
+
+
+def diversity_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                        batch_size: int = 250) -> dict[str, torch.Tensor]:
+    """`per_image` of any ensemble the pipeline evaluates; for a model without penultimate features (an external
+    one) the feature measures (L_F, S_b, S_w) are NaN, member correctness and gradient angles measured as usual."""
+    if getattr(model, "has_features", True):
+        return per_image(model, x, y, device, batch_size)
+    stats = per_image(LogitsAsFeatures(model), x, y, device, batch_size)
+    return {**stats, **{key: torch.full_like(stats[key], float("nan")) for key in FEATURE_MEASURES}}

@@ -256,35 +256,3 @@ def load_external(factory: str, weights: str | os.PathLike | None = None, device
         sample = torch.zeros(2, info.in_channels, info.image_size, info.image_size)
     model = build_external(factory, weights, device)
     return as_ensemble(model, sample.to(device), info.num_classes if info else None)
-
-
-FEATURE_MEASURES = ("fisher", "between", "within")  # per-image measures of pdd.evaluation.diversity read off features
-
-
-class _LogitsAsFeatures(nn.Module):
-    """An ensemble without a feature split seen by `pdd.evaluation.diversity.per_image`: its 'features' are the member
-    logits and its heads the identity, so logits stay exact; the feature measures are then discarded."""
-
-    def __init__(self, ensemble: nn.Module):
-        super().__init__()
-        self.ensemble = ensemble
-        self.num_members = ensemble.num_members
-        self.heads = [nn.Identity()] * ensemble.num_members
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ensemble(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ensemble(x)
-
-
-def diversity_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                        batch_size: int = 250) -> dict[str, torch.Tensor]:
-    """`pdd.evaluation.diversity.per_image`; for a model without penultimate features the feature measures (L_F, S_b,
-    S_w) are NaN, member correctness and gradient angles are measured as usual."""
-    from pdd.evaluation.diversity import per_image
-
-    if getattr(model, "has_features", True):
-        return per_image(model, x, y, device, batch_size)
-    stats = per_image(_LogitsAsFeatures(model), x, y, device, batch_size)
-    return {**stats, **{key: torch.full_like(stats[key], float("nan")) for key in FEATURE_MEASURES}}

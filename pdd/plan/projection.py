@@ -38,7 +38,7 @@ from torch.utils.data import TensorDataset
 from pdd import data
 from pdd.evaluation.attacks import ATTACKS, AttackSettings, predict, run_attack
 from pdd.evaluation.cost_meter import CostMeter
-from pdd.evaluation.external import diversity_per_image
+from pdd.evaluation.diversity import diversity_per_image
 from pdd.evaluation.member_transfer import fooling_matrix
 from pdd.evaluation.strong import StrongSettings, apgd, evaluate, pgd
 from pdd.methods import LossSettings, get_method
