@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pdd.models import Ensemble, LogMeanProb
+from pdd.validation import check_fields
 
 ATTACKS = ("none", "fgsm", "bim", "pgd", "pgd_l2", "jsma", "cw")
 
@@ -34,6 +35,9 @@ class AttackSettings:
     cw_binary_search_steps: int = 5
     batch_size: int = 500
     seed: int = 0                # JSMA target classes and PGD random start
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers in their ranges (pdd.validation)
 
 
 def check_attack(name: str) -> None:
