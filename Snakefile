@@ -16,7 +16,7 @@ if not workflow.overwrite_configfiles:
 # validate (which fills the schema's defaults but would report only the first problem, with the whole schema).
 from pdd.plan.checks import schema_problems
 
-_schema_problems = schema_problems(config, "workflow/schemas/config.schema.yaml")
+_schema_problems = schema_problems(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 if _schema_problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(_schema_problems))
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -26,7 +26,7 @@ from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import OUTPUTS, THREATS
 from pdd.training import TrainConfig
-from pdd.validation import FIELD_BOUNDS, Bound, InvalidValue, check_param, field_bound
+from pdd.validation import Bound, InvalidValue, check_param, field_bound
 
 Decorator = Callable[[Callable], Callable]
 
@@ -148,7 +148,8 @@ def _field_option(field: Field, help: str | None = None) -> Decorator:
     type (FIELD_TYPES, else its range in pdd.validation.FIELD_BOUNDS; bools as --x/--no-x, tuples repeatable)."""
     flag = f"--{field.name.replace('_', '-')}"
     default = field.default if field.default is not MISSING else None
-    kind = FIELD_TYPES.get(field.name) or (checked(field.name) if field.name in FIELD_BOUNDS else click.STRING)
+    bound = field_bound(field.name, default)
+    kind = FIELD_TYPES.get(field.name) or (Checked(bound) if bound else click.STRING)
     text = help or field.metadata.get("help") or FIELD_HELP.get(field.name)
     if isinstance(default, bool):
         return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True, help=text)

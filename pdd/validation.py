@@ -124,16 +124,21 @@ VALUE_BOUNDS: dict[str, Bound] = {
 }
 
 
-def field_bound(name: str) -> Bound | None:
-    """The bound of a dataclass field or shared value `name` (None: not a number)."""
-    return FIELD_BOUNDS.get(name) or VALUE_BOUNDS.get(name)
+def field_bound(name: str, default: Any = None) -> Bound | None:
+    """The bound of a dataclass field or shared value `name`; a field the tables do not name gets one from its
+    `default`: an int is a count >= 1, a float a finite number >= 0 (None: not a number)."""
+    bound = FIELD_BOUNDS.get(name) or VALUE_BOUNDS.get(name)
+    sample = default[0] if isinstance(default, tuple) and default else default
+    if bound is None and not isinstance(sample, bool):
+        bound = {int: COUNT, float: WEIGHT}.get(type(sample))
+    return bound
 
 
 def check_fields(settings: Any) -> None:
     """Check every numeric field of dataclass instance `settings` (each element of a tuple field) against
-    `FIELD_BOUNDS`; the first bad one raises InvalidValue naming the field. Called by the dataclasses."""
+    `field_bound`; the first bad one raises InvalidValue naming the field. Called by the dataclasses."""
     for f in fields(settings):
-        bound = FIELD_BOUNDS.get(f.name)
+        bound = field_bound(f.name, f.default)
         if bound is None:
             continue
         value = getattr(settings, f.name)
