@@ -12,6 +12,13 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# Every schema problem at once, one line each (an unknown key names the closest valid one), before Snakemake's
+# validate (which fills the schema's defaults but would report only the first problem, with the whole schema).
+from pdd.plan.checks import schema_problems
+
+_schema_problems = schema_problems(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+if _schema_problems:
+    raise ValueError("invalid config:\n  " + "\n  ".join(_schema_problems))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

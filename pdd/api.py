@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, TensorDataset
 from pdd.evaluation.attacks import AttackSettings, check_attack, run_attack, select_images
 from pdd.evaluation.external import ARCH, as_ensemble
 from pdd.evaluation.records import attack_record, ensemble_key, keyed
+from pdd.validation import VALUE_BOUNDS, InvalidValue
 
 
 def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,
@@ -41,6 +42,27 @@ def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_roo
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
     x, y = select_images(dataset, num_images, seed)
     return "custom", None, x, y
+
+
+def _settings(cls: type, given: object, name: str) -> object:
+    """`cls` from an instance, a dict of its fields or None; a bad field is a ValueError naming `name` and it."""
+    import difflib
+    from dataclasses import fields
+
+    if given is None or isinstance(given, cls):
+        return given or cls()
+    if not isinstance(given, dict):
+        raise ValueError(f"{name}: expected a {cls.__name__} or a dict of its fields, got {type(given).__name__}")
+    known = [f.name for f in fields(cls)]
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise ValueError(f"{name}: unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                                    f"; known: {', '.join(known)}"))
+    try:
+        return cls(**given)
+    except InvalidValue as err:
+        raise InvalidValue(f"{name}[{err.name!r}]", err.value, err.problem) from None
 
 
 def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor],
@@ -68,8 +90,10 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     from pdd.evaluation.strong import StrongSettings
     from pdd.evaluation.strong import evaluate as strong_evaluate
 
-    dev = select_device(device) if isinstance(device, str) else device
-    settings = AttackSettings(**settings) if isinstance(settings, dict) else settings or AttackSettings()
+    # Every value is checked (pdd.validation: finite, in range) before any image is read or model run.
+    settings = _settings(AttackSettings, settings, "settings")
+    if num_images is not None:
+        VALUE_BOUNDS["num_images"].check("num_images", num_images)
     attacks = {"none": []} if attacks is None else dict(attacks)
     for attack, params in attacks.items():
         check_attack(attack).check(params)  # the CLI's checks, from the attack registry
@@ -77,9 +101,12 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     eps_values = sorted(strong_options.pop("eps", []))
     if strong is not None and not eps_values:
         raise ValueError("strong evaluation: give {'eps': [L-inf eps, ...]}")
+    for eps in eps_values:
+        VALUE_BOUNDS["eps"].check("strong['eps']", eps)
     if "pgd_steps" in strong_options:
         strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
-    strong_settings = StrongSettings(**strong_options)
+    strong_settings = _settings(StrongSettings, strong_options, "strong")
+    dev = select_device(device) if isinstance(device, str) else device
     label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
     target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
     crafter = as_ensemble(surrogate, x[:2].to(dev), target.spec.num_classes).to(dev) if surrogate is not None else None

@@ -7,8 +7,10 @@ each default has one home, and every bad value is a one-line usage error before 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields
 from typing import Any
@@ -25,6 +27,7 @@ from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import OUTPUTS, THREATS
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
+from pdd.validation import Bound, InvalidValue, check_param, field_bound
 
 Decorator = Callable[[Callable], Callable]
 
@@ -43,27 +46,40 @@ class Registry(click.Choice):
         self.fail(f"unknown {self.what} {value!r}; expected one of {', '.join(map(str, self.choices))}", param, ctx)
 
 
-POSITIVE = click.IntRange(min=1)
-COUNT = click.IntRange(min=0)
-NON_NEGATIVE = click.FloatRange(min=0.0)
-PROBABILITY = click.FloatRange(0.0, 1.0)
+class Checked(click.ParamType):
+    """A number inside a `pdd.validation.Bound` (finite: NaN and infinities are refused by name); the same
+    table the dataclasses, the API and the config checks use."""
 
-# Click types of dataclass fields that the field's default does not say (ranges, registries, paths).
-# Other int fields are counts >= 1 (steps, iterations, restarts, batch sizes); other floats are >= 0.
+    def __init__(self, bound: Bound):
+        self.bound = bound
+        self.name = "integer" if bound.integer else "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                value = int(value) if self.bound.integer else float(value)
+            except ValueError:
+                self.fail(f"must be {self.bound.describe()}, got {value!r}", param, ctx)
+        problem = self.bound.problem(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def checked(name: str) -> Checked:
+    """The click type of the numeric value `name` (a dataclass field or one of `VALUE_BOUNDS`)."""
+    return Checked(field_bound(name))
+
+
+FINITE = Checked(Bound())
+
+# Click types of dataclass fields that are not numbers (registries, paths); numeric fields take their range
+# from pdd.validation.FIELD_BOUNDS.
 FIELD_TYPES: dict[str, click.ParamType] = {
     "dataset": Registry(DATASETS, "dataset"),
     "method": Registry(METHODS, "method"),
     "arch": Registry(ARCHITECTURES, "architecture"),
-    "members": click.IntRange(min=2),
-    "seed": COUNT,
-    "noise_images": COUNT,
-    "warmup": COUNT,
     "init_from": click.Path(exists=True, dir_okay=False),
-    "pdd_alpha": PROBABILITY,
-    "pdd_beta": PROBABILITY,
-    "step_fraction": click.FloatRange(min=0.0, min_open=True),
-    "cw_learning_rate": click.FloatRange(min=0.0, min_open=True),
-    "diagnostic_max_accuracy": click.FloatRange(0.0, 100.0),
 }
 FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
 
@@ -130,13 +146,11 @@ FIELD_HELP: dict[str, str] = {
 
 def _field_option(field: Field, help: str | None = None) -> Decorator:
     """The option of one dataclass field: --field-name, the field's default (required without one), its click
-    type (FIELD_TYPES, else from the default: ints >= 1, floats >= 0, bools as --x/--no-x, tuples repeatable)."""
+    type (FIELD_TYPES, else its range in pdd.validation.FIELD_BOUNDS; bools as --x/--no-x, tuples repeatable)."""
     flag = f"--{field.name.replace('_', '-')}"
     default = field.default if field.default is not MISSING else None
-    kind = FIELD_TYPES.get(field.name)
-    if kind is None:
-        sample = default[0] if isinstance(default, tuple) else default
-        kind = {int: POSITIVE, float: NON_NEGATIVE}.get(type(sample), click.STRING)
+    bound = field_bound(field.name, default)
+    kind = FIELD_TYPES.get(field.name) or (Checked(bound) if bound else click.STRING)
     text = help or field.metadata.get("help") or FIELD_HELP.get(field.name)
     if isinstance(default, bool):
         return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True, help=text)
@@ -168,9 +182,11 @@ def _take(cls: type, opts: dict) -> dict:
 
 
 def _settings(cls: type, **values: Any) -> Any:
-    """`cls(**values)`; a value the dataclass rejects is a usage error (before any work)."""
+    """`cls(**values)`; a value the dataclass rejects is a usage error (before any work), naming its option."""
     try:
         return cls(**values)
+    except InvalidValue as err:
+        raise click.BadParameter(err.problem, param_hint=f"'--{err.name.replace('_', '-')}'") from err
     except ValueError as err:
         raise click.UsageError(str(err)) from err
 
@@ -196,13 +212,13 @@ def _out_option(help: str, required: bool = True) -> Decorator:
     return click.option("--out", required=required, type=click.Path(dir_okay=False), help=help)
 
 
-_num_images_option = click.option("--num-images", type=POSITIVE,
+_num_images_option = click.option("--num-images", type=checked("num_images"),
                                   help="Test images, a fixed random subset (default: all).")
 _runtime_options = _options(
-    click.option("--device", default="auto", show_default=True,
+    click.option("--device", default="auto", show_default=True, callback=lambda ctx, param, value: _check_device(value),
                  help="'auto' (SLURM's GPU, else a free GPU claimed by a lock file, else the CPU), 'cpu', 'cuda' "
                       "or 'cuda:N'."),
-    click.option("--threads", type=POSITIVE, help="CPU threads for torch (default: torch's own choice)."),
+    click.option("--threads", type=checked("threads"), help="CPU threads for torch (default: torch's own choice)."),
 )
 
 
@@ -221,10 +237,112 @@ def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> No
         raise click.BadParameter(f"{', '.join(using)}: {problem}", param_hint="'--pdd-intervals'")
 
 
-@click.group()
+def _check_device(request: str) -> str:
+    """--device: 'auto', or a torch device that exists here; else a usage error naming the option."""
+    if request == "auto":
+        return request
+    try:
+        device = torch.device(request)
+    except RuntimeError:
+        raise click.BadParameter(f"{request!r} is not a device: give 'auto', 'cpu', 'cuda' or 'cuda:N'",
+                                 param_hint="'--device'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise click.BadParameter(f"{request!r}: no CUDA GPU is visible on this machine", param_hint="'--device'")
+        if device.index is not None and device.index >= count:
+            raise click.BadParameter(f"{request!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}",
+                                     param_hint="'--device'")
+    elif device.type not in ("cpu", "mps") or (device.type == "mps" and not torch.backends.mps.is_available()):
+        raise click.BadParameter(f"{request!r}: not available here; give 'auto', 'cpu', 'cuda' or 'cuda:N'",
+                                 param_hint="'--device'")
+    return request
+
+
+def _outputs(**paths: str | None) -> None:
+    """Before any work: the output files a command will write (keyword: option name, '_' for '-') are
+    distinct, not folders, and writable (in their folder, or in the nearest existing folder above it, where it
+    will be created); temporaries that killed runs left beside them are removed."""
+    from pdd.io import remove_stale_temporaries
+
+    given = {f"--{k.replace('_', '-')}": os.path.abspath(v) for k, v in paths.items() if v}
+    seen: dict[str, str] = {}
+    for option, path in given.items():
+        if path in seen:
+            raise click.UsageError(f"{seen[path]} and {option} are the same file {path}: give each output its own "
+                                   "path")
+        seen[path] = option
+        if os.path.isdir(path):
+            raise click.BadParameter(f"{path} is a folder; give a file path", param_hint=f"'{option}'")
+        folder = os.path.dirname(path)
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise click.ClickException(f"{option} {path}: cannot write in {folder} (not a writable folder)")
+        remove_stale_temporaries(path)
+
+
+DEBUG_HINT = "PDD_DEBUG=1 (or pdd --debug ...) shows the traceback"
+
+
+def _debugging() -> bool:
+    """Whether tracebacks are wanted: PDD_DEBUG set (not '0') or `pdd --debug`."""
+    return os.environ.get("PDD_DEBUG", "0") not in ("", "0") or _DEBUG["on"]
+
+
+_DEBUG = {"on": False}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+class Main(click.Group):
+    """The `pdd` group: every error is one line `pdd: error: ...` on stderr, exit status 2 for a usage error and
+    1 for a failure; with PDD_DEBUG=1 or --debug an unexpected error shows its traceback instead."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        _DEBUG["on"] = False
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as err:
+            if _debugging():
+                traceback.print_exc()
+            click.echo(f"pdd: error: {_one_line(err.format_message())}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("pdd: error: aborted", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("pdd: error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:
+            if _debugging():
+                raise
+            known = isinstance(err, (ValueError, OSError, RuntimeError)) and str(err)
+            text = str(err) if known else f"{type(err).__name__}: {err}"
+            click.echo(f"pdd: error: {_one_line(text)} ({DEBUG_HINT})", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _DEBUG["on"] = _DEBUG["on"] or value
+
+
+@click.group(cls=Main)
 @click.version_option(__version__)
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Show the traceback of an unexpected error (as PDD_DEBUG=1 does).")
 def main() -> None:
-    """Reproduce 'Adversarial Defense by Diversified Simultaneous Training of Deep Ensembles'."""
+    """Reproduce 'Adversarial Defense by Diversified Simultaneous Training of Deep Ensembles'.
+
+    Every bad value, unusable model or unwritable output is one line `pdd: error: ...` before any work
+    (exit status 2 for usage, 1 for failures); PDD_DEBUG=1 or --debug shows a traceback.
+    """
     signal.signal(signal.SIGTERM, exit_on_sigterm)
 
 
@@ -248,6 +366,7 @@ def prepare_data(dataset: str, data_root: str, out: str | None, download: bool) 
     from pdd import data
     from pdd.io import write_json
 
+    _outputs(out=out)
     try:
         prepared = data.prepare(dataset, data_root, download)
     except (data.DatasetMissing, ValueError) as err:  # DatasetCorrupt is a ValueError
@@ -266,7 +385,7 @@ def prepare_data(dataset: str, data_root: str, out: str | None, download: bool) 
 @click.option("--cost", "cost_path", type=click.Path(dir_okay=False),
               help="JSON to write the training's cost to (seconds, image-passes, peak memory).")
 @_runtime_options
-@click.option("--workers", default=0, show_default=True, type=COUNT, help="DataLoader worker processes.")
+@click.option("--workers", default=0, show_default=True, type=checked("workers"), help="DataLoader worker processes.")
 def train(out: str, log_path: str, cost_path: str | None, data_root: str, device: str, threads: int | None,
           workers: int, **opts) -> None:
     """Train one ensemble.
@@ -278,18 +397,20 @@ def train(out: str, log_path: str, cost_path: str | None, data_root: str, device
     from pdd.evaluation.cost_meter import CostMeter
     from pdd.io import write_json
     from pdd.models import CheckpointError
+    from pdd.training import TrainingDiverged
     from pdd.training import train as run
 
     loss_settings = _settings(LossSettings, **_take(LossSettings, opts))
     cfg = _settings(TrainConfig, loss_settings=loss_settings, **_take(TrainConfig, opts))
     _check_intervals([cfg.method], cfg.members, cfg.pdd_intervals)
+    _outputs(out=out, log=log_path, cost=cost_path, state=out + ".state")
     _threads(threads)
     dev = select_device(device, training=True)
     try:
         with CostMeter(device=dev) as cost:
             last = run(cfg, data_root, out, log_path, dev, workers)
-    except (FileNotFoundError, ValueError, CheckpointError) as err:  # a missing dataset, a bad --init-from
-        raise click.ClickException(str(err)) from err
+    except (FileNotFoundError, ValueError, CheckpointError, TrainingDiverged) as err:  # a missing dataset, a bad
+        raise click.ClickException(str(err)) from err                                 # --init-from, a NaN loss
     if cost_path:
         write_json(cost_path, cost)
     click.echo(f"trained {out} on {dev}: test accuracy {last['test_accuracy']:.4f}")
@@ -330,7 +451,7 @@ def _external_options(f: Callable) -> Callable:
                      help="With --factory: its state_dict (a list of them for members), loaded as data only."),
         click.option("--dataset", type=FIELD_TYPES["dataset"], help="With --factory: the dataset to evaluate on."),
         click.option("--name", help="With --factory: the method name in the result records."),
-        click.option("--model-seed", default=0, show_default=True, type=COUNT,
+        click.option("--model-seed", default=0, show_default=True, type=checked("model_seed"),
                      help="With --factory: the records' seed."),
     )(wrapper)
 
@@ -358,9 +479,33 @@ def _load(path: str | None, device: torch.device, external: dict | None = None,
             return model, ensemble_key(config, _external_label(external), surrogate)
         ckpt = read_checkpoint(path, device)
         model = ensemble_from_checkpoint(ckpt, path).to(device).eval()
-        return model, ensemble_key(ckpt.get("train_config") or {}, path, surrogate)
+        key = ensemble_key(ckpt.get("train_config") or {}, path, surrogate)
+        _check_fits(model.spec, key["dataset"], path)
+        return model, key
     except (CheckpointError, ValueError) as err:  # ExternalModelError is a ValueError
         raise click.ClickException(str(err)) from err
+
+
+def _check_fits(spec: Any, dataset: str, path: str) -> None:
+    """A checkpoint's ensemble takes its dataset's images and predicts its classes (a file edited or written by
+    other code may not): a one-line error before any work."""
+    from pdd import data
+
+    info = data.info(dataset)
+    if (spec.in_channels, spec.num_classes) != (info.in_channels, info.num_classes):
+        raise ValueError(f"{path}: its ensemble takes {spec.in_channels}-channel images and predicts "
+                         f"{spec.num_classes} classes, its dataset {dataset!r} has {info.in_channels} channels "
+                         f"and {info.num_classes} classes")
+
+
+def _load_surrogate(path: str, device: torch.device, target_key: dict) -> torch.nn.Module:
+    """The surrogate checkpoint at `path`, which must have been trained on the dataset the target is evaluated
+    on (so its inputs and classes are the target's)."""
+    model, key = _load(path, device)
+    if key["dataset"] != target_key["dataset"]:
+        raise click.BadParameter(f"{path} was trained on {key['dataset']!r}, but the target is evaluated on "
+                                 f"{target_key['dataset']!r}", param_hint="'--surrogate'")
+    return model
 
 
 def _images(dataset: str, split: str, data_root: str, num_images: int | None, seed: int):
@@ -375,19 +520,21 @@ def _images(dataset: str, split: str, data_root: str, num_images: int | None, se
 
 
 def _check_params(attack: str, params: tuple[float, ...]) -> None:
-    """The attack registry's check of --param (count, finite, range): a usage error naming --param."""
-    from pdd.evaluation.attacks import check_attack
-
-    try:
-        check_attack(attack).check(params)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="'--param'") from err
+    """Every attack but 'none' needs --param, each inside the attack's range (its registry entry's bound: eps in
+    (0, 1], JSMA's gamma in (0, 1], C&W's c > 0)."""
+    if (attack == "none") != (not params):
+        raise click.UsageError("give --param for every attack except 'none', and none for 'none'")
+    for param in params:
+        try:
+            check_param(attack, param)
+        except InvalidValue as err:
+            raise click.BadParameter(err.problem, param_hint="'--param'") from err
 
 
 _attack_options = _options(
     click.option("--attack", required=True, type=Registry(ATTACKS, "attack"),
                  help="The paper's attack ('none': clean accuracy only)."),
-    click.option("--param", "params", type=NON_NEGATIVE, multiple=True,
+    click.option("--param", "params", type=FINITE, multiple=True,
                  help="eps, JSMA's gamma or C&W's initial constant; repeatable; none for 'none'."),
     _num_images_option,
     _settings_options(AttackSettings, help={"seed": "Image subset, JSMA targets, random starts."}),
@@ -409,12 +556,13 @@ def _attack(command: str, target_path: str | None, surrogate_path: str | None, t
     attack, params = opts.pop("attack"), opts.pop("params")
     _check_params(attack, params)
     settings = _settings(AttackSettings, **_take(AttackSettings, opts))
+    _outputs(out=opts["out"])
     _threads(opts["threads"])
     device = select_device(opts["device"])
     records = []
     with CostMeter(device=device) as cost:
         target, key = _load(target_path, device, external, surrogate_path)
-        surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
+        surrogate = _load_surrogate(surrogate_path, device, key) if surrogate_path else None
         x, y = _images(key["dataset"], "test", opts["data_root"], opts["num_images"], settings.seed)
         for param in params or [None]:
             result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
@@ -459,7 +607,8 @@ def transfer(surrogate_path: str, target_path: str | None, threat: str, external
 @_external_options
 @click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
-@click.option("--eps", "eps_values", type=NON_NEGATIVE, multiple=True, required=True, help="L-inf budget; repeatable.")
+@click.option("--eps", "eps_values", type=checked("eps"), multiple=True, required=True,
+              help="L-inf budget; repeatable.")
 @_settings_options(StrongSettings, help={"step_fraction": "PGD step size / eps.",
                                          "seed": "Image subset and random starts."})
 @_num_images_option
@@ -481,11 +630,12 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
 
     values = _take(StrongSettings, opts)
     settings = _settings(StrongSettings, **{**values, "pgd_steps": tuple(sorted(values["pgd_steps"]))})
+    _outputs(out=out)
     _threads(threads)
     dev = select_device(device)
     with CostMeter(device=dev) as cost:
         model, key = _load(model_path, dev, external, surrogate_path)
-        surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
+        surrogate = _load_surrogate(surrogate_path, dev, key) if surrogate_path else None
         x, y = _images(key["dataset"], "test", data_root, num_images, settings.seed)
         records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
     write_json(out, [*keyed(key, records), cost_record(key, "strong", cost)])
@@ -504,8 +654,37 @@ def _build_output(kind: str, name: str, spec: str, paper_csv: str, out: str, inp
         settings = {"name": name, **json.loads(spec)}
     except (json.JSONDecodeError, TypeError) as err:  # TypeError: JSON that is not an object
         raise click.BadParameter(f"not a JSON object: {err}", param_hint="'--spec'") from err
-    OUTPUTS[name].build()(list(inputs), settings, out, paper_csv)
+    if not inputs:
+        raise click.UsageError(f"{name} needs its input files (the result JSON / CSV files of its jobs)")
+    for path in inputs:
+        _check_input(path)
+    for suffix in OUTPUT_SUFFIXES[kind]:
+        _outputs(out=f"{out}.{suffix}")
+    try:
+        OUTPUTS[name].build()(list(inputs), settings, out, paper_csv)
+    except (KeyError, IndexError, StopIteration, TypeError, ValueError) as err:  # inputs of another kind or layout
+        what = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
+        raise click.ClickException(f"cannot build {name} from its inputs ({what}); are they the outputs of the "
+                                   f"jobs it reads (pdd.plan.outputs.OUTPUTS[{name!r}])? ({DEBUG_HINT})") from err
     click.echo(f"{name}: written under {out}.*", err=True)
+
+
+OUTPUT_SUFFIXES = {"table": ("csv", "md", "tex"), "figure": ("png", "pdf")}
+
+
+def _check_input(path: str) -> None:
+    """An input of `pdd table` / `pdd figure` is a complete JSON or a text CSV: else one line naming it."""
+    import json
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path} is not a text file (a result JSON or CSV)", param_hint="'INPUTS'") from None
+    if path.endswith(".json"):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            raise click.BadParameter(f"{path} is not complete JSON ({err})", param_hint="'INPUTS'") from None
 
 
 def _output_options(kind: str) -> Decorator:
@@ -546,8 +725,8 @@ def figure(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ..
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
 @_external_options
 @_num_images_option
-@click.option("--batch-size", default=250, show_default=True, type=POSITIVE, help="Images per batch.")
-@click.option("--seed", default=0, show_default=True, type=COUNT, help="Image subset.")
+@click.option("--batch-size", default=250, show_default=True, type=checked("batch_size"), help="Images per batch.")
+@click.option("--seed", default=0, show_default=True, type=checked("seed"), help="Image subset.")
 @_data_root_option()
 @click.option("--out-json", required=True, type=click.Path(dir_okay=False),
               help="Table 1's record (entropy E), then the job's cost record.")
@@ -568,6 +747,7 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
     from pdd.evaluation.records import cost_record, entropy_record, per_image_table
     from pdd.io import write_json, write_text
 
+    _outputs(out_json=out_json, out_csv=out_csv)
     _threads(threads)
     dev = select_device(device)
     with CostMeter(device=dev) as cost:
@@ -616,6 +796,7 @@ def time_steps(dataset: str, methods: tuple[str, ...], members: int, arch: str, 
     info = data.info(dataset)
     spec = _settings(EnsembleSpec, arch=arch, num_members=members, num_classes=info.num_classes,
                      in_channels=info.in_channels, width=width)
+    _outputs(out=out)
     _threads(threads)
     dev = select_device(device)
     key = ensemble_key({"dataset": dataset, "members": members, "method": None, "arch": arch, "seed": seed}, None)
@@ -631,7 +812,7 @@ def time_steps(dataset: str, methods: tuple[str, ...], members: int, arch: str, 
 @main.command("member-transfer")
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A pdd checkpoint.")
-@click.option("--eps", type=NON_NEGATIVE, required=True, help="L-inf budget of the PGD crafted on each member.")
+@click.option("--eps", type=checked("eps"), required=True, help="L-inf budget of the PGD crafted on each member.")
 @_settings_options(AttackSettings, only=("steps", "batch_size", "seed"),
                    help={"steps": "PGD steps (of eps/10, one random start).", "seed": "Image subset and random start."})
 @_num_images_option
@@ -651,6 +832,7 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
     from pdd.io import write_json
 
     settings = _settings(AttackSettings, **_take(AttackSettings, opts))
+    _outputs(out=out)
     _threads(threads)
     dev = select_device(device)
     with CostMeter(device=dev) as cost:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -256,8 +259,34 @@ def _unsafe_globals(path: str | os.PathLike) -> list[str]:
         return []
 
 
+def load_data(path: str | os.PathLike, device: str | torch.device) -> Any:
+    """torch.load(weights_only=True), without torch's warning that a TorchScript file is dispatched (it is then
+    refused: one message, not two)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TorchScript.*")
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+def torch_reason(err: BaseException) -> str:
+    """What torch.load's error says about the file, without its advice to retry with weights_only=False (the one
+    thing not to do with a file from elsewhere) or to allowlist globals."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "TorchScript" in text:
+        return "a TorchScript archive (a program, not data)"
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsupported:
+        return f"it names {unsupported.group(1)}"
+    advice = ("weights_only", "trusted source", "trust the source", "documentation", "safe_globals", "allowlist",
+              "two options")
+    parts = [p.strip() for p in re.split(r"(?<=\.)\s+|\n", text) if p.strip()]
+    kept = [p for p in parts if not any(a in p for a in advice)]
+    return " ".join(kept) or type(err).__name__
+
+
 def _corrupt(path: str | os.PathLike, err: Exception) -> CheckpointError:
-    return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({err})")
+    if "TorchScript" in str(err):
+        return CheckpointError(f"refused to load {path}: {torch_reason(err)}; pdd reads data-only checkpoints")
+    return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({torch_reason(err)})")
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -268,7 +297,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     array and scalar rebuilders are allowlisted for them, and only when nothing else is named.
     """
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return load_data(path, device)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as err:
@@ -277,17 +306,16 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         if unsafe and set(unsafe) <= {_global_name(g) for g in legacy}:
             try:
                 with torch.serialization.safe_globals(legacy):
-                    return torch.load(path, map_location=device, weights_only=True)
+                    return load_data(path, device)
             except Exception as legacy_err:
                 raise _corrupt(path, legacy_err) from legacy_err
         if not unsafe and "WeightsUnpickler" not in str(err):
             raise _corrupt(path, err) from err
-        named = ", ".join(unsafe) if unsafe else str(err).strip().splitlines()[-1]
+        named = ", ".join(unsafe) if unsafe else torch_reason(err)
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain Python values ({named}), "
-            "and loading them could run code. pdd checkpoints are data only. If pdd wrote this file, retrain "
-            "it (delete it and rerun the job); never load it with weights_only=False unless you trust its "
-            "source.") from err
+            "and loading them could run code. pdd checkpoints are data only: if pdd wrote this file, retrain "
+            "it (delete it and rerun the job).") from err
     except Exception as err:  # zip / storage errors vary by torch version
         raise _corrupt(path, err) from err
 

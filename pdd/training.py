@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import sys
 import time
@@ -21,10 +22,15 @@ from pdd import data
 from pdd.augment import random_crop_flip
 from pdd.io import torch_save, write_text
 from pdd.methods import LossSettings, TrainingMethod, get_method
-from pdd.models import Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
+from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
+from pdd.validation import check_fields
 
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
               "seconds", "eval_seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the job stops at once (the last epoch's resume state is kept)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class TrainConfig:
     init_from: str | None = None  # trained ensemble the method starts from (DVERGE: the baseline)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
         data.info(self.dataset)
         starts_from = get_method(self.method).starts_from
         if starts_from and not self.init_from:
@@ -58,9 +65,6 @@ class TrainConfig:
         if self.init_from and not starts_from:
             raise ValueError(f"method {self.method!r} trains from scratch: init_from is only for methods that "
                              "start from a trained ensemble (dverge)")
-        for key in ("epochs", "batch_size", "members", "width"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
 
     def spec(self) -> EnsembleSpec:
         """The ensemble this config trains (PDD layer included when the method uses it)."""
@@ -147,6 +151,45 @@ def _log_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _fresh(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> tuple[Ensemble, list, list]:
+    """The seeded initial ensemble, its SGD optimisers (one per parameter group) and cosine schedules."""
+    seed_everything(cfg.seed)
+    model = Ensemble(cfg.spec()).to(device)
+    optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                  for group in method.parameter_groups(model)]  # one per member for DVERGE
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)
+                  for o in optimizers]
+    return model, optimizers, schedulers
+
+
+def _resume(state_path: Path, cfg_dict: dict, model: Ensemble, optimizers: list, schedulers: list,
+            device: torch.device) -> list[dict]:
+    """Load the resume state into model, optimisers, schedules and RNGs; its epoch log rows ([] when it was made
+    with another configuration). A damaged state raises (CheckpointError, KeyError, ...) before the RNGs change."""
+    state = read_checkpoint(state_path, device)
+    if not isinstance(state, dict):
+        raise TypeError(f"a {type(state).__name__}, not a training state")
+    if state.get("train_config") != cfg_dict:
+        return []
+    rows = state["log"]
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("its epoch log is not a list of epoch rows")
+    if not isinstance(state["rng"], dict) or "torch" not in state["rng"]:
+        raise ValueError("its RNG state is missing")
+    model.load_state_dict(ensemble_from_checkpoint(state["model"], str(state_path)).state_dict())
+    for optimizer, saved in zip(optimizers, state["optimizer"], strict=True):
+        optimizer.load_state_dict(saved)
+    for scheduler, saved in zip(schedulers, state["scheduler"], strict=True):
+        scheduler.load_state_dict(saved)
+    _set_rng_state(state["rng"])
+    return rows
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 def train(
     cfg: TrainConfig,
     data_root: str | Path,
@@ -167,26 +210,23 @@ def train(
     train_set = data.get_dataset(cfg.dataset, "train", data_root)
     test_set = data.get_dataset(cfg.dataset, "test", data_root)
 
-    seed_everything(cfg.seed)
-    model = Ensemble(cfg.spec()).to(device)
-    optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-                  for group in method.parameter_groups(model)]  # one per member for DVERGE
-    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)
-                  for o in optimizers]
+    model, optimizers, schedulers = _fresh(cfg, method, device)
     rows: list[dict] = []
     if state_path.exists():
-        state = read_checkpoint(state_path, device)
-        if state.get("train_config") == cfg_dict:
-            model.load_state_dict(ensemble_from_checkpoint(state["model"], str(state_path)).state_dict())
-            for optimizer, saved in zip(optimizers, state["optimizer"], strict=True):
-                optimizer.load_state_dict(saved)
-            for scheduler, saved in zip(schedulers, state["scheduler"], strict=True):
-                scheduler.load_state_dict(saved)
-            rows = state["log"]
-            _set_rng_state(state["rng"])
-            print(f"pdd: resuming {out} after epoch {len(rows)}", file=sys.stderr)
-        else:
-            print(f"pdd: ignoring {state_path}: it was made with another configuration", file=sys.stderr)
+        try:
+            rows = _resume(state_path, cfg_dict, model, optimizers, schedulers, device)
+            if rows:
+                print(f"pdd: resuming {out} after epoch {len(rows)}", file=sys.stderr)
+            else:
+                print(f"pdd: ignoring {state_path}: it was made with another configuration", file=sys.stderr)
+        except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            # A damaged state must not block the job until someone deletes it: set it aside, start afresh.
+            aside = state_path.with_name(state_path.name + ".damaged")
+            state_path.replace(aside)
+            print(f"pdd: {state_path} is damaged ({_first_line(err)}); moved to {aside}, training from the start",
+                  file=sys.stderr)
+            model, optimizers, schedulers = _fresh(cfg, method, device)
+            rows = []
     if cfg.init_from and not rows:
         model.load_state_dict(initial_weights(cfg, method, device))
 
@@ -204,6 +244,11 @@ def train(
             if cfg.augment:
                 x = random_crop_flip(x)
             loss, logits = method.step(model, optimizers, x, y)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training loss became {loss} at epoch {epoch + 1}, step {seen // cfg.batch_size + 1}: lower "
+                    f"--lr or the method's loss weights; the last good resume state "
+                    f"({state_path if rows else 'none: this was the first epoch'}) is kept")
             total_loss += loss * len(y)
             correct += (logits.softmax(-1).mean(0).argmax(1) == y).sum().item()
             seen += len(y)

@@ -130,7 +130,7 @@ def test_bad_values_are_one_line_usage_errors_before_any_work(trained, tmp_path,
     args, option = _bad_cases(str(trained["model"]))[case]
     out = tmp_path / "out" / "result.json"
     result = invoke(*[a.replace("{out}", str(out)) for a in args])
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    errors = [line for line in result.output.splitlines() if line.startswith("pdd: error:")]
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert isinstance(result.exception, SystemExit)
     assert len(errors) == 1 and option in errors[0], result.output
@@ -141,7 +141,7 @@ def test_bad_values_are_one_line_usage_errors_before_any_work(trained, tmp_path,
 @pytest.mark.parametrize("kind, name", [("table", "unknown"), ("figure", "table2_whitebox_k3")])
 def test_unknown_output_name_is_one_line(tmp_path, kind: str, name: str) -> None:
     result = invoke(kind, "--name", name, "--paper", REPO / "config" / "paper_results.csv", "--out", tmp_path / "t")
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    errors = [line for line in result.output.splitlines() if line.startswith("pdd: error:")]
     assert result.exit_code == 2 and len(errors) == 1
     assert f"unknown {kind} {name!r}" in errors[0] and "--name" in errors[0]
     assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,6 @@ attack (the paper's convention, official code) and over all attacked images.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pdd.models import Ensemble, LogMeanProb
+from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class AttackSettings:
     batch_size: int = 500
     seed: int = 0                # JSMA target classes and PGD random start
 
+    def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers in their ranges (pdd.validation)
+
 
 @dataclass(frozen=True)
 class Attack:
@@ -49,22 +52,22 @@ class Attack:
     display: str                      # its name in tables and figures
     norm: str | None                  # the norm its budget is measured in: 'L-inf', 'L2', 'L0'; None: no budget
     param: str | None                 # what its parameter is called in tables ('L-inf eps', 'gamma', 'c'); None: none
-    param_max: float = math.inf       # the largest meaningful parameter (parameters are > 0)
+    bound: Bound | None = None        # the meaningful values of its parameter (pdd.validation); None: takes none
     iterations: str | None = None     # the AttackSettings field counting its iterations (stronger-attack tables)
     cost: str = "fixed"               # how the projection counts its passes: fixed, per_step, per_iteration, cw
     targeted: bool = False            # crafted towards random target classes from the seed
     build: Callable[[float, Any, AttackSettings], Any] | None = None  # (param, ART classifier, settings) -> attack
 
-    def check(self, params: Iterable[float]) -> None:
-        """Every parameter finite and in (0, param_max]; 'none' takes none and the others at least one."""
+    def check(self, params: Iterable[float], name: str = "param") -> None:
+        """'none' takes no parameter and the others at least one, each finite inside `bound` (InvalidValue, a
+        ValueError naming `name`, otherwise)."""
         params = list(params)
-        if (self.param is None) != (not params):
-            raise ValueError(f"{self.name}: " + ("takes no parameter" if self.param is None else
-                                                 f"needs at least one parameter ({self.param})"))
+        if (self.bound is None) != (not params):
+            raise InvalidValue(name, params, f"{self.name} " + ("takes no parameter" if self.bound is None else
+                                                                f"needs at least one parameter ({self.param})"))
         for value in params:
-            if not (math.isfinite(value) and 0 < value <= self.param_max):
-                limit = "" if math.isinf(self.param_max) else f" and at most {self.param_max:g}"
-                raise ValueError(f"{self.name}: {self.param} must be a finite number above 0{limit}, got {value}")
+            if problem := self.bound.problem(value):
+                raise InvalidValue(name, value, f"{self.name}: {problem}")
 
 
 def _evasion():
@@ -106,12 +109,12 @@ def _cw(c: float, classifier, s: AttackSettings):
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("none", "No attack", None, None),
-    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", 1.0, build=_fgsm),
-    Attack("bim", "BIM", "L-inf", "L-inf eps", 1.0, "steps", "per_step", build=_bim),
-    Attack("pgd", "PGD", "L-inf", "L-inf eps", 1.0, "steps", "per_step", build=_pgd(np.inf)),
-    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", iterations="steps", cost="per_step", build=_pgd(2)),
-    Attack("jsma", "JSMA", "L0", "gamma", 1.0, cost="per_iteration", targeted=True, build=_jsma),
-    Attack("cw", "C&W", "L2", "c", iterations="cw_max_iter", cost="cw", build=_cw),
+    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS, build=_fgsm),
+    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_bim),
+    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_pgd(np.inf)),
+    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step", build=_pgd(2)),
+    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True, build=_jsma),
+    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw", build=_cw),
 )}
 
 

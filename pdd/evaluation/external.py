@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from pdd.models import Ensemble, mean_log_prob
+from pdd.models import Ensemble, load_data, mean_log_prob, torch_reason
 
 ARCH = "external"  # the `arch` of an external model's result records
 
@@ -103,7 +103,12 @@ def _probe(members: list[nn.Module], sample: torch.Tensor) -> tuple[int, bool]:
     widths, classes = set(), set()
     for k, member in enumerate(members):
         x = sample.to(_device_of(member, sample.device))
-        out = member(x)
+        try:
+            out = member(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:  # a model made for other inputs
+            text = str(err).strip().splitlines()
+            raise ExternalModelError(f"member {k} fails on the dataset's images {list(x.shape[1:])} (channels, "
+                                     f"height, width): {text[0] if text else type(err).__name__}") from err
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(x):
             shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ExternalModelError(
@@ -125,6 +130,9 @@ def as_ensemble(model: nn.Module | Sequence[nn.Module], sample: torch.Tensor,
     equal `num_classes` when given."""
     if isinstance(model, (Ensemble, MemberEnsemble)):
         ensemble = model
+        if isinstance(model, Ensemble) and model.spec.in_channels != sample.shape[1]:
+            raise ExternalModelError(f"the ensemble takes {model.spec.in_channels}-channel images, the dataset's "
+                                     f"have {sample.shape[1]} channels")
     else:
         members = (list(model) if isinstance(model, (nn.ModuleList, Sequence)) else [model]
                    if isinstance(model, nn.Module) else None)
@@ -167,7 +175,7 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """torch.load as data only (weights_only=True): tensors and plain Python containers; a file whose pickle
     names anything else (which loading could run as code) is refused."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return load_data(path, device)
     except FileNotFoundError as err:
         raise ExternalModelError(f"weights file {path} not found") from err
     except pickle.UnpicklingError as err:
@@ -177,11 +185,11 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             unsafe = ""
         raise ExternalModelError(
             f"refused to load {path}: it holds objects other than tensors and plain Python values "
-            f"({unsafe or str(err).strip().splitlines()[-1]}), and loading them could run code. Save data only: "
+            f"({unsafe or torch_reason(err)}), and loading them could run code. Save data only: "
             "torch.save(model.state_dict(), path), or a list of the members' state_dicts.") from err
     except Exception as err:  # zip / storage errors vary by torch version
         raise ExternalModelError(
-            f"cannot read weights {path}: the file is corrupt or not a torch file ({err})"
+            f"cannot read weights {path}: the file is corrupt or not a torch data file ({torch_reason(err)})"
         ) from err
 
 

@@ -24,6 +24,7 @@ import torch
 
 from pdd.evaluation.attacks import AttackSettings, art_generate, generate, one_hot, predict
 from pdd.models import Ensemble
+from pdd.validation import check_fields
 
 APGD_LOSSES = {"apgd_ce": "cross_entropy", "apgd_dlr": "difference_logits_ratio"}
 
@@ -47,6 +48,7 @@ class StrongSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers in their ranges (pdd.validation)
         if not self.pgd_steps or list(self.pgd_steps) != sorted(set(self.pgd_steps)):
             raise ValueError(f"pgd_steps must be increasing and distinct, got {self.pgd_steps}")
         if min(self.apgd_iterations, self.apgd_restarts, self.pgd_restarts, self.transfer_steps,

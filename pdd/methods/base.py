@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from pdd.models import Ensemble
+from pdd.validation import check_fields
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,7 @@ class LossSettings:
     dverge_steps: int = 10        # DVERGE: distillation steps
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value < 0 or (f.name.endswith("_steps") and value < 1):
-                raise ValueError(f"{f.name} must be {'at least 1' if f.name.endswith('_steps') else 'non-negative'}, "
-                                 f"got {value}")
+        check_fields(self)  # finite numbers in their ranges (pdd.validation)
         if self.trs_init_eps > self.trs_adv_eps:
             raise ValueError(f"trs_init_eps ({self.trs_init_eps}) must not exceed trs_adv_eps ({self.trs_adv_eps})")
 

@@ -1,6 +1,14 @@
-"""Checks of a workflow config that a JSON schema cannot express (run before any job)."""
+"""Checks of a workflow config (run before any job): the JSON schema's, each problem one line and all of them at
+once (an unknown key names the closest valid one), the values' ranges (pdd.validation, as the CLI checks them),
+and what a schema cannot express."""
 
 from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from pdd.data import DATASETS
 from pdd.dropout import intervals_problem
@@ -10,9 +18,103 @@ from pdd.plan.config import strong_settings, train_config
 from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested, variant
 
 
-def problems(config: dict) -> list[str]:
-    """Every cross-key inconsistency of `config`, each naming the key, each once; empty when fine."""
+def schema_problems(config: dict, schema: str | Path | dict) -> list[str]:
+    """Every violation of the JSON `schema` (a path or a loaded schema) by `config`, one line each naming the key
+    (an unknown key with the closest valid one), in config order; never the schema or the whole config."""
+    import jsonschema
+    import yaml
+
+    if not isinstance(schema, dict):
+        schema = yaml.safe_load(Path(schema).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return list(dict.fromkeys(line for err in errors for line in _schema_lines(err)))
+
+
+def _schema_lines(err: Any) -> list[str]:
+    """One schema error as lines naming the key (sub-errors of anyOf / oneOf: the most relevant one)."""
+    import jsonschema
+
+    if err.context:
+        return _schema_lines(jsonschema.exceptions.best_match(err.context))
+    where = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties" and err.validator_value is False and isinstance(err.instance, dict):
+        known = sorted(err.schema.get("properties", {}))
+        lines = []
+        for key in err.instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
+            lines.append(f"{_dotted([*err.absolute_path, key])}: unknown key; {hint}")
+        return lines
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        return [f"{where or '(top level)'}: missing key `{k}`" for k in missing]
+    if err.validator in ("propertyNames",):
+        return [f"{where}: {err.message[:200]}"]
+    text = _short(err.instance)
+    if err.validator == "type":
+        return [f"{where}: must be of type {err.validator_value}, got {text}"]
+    if err.validator == "enum":
+        return [f"{where}: must be one of {', '.join(map(str, err.validator_value))}, got {text}"]
+    if err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[err.validator]
+        return [f"{where}: must be {sign} {err.validator_value}, got {text}"]
+    message = err.message if len(err.message) <= 200 else err.message[:200] + " ..."
+    return [f"{where or '(top level)'}: {message}"]
+
+
+def _dotted(path: Any) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _leaves(obj: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(key path, value) of every number inside nested dicts and lists (a list's items share its path)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, str(k)))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _leaves(v, path)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def value_problems(config: dict) -> list[str]:
+    """Every number of `config` outside its range, with the CLI's ranges (pdd.validation): an attack list's
+    parameters by attack (its registry entry's bound); a setting by its section and key (`deg.lambda` is the field
+    deg_lambda, `evaluation.cw.confidence` is cw_confidence, `training.lr` is lr); any other NaN or infinity."""
+    from pdd.validation import VALUE_BOUNDS, field_bound
+
     found = []
+    for path, value in _leaves(config):
+        key = ".".join(path)
+        if len(path) >= 2 and "attacks" in path[:-1] and path[-1] in ATTACKS and ATTACKS[path[-1]].bound:
+            problem = ATTACKS[path[-1]].bound.problem(value)
+            found += [f"{key}: {path[-1]}: {problem}"] if problem else []
+            continue
+        if path[:2] == ("strong_evaluation", "eps"):
+            bound = VALUE_BOUNDS["eps"]
+        else:
+            names = ["_".join(path[-2:])] if len(path) >= 2 else []
+            bound = next((b for b in map(field_bound, [*names, path[-1]]) if b is not None), None)
+        problem = bound.problem(value) if bound else (None if math.isfinite(value) else
+                                                      f"must be a finite number, got {value}")
+        if problem:
+            found.append(f"{key}: {problem}")
+    return list(dict.fromkeys(found))
+
+
+def problems(config: dict) -> list[str]:
+    """Every out-of-range value and cross-key inconsistency of `config`, each naming the key, each once; empty
+    when fine (run after the schema's checks, `schema_problems`)."""
+    found = value_problems(config)
     found += [f"datasets.{d}: unknown dataset; known: {sorted(DATASETS)}" for d in config["datasets"]
               if d not in DATASETS]
     if not found:
@@ -38,22 +140,14 @@ def problems(config: dict) -> list[str]:
 
 
 def attack_problems(config: dict) -> list[str]:
-    """Every attack list (per dataset, per output) names registered attacks with parameters they accept."""
+    """Every attack list (per dataset, per output) names registered attacks (their parameters are checked by
+    `value_problems`)."""
     grids = {f"attacks.{d}": grid for d, grid in config["attacks"].items()}
     for section in ("tables", "figures"):
         grids.update({f"{section}.{n}.attacks": s["attacks"] for n, s in config.get(section, {}).items()
                       if "attacks" in s})
-    found = []
-    for key, grid in grids.items():
-        for attack, params in grid.items():
-            if attack not in ATTACKS:
-                found.append(f"{key}.{attack}: unknown attack; known: {', '.join(ATTACKS)}")
-                continue
-            try:
-                ATTACKS[attack].check(params)
-            except ValueError as err:
-                found.append(f"{key}.{attack}: {err}")
-    return found
+    return [f"{key}.{attack}: unknown attack; known: {', '.join(ATTACKS)}" for key, grid in grids.items()
+            for attack in grid if attack not in ATTACKS]
 
 
 def output_problems(config: dict, name: str, spec: dict) -> list[str]:
