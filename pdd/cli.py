@@ -304,6 +304,9 @@ class Main(click.Group):
         _DEBUG["on"] = False
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as err:  # `pdd` alone: its help, as click shows it
+            err.show()
+            sys.exit(err.exit_code)
         except click.ClickException as err:
             if _debugging():
                 traceback.print_exc()
