@@ -378,3 +378,12 @@ def test_damaged_resume_state_is_set_aside(tmp_path: Path, capsys, damaged) -> N
     assert out.exists() and out.with_name("m.pt.state.damaged").exists()
     err = capsys.readouterr().err
     assert "m.pt.state is damaged" in err and "training from the start" in err
+
+
+def test_api_labels_past_the_model_classes_are_refused() -> None:
+    from pdd.api import evaluate
+
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 12])
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(64, 10)) for _ in range(2)]
+    with pytest.raises(ValueError, match="label 12 is past the model's 10 classes"):
+        evaluate(members, (x, y))
