@@ -387,3 +387,14 @@ def test_api_labels_past_the_model_classes_are_refused() -> None:
     members = [nn.Sequential(nn.Flatten(), nn.Linear(64, 10)) for _ in range(2)]
     with pytest.raises(ValueError, match="label 12 is past the model's 10 classes"):
         evaluate(members, (x, y))
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["--version"]])
+def test_quick_help_is_exactly_the_cli_help(args: list[str]) -> None:
+    """The console script answers these from pdd.launcher's table (no torch import): the same bytes as pdd.cli."""
+    from pdd.launcher import QUICK, help_group
+
+    assert args in QUICK
+    quick = CliRunner().invoke(help_group(), args, prog_name="pdd")
+    full = CliRunner().invoke(main, args, prog_name="pdd")
+    assert (quick.output, quick.exit_code) == (full.output, full.exit_code)
