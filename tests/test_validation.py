@@ -272,6 +272,7 @@ def test_surrogate_of_another_dataset_is_refused(monkeypatch) -> None:
         cli._load_surrogate("s.pt", torch.device("cpu"), {"dataset": "digits"})
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; the file is still a user's
 def test_checkpoint_messages_never_suggest_weights_only_false(tmp_path: Path) -> None:
     from pdd.evaluation.external import read_weights
     from pdd.models import CheckpointError, read_checkpoint
