@@ -674,13 +674,16 @@ OUTPUT_SUFFIXES = {"table": ("csv", "md", "tex"), "figure": ("png", "pdf")}
 
 
 def _check_input(path: str) -> None:
-    """An input of `pdd table` / `pdd figure` is a complete JSON or a text CSV: else one line naming it."""
+    """A JSON or CSV input of `pdd table` / `pdd figure` is complete text (other inputs, e.g. checkpoints, are
+    read by the builder): else one line naming it."""
     import json
 
+    if not path.endswith((".json", ".csv")):
+        return
     try:
         text = open(path, encoding="utf-8").read()
     except UnicodeDecodeError:
-        raise click.BadParameter(f"{path} is not a text file (a result JSON or CSV)", param_hint="'INPUTS'") from None
+        raise click.BadParameter(f"{path} is not a text file", param_hint="'INPUTS'") from None
     if path.endswith(".json"):
         try:
             json.loads(text)

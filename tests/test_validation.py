@@ -317,6 +317,20 @@ def test_config_values_are_checked_with_the_cli_ranges() -> None:
         assert value_problems(yaml.safe_load((REPO / "config" / name).read_text())) == [], name
 
 
+def test_table_inputs_are_complete_text_and_checkpoints_pass(tmp_path: Path) -> None:
+    """A binary or truncated JSON input is one line naming it; a checkpoint (Grad-CAM's input) is the builder's."""
+    paper = str(REPO / "config" / "paper_results.csv")
+    binary, truncated, model = tmp_path / "binary.json", tmp_path / "truncated.json", tmp_path / "m.pt"
+    binary.write_bytes(bytes(range(256)))
+    truncated.write_text('[{"dataset": ')
+    model.write_bytes(bytes(range(256)))
+    for path, expected in ((binary, "binary.json is not a text file"), (truncated, "truncated.json is not complete")):
+        result = CliRunner().invoke(main, ["table", "--name", "table1_entropy", "--paper", paper, "--out",
+                                           str(tmp_path / "out" / "t"), str(path)])
+        assert result.exit_code == 2 and expected in _one_error_line(result.stderr)
+    cli._check_input(str(model))  # not refused here
+
+
 def test_debug_flag_and_env_show_tracebacks(monkeypatch) -> None:
     monkeypatch.setattr(cli, "_build_output", lambda *a: (_ for _ in ()).throw(KeyError("boom")))
     args = ["table", "--name", "table1_entropy", "--paper", str(REPO / "config" / "paper_results.csv"), "--out", "t"]
