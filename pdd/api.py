@@ -109,6 +109,8 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     dev = select_device(device) if isinstance(device, str) else device
     label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
     target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
+    if len(y) and int(y.max()) >= target.spec.num_classes:
+        raise ValueError(f"dataset: label {int(y.max())} is past the model's {target.spec.num_classes} classes")
     crafter = as_ensemble(surrogate, x[:2].to(dev), target.spec.num_classes).to(dev) if surrogate is not None else None
     key = ensemble_key({"dataset": label, "members": target.num_members, "method": name, "arch": ARCH,
                         "seed": seed}, None)

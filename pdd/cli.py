@@ -306,6 +306,9 @@ class Main(click.Group):
         _DEBUG["on"] = False
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as err:  # `pdd` alone: its help, as click shows it
+            err.show()
+            sys.exit(err.exit_code)
         except click.ClickException as err:
             if _debugging():
                 traceback.print_exc()
@@ -673,13 +676,16 @@ OUTPUT_SUFFIXES = {"table": ("csv", "md", "tex"), "figure": ("png", "pdf")}
 
 
 def _check_input(path: str) -> None:
-    """An input of `pdd table` / `pdd figure` is a complete JSON or a text CSV: else one line naming it."""
+    """A JSON or CSV input of `pdd table` / `pdd figure` is complete text (other inputs, e.g. checkpoints, are
+    read by the builder): else one line naming it."""
     import json
 
+    if not path.endswith((".json", ".csv")):
+        return
     try:
         text = open(path, encoding="utf-8").read()
     except UnicodeDecodeError:
-        raise click.BadParameter(f"{path} is not a text file (a result JSON or CSV)", param_hint="'INPUTS'") from None
+        raise click.BadParameter(f"{path} is not a text file", param_hint="'INPUTS'") from None
     if path.endswith(".json"):
         try:
             json.loads(text)

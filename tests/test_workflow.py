@@ -53,6 +53,8 @@ def test_paper_config_plans_every_training_job(tmp_path: Path) -> None:
     (lambda c: c["strong_evaluation"]["diagnostics"].update(max_accuracy_pct=150), "max_accuracy_pct"),
     (lambda c: c.pop("strong_evaluation"), "strong_evaluation"),
     (lambda c: c["surrogates"]["oblivious"].update(arch="resnet18"), "surrogates.oblivious"),
+    (lambda c: c["training"].update(lr=float("nan")), "training.lr: must be a finite number > 0, got NaN"),
+    (lambda c: c.update(seed=c.pop("seeds")), "seed: unknown key; did you mean `seeds`?"),
 ])
 def test_bad_config_is_rejected_before_any_job(tmp_path: Path, edit, key: str) -> None:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
