@@ -150,7 +150,7 @@ def test_api_rejects_bad_attack_requests() -> None:
     model = as_ensemble(external_models.plain_members(), torch.zeros(2, 1, 8, 8))
     with pytest.raises(ValueError, match="unknown attack"):
         evaluate(model, "digits", {"pgdd": [0.1]})
-    with pytest.raises(ValueError, match="give parameters"):
+    with pytest.raises(ValueError, match="pgd needs at least one parameter"):
         evaluate(model, "digits", {"pgd": []})
     with pytest.raises(ValueError, match="eps"):
         evaluate(model, "digits", {"none": []}, strong={"apgd_iterations": 2}, num_images=5)
