@@ -96,7 +96,7 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
         VALUE_BOUNDS["num_images"].check("num_images", num_images)
     attacks = {"none": []} if attacks is None else dict(attacks)
     for attack, params in attacks.items():
-        check_attack(attack).check(params)  # the CLI's checks, from the attack registry
+        check_attack(attack).check(params, f"attacks[{attack!r}]")  # the CLI's checks, from the registry
     strong_options = dict(strong or {})
     eps_values = sorted(strong_options.pop("eps", []))
     if strong is not None and not eps_values:
