@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, TensorDataset
 from pdd.evaluation.attacks import AttackSettings, check_attack, run_attack, select_images
 from pdd.evaluation.external import ARCH, as_ensemble
 from pdd.evaluation.records import attack_record, ensemble_key, keyed
+from pdd.evaluation.statistics import mcnemar_p, wilson_interval  # noqa: F401  (public: pdd.api.wilson_interval)
 
 
 def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,

@@ -371,6 +371,21 @@ def _images(dataset: str, split: str, data_root: str, num_images: int | None, se
         raise click.ClickException(str(err)) from err
 
 
+def _test_images(dataset: str, data_root: str, num_images: int | None, seed: int) -> tuple:
+    """`_images` of the test split, and which images they are by index (`pdd.evaluation.records.image_fields`)
+    for the records, so results on the same images can be paired."""
+    from pdd import data
+    from pdd.evaluation.attacks import image_indices, select_images
+    from pdd.evaluation.records import image_fields
+
+    try:
+        test = data.get_dataset(dataset, "test", data_root)
+    except (data.DatasetMissing, data.DatasetCorrupt) as err:
+        raise click.ClickException(str(err)) from err
+    x, y = select_images(test, num_images, seed)
+    return x, y, image_fields(image_indices(len(test), num_images, seed), len(test))
+
+
 def _check_params(attack: str, params: tuple[float, ...]) -> None:
     """Every attack but 'none' needs --param; JSMA's gamma is a fraction of the features (at most 1)."""
     if (attack == "none") != (not params):
@@ -411,10 +426,10 @@ def _attack(command: str, target_path: str | None, surrogate_path: str | None, t
     with CostMeter(device=device) as cost:
         target, key = _load(target_path, device, external, surrogate_path)
         surrogate = _load(surrogate_path, device)[0] if surrogate_path else None
-        x, y = _images(key["dataset"], "test", opts["data_root"], opts["num_images"], settings.seed)
+        x, y, images = _test_images(key["dataset"], opts["data_root"], opts["num_images"], settings.seed)
         for param in params or [None]:
             result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
-            records.append(attack_record(key, threat, attack, param, result))
+            records.append(attack_record(key, threat, attack, param, {**result, **images}))
             click.echo(f"{attack} {param}: {records[-1]['value']:.2f}% ({result['images_per_second']:.1f} images/s)",
                        err=True)
     write_json(opts["out"], [*records, cost_record(key, command, cost)])
@@ -482,9 +497,10 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
     with CostMeter(device=dev) as cost:
         model, key = _load(model_path, dev, external, surrogate_path)
         surrogate = _load(surrogate_path, dev)[0] if surrogate_path else None
-        x, y = _images(key["dataset"], "test", data_root, num_images, settings.seed)
+        x, y, images = _test_images(key["dataset"], data_root, num_images, settings.seed)
         records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
-    write_json(out, [*keyed(key, records), cost_record(key, "strong", cost)])
+    write_json(out, [*keyed(key, [{**r, **images} if r["metric"] == "accuracy_pct" else r for r in records]),
+                     cost_record(key, "strong", cost)])
     for r in records:
         if r["threat"] != "diagnostic" or r["metric"] == "passed":
             label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
