@@ -516,7 +516,7 @@ def _build_output(kind: str, name: str, spec: str, paper_csv: str, out: str, inp
         settings = {"name": name, **json.loads(spec)}
     except (json.JSONDecodeError, TypeError) as err:  # TypeError: JSON that is not an object
         raise click.BadParameter(f"not a JSON object: {err}", param_hint="'--spec'") from err
-    OUTPUTS[name].build()(list(inputs), settings, out, paper_csv)
+    OUTPUTS[name].run(list(inputs), settings, out, paper_csv)
     click.echo(f"{name}: written under {out}.*", err=True)
 
 
