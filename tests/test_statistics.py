@@ -113,3 +113,16 @@ def test_flags_round_trip_and_length_check() -> None:
     fields = image_fields([0, 3, 9], 10)
     assert fields["split_size"] == 10
     assert np.flatnonzero(unpack_flags(fields["images"], 10)).tolist() == [0, 3, 9]
+
+
+def test_score_keeps_per_image_flags() -> None:
+    import torch
+
+    from pdd.evaluation.attacks import score
+
+    y = torch.tensor([0, 1, 2, 3, 4])
+    result = score(y, clean_pred=torch.tensor([0, 1, 0, 3, 4]), adv_pred=torch.tensor([0, 0, 2, 3, 1]))
+    # correct before: images 0, 1, 3, 4; robust = correct before and after: 0, 3 (image 2 is right only after)
+    assert unpack_flags(result["clean_flags"], 5).tolist() == [True, True, False, True, True]
+    assert unpack_flags(result["robust_flags"], 5).tolist() == [True, False, False, True, False]
+    assert result["n_robust"] == 2
