@@ -87,10 +87,13 @@ def test_worst_case_and_stronger_evidence_and_old_files(tmp_path: Path) -> None:
     strong = [_record(m, _first(k), "worst_case") for m, k in (("baseline", 10), ("pdd_deg", 50))]
     stronger = [_record(m, _first(k), "bim") for m, k in (("baseline", 20), ("pdd_deg", 21))]
     old = [_record(m, _first(k), flags=False) for m, k in (("baseline", 30), ("pdd_deg", 70))]
+    twin = [_record(m, _first(k), "worst_case", 0.5) for m, k in (("baseline", 40), ("pdd_deg", 20))]
     df = _build(tmp_path, {"whitebox/pgd.json": old, "strong/evaluation.json": strong,
-                           "table_stronger_attacks/bim.json": stronger})
+                           "table_stronger_attacks/bim.json": stronger, "strong_l2/evaluation.json": twin})
     by = df.set_index("evidence")
     assert by.loc["worst case L-inf", "verdict"] == "holds"
+    assert by.loc["worst case L2", "verdict"] == "reversed"                  # the L2 twin's file: an L2 row
+    assert by.loc["worst case L2", "claim"] == "PDD+DEG more robust than Baseline at L2 eps 0.5"
     assert by.loc["stronger attack", "verdict"] == "not significant"        # b = 1, c = 0: p = 1
     assert by.loc["paper protocol", "verdict"] == "no test"                 # no per-image flags: interval only
     assert by.loc["paper protocol", "ci_low"] > 0 and pd.isna(by.loc["paper protocol", "p_value"])

@@ -35,10 +35,10 @@ NEEDS = {
     "jobs": "every job of every other requested output: its benchmark file and its cost record",
     "whitebox_pgd": "the dataset's white-box PGD attacks only (L-inf 'pgd' and L2 'pgd_l2')",
     "stronger": "table_stronger_attacks' own attack jobs of the ensemble (when that table is requested)",
-    "strong_l2": "the L2 strong evaluation of the ensemble (table_strong_evaluation_l2's inputs, when requested)",
+    "l2_twin": "the L2 strong evaluation of the ensemble (table_strong_evaluation_l2's files, when that is requested)",
 }
 # Outputs whose files of an ensemble another output reads (need -> output).
-BORROWED = {"stronger": "table_stronger_attacks", "strong_l2": "table_strong_evaluation_l2"}
+BORROWED = {"stronger": "table_stronger_attacks", "l2_twin": "table_strong_evaluation_l2"}
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,10 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
                    "(eq. 6, means over test images), clean and PGD accuracy."),
     Output("table_claims", "table", "The paper's claims, one verdict each",
-           ("clean", "whitebox_pgd", "strong", "entropy", "per_image", "stronger", "strong_l2"),
+           ("clean", "whitebox_pgd", "strong", "entropy", "per_image", "stronger", "l2_twin"),
            "pdd.reports.claims_table:build",
            only=tuple((need, ("baseline", "adp", "deg", "pdd_deg"))
-                      for need in ("clean", "whitebox_pgd", "strong", "stronger", "strong_l2"))
+                      for need in ("clean", "whitebox_pgd", "strong", "stronger", "l2_twin"))
            + tuple((need, ("baseline", "adp", "pdd", "pdd_deg")) for need in ("entropy", "per_image")),
            caption="Each claim of the paper (PDD+DEG more robust than the baseline and ADP, DEG alone than the "
                    "baseline, the gain under stronger attacks, Table 1's entropy ordering) tested on the same images: "

@@ -183,7 +183,7 @@ def entropy_evidence(records: pd.DataFrame, paper: pd.DataFrame, reference: dict
             first, second = _records(mine, method=method), _records(mine, method=versus)
             if len(first) and len(second):
                 _, p_a, p_b = paper_values(paper, theirs, k, "none", math.nan, method, versus, "entropy")
-                text = f"E({method_name(method)}) > E({method_name(versus)}) (Table 1)"
+                text = f"E({method_name(method)}) higher than E({method_name(versus)}) (Table 1)"
                 found.append(Evidence(text, dataset, k, method, versus, "entropy", "none", math.nan, "", first,
                                       second, (theirs, math.nan, p_a, p_b)))
     return found
