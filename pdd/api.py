@@ -23,25 +23,28 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from pdd.evaluation.attacks import AttackSettings, check_attack, run_attack, select_images
+from pdd.evaluation.attacks import AttackSettings, check_attack, image_indices, run_attack, select_images
 from pdd.evaluation.external import ARCH, as_ensemble
-from pdd.evaluation.records import attack_record, ensemble_key, keyed
+from pdd.evaluation.records import attack_record, ensemble_key, image_fields, keyed
+from pdd.evaluation.statistics import mcnemar_p, wilson_interval  # noqa: F401  (public: pdd.api.wilson_interval)
 from pdd.validation import VALUE_BOUNDS, InvalidValue
 
 
 def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_root: str, num_images: int | None,
-            seed: int) -> tuple[str, int | None, torch.Tensor, torch.Tensor]:
-    """(dataset label, its number of classes when known, x, y) of the fixed image subset the protocol uses."""
+            seed: int) -> tuple[str, int | None, torch.Tensor, torch.Tensor, dict]:
+    """(dataset label, its number of classes when known, x, y, which images by index (`image_fields`, as the CLI
+    records them)) of the fixed image subset the protocol uses."""
     from pdd import data
 
+    label, num_classes = "custom", None
     if isinstance(dataset, str):
-        x, y = select_images(data.get_dataset(dataset, "test", data_root), num_images, seed)
-        return dataset, data.info(dataset).num_classes, x, y
-    if isinstance(dataset, tuple):
+        label, num_classes = dataset, data.info(dataset).num_classes
+        dataset = data.get_dataset(dataset, "test", data_root)
+    elif isinstance(dataset, tuple):
         x, y = dataset
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
     x, y = select_images(dataset, num_images, seed)
-    return "custom", None, x, y
+    return label, num_classes, x, y, image_fields(image_indices(len(dataset), num_images, seed), len(dataset))
 
 
 def _settings(cls: type, given: object, name: str) -> object:
@@ -107,7 +110,7 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
         strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
     strong_settings = _settings(StrongSettings, strong_options, "strong")
     dev = select_device(device) if isinstance(device, str) else device
-    label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
+    label, num_classes, x, y, images = _images(dataset, data_root, num_images, settings.seed)
     target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
     if len(y) and int(y.max()) >= target.spec.num_classes:
         raise ValueError(f"dataset: label {int(y.max())} is past the model's {target.spec.num_classes} classes")
@@ -118,13 +121,14 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     for attack, params in attacks.items():
         for param in params or [None]:
             result = run_attack(target, x, y, attack, param or 0.0, settings, dev)
-            records.append(attack_record(key, "whitebox", attack, param, result))
+            records.append(attack_record(key, "whitebox", attack, param, {**result, **images}))
             if log:
                 log(f"{attack} {param}: {records[-1]['value']:.2f}%")
     if strong is not None:
         if strong_settings.seed != settings.seed:  # the CLI picks the strong evaluation's images by its seed
-            label, _, x, y = _images(dataset, data_root, num_images, strong_settings.seed)
+            label, _, x, y, images = _images(dataset, data_root, num_images, strong_settings.seed)
         for r in keyed(key, strong_evaluate(target, x, y, eps_values, strong_settings, dev, crafter)):
+            r = {**r, **images} if r["metric"] == "accuracy_pct" else r
             records.append(r)
             if log:
                 log(f"{r['threat']} {r['attack']} {'' if r['param'] is None else r['param']}: {r['value']}")

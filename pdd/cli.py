@@ -511,15 +511,32 @@ def _load_surrogate(path: str, device: torch.device, target_key: dict) -> torch.
     return model
 
 
-def _images(dataset: str, split: str, data_root: str, num_images: int | None, seed: int):
-    """`pdd.evaluation.attacks.select_images` of a dataset split; a missing or corrupt dataset is a one-line error."""
+def _split(dataset: str, split: str, data_root: str):
+    """A dataset split; a missing or corrupt dataset is a one-line error."""
     from pdd import data
-    from pdd.evaluation.attacks import select_images
 
     try:
-        return select_images(data.get_dataset(dataset, split, data_root), num_images, seed)
+        return data.get_dataset(dataset, split, data_root)
     except (data.DatasetMissing, data.DatasetCorrupt) as err:
         raise click.ClickException(str(err)) from err
+
+
+def _images(dataset: str, split: str, data_root: str, num_images: int | None, seed: int):
+    """`pdd.evaluation.attacks.select_images` of a dataset split."""
+    from pdd.evaluation.attacks import select_images
+
+    return select_images(_split(dataset, split, data_root), num_images, seed)
+
+
+def _test_images(dataset: str, data_root: str, num_images: int | None, seed: int) -> tuple:
+    """`_images` of the test split, and which images they are by index (`pdd.evaluation.records.image_fields`)
+    for the records, so results on the same images can be paired."""
+    from pdd.evaluation.attacks import image_indices, select_images
+    from pdd.evaluation.records import image_fields
+
+    test = _split(dataset, "test", data_root)
+    x, y = select_images(test, num_images, seed)
+    return x, y, image_fields(image_indices(len(test), num_images, seed), len(test))
 
 
 def _check_params(attack: str, params: tuple[float, ...]) -> None:
@@ -566,10 +583,10 @@ def _attack(command: str, target_path: str | None, surrogate_path: str | None, t
     with CostMeter(device=device) as cost:
         target, key = _load(target_path, device, external, surrogate_path)
         surrogate = _load_surrogate(surrogate_path, device, key) if surrogate_path else None
-        x, y = _images(key["dataset"], "test", opts["data_root"], opts["num_images"], settings.seed)
+        x, y, images = _test_images(key["dataset"], opts["data_root"], opts["num_images"], settings.seed)
         for param in params or [None]:
             result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
-            records.append(attack_record(key, threat, attack, param, result))
+            records.append(attack_record(key, threat, attack, param, {**result, **images}))
             click.echo(f"{attack} {param}: {records[-1]['value']:.2f}% ({result['images_per_second']:.1f} images/s)",
                        err=True)
     write_json(opts["out"], [*records, cost_record(key, command, cost)])
@@ -639,9 +656,10 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
     with CostMeter(device=dev) as cost:
         model, key = _load(model_path, dev, external, surrogate_path)
         surrogate = _load_surrogate(surrogate_path, dev, key) if surrogate_path else None
-        x, y = _images(key["dataset"], "test", data_root, num_images, settings.seed)
+        x, y, images = _test_images(key["dataset"], data_root, num_images, settings.seed)
         records = evaluate(model, x, y, sorted(eps_values), settings, dev, surrogate)
-    write_json(out, [*keyed(key, records), cost_record(key, "strong", cost)])
+    write_json(out, [*keyed(key, [{**r, **images} if r["metric"] == "accuracy_pct" else r for r in records]),
+                     cost_record(key, "strong", cost)])
     for r in records:
         if r["threat"] != "diagnostic" or r["metric"] == "passed":
             label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
@@ -664,7 +682,7 @@ def _build_output(kind: str, name: str, spec: str, paper_csv: str, out: str, inp
     for suffix in OUTPUT_SUFFIXES[kind]:
         _outputs(out=f"{out}.{suffix}")
     try:
-        OUTPUTS[name].build()(list(inputs), settings, out, paper_csv)
+        OUTPUTS[name].run(list(inputs), settings, out, paper_csv)
     except (KeyError, IndexError, StopIteration, TypeError, ValueError) as err:  # inputs of another kind or layout
         what = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
         raise click.ClickException(f"cannot build {name} from its inputs ({what}); are they the outputs of the "

@@ -137,7 +137,10 @@ def test_api_takes_images_as_tensors_and_a_single_model(files) -> None:
     by_name = evaluate(model, "digits", {"pgd": [0.3]}, num_images=N)
     by_tensors = evaluate(model, (x, y), {"pgd": [0.3]})
     assert by_tensors[0]["dataset"] == "custom"
-    assert without(by_tensors, TIMING | {"dataset"}) == without(by_name, TIMING | {"dataset"})
+    # the same images and outcomes; which images they are is indexed in different sets (N given tensors, the split)
+    same = TIMING | {"dataset", "images", "split_size"}
+    assert without(by_tensors, same) == without(by_name, same)
+    assert by_tensors[0]["split_size"] == N and by_name[0]["split_size"] == len(get_dataset("digits", "test", "."))
     # One module (K = 1): its own prediction, no ensemble averaging.
     single = external_models.single_model()
     single.load_state_dict(torch.load(files["plain"], weights_only=True)[0])

@@ -333,3 +333,56 @@ def test_figure1_distance_paper_column_only_for_the_papers_dataset() -> None:
     md = document_markdown("t", *distance_document(distance_table(one, many, stand_in), stand_in, "layer4", 0.9))
     main, paper = md.split("## The paper's Figure 1 text: Tiny-ImageNet (what Digits (8x8) stands in for)")
     assert "24.68" not in main and "| PDD | **24.68** |" in paper
+
+
+def _flagged(method: str, attack: str, param, robust: list[bool], seed: int = 0, **kw) -> dict:
+    """A record with its counts and packed per-image flags (all 20 images classified correctly before attack)."""
+    from pdd.evaluation.records import pack_flags
+
+    n_robust = sum(robust)
+    return {**_record(seed, 100.0 * n_robust / len(robust), attack, param), "method": method, "n_images": len(robust),
+            "n_clean_correct": len(robust), "n_robust": n_robust, "robust_flags": pack_flags(robust), **kw}
+
+
+def test_intervals_and_paired_p_value_in_the_csv(tmp_path: Path) -> None:
+    base = [True] * 5 + [False] * 15
+    ours = [True] * 15 + [False] * 5          # keeps the baseline's 5 and 10 more: b = 10, c = 0
+    files = [_write(tmp_path, "r.json", [
+        _flagged("baseline", "pgd", 0.02, base), _flagged("pdd_deg", "pgd", 0.02, ours),
+        _flagged("baseline", "none", None, [True] * 20), _flagged("pdd_deg", "none", None, [True] * 20)])]
+    df = build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md")
+    row = df[(df["attack"] == "pgd") & (df["method"] == "baseline")].iloc[0]
+    # 5/20 Wilson: centre (0.25 + 0.0960365) / 1.192073 = 0.290281, half 1.644195 * sqrt(0.009375 + 0.0024009)
+    # = 0.178423 -> (11.19, 46.87)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((11.19, 46.87), abs=0.01)
+    assert pd.isna(row["p_vs_baseline"])                             # the baseline itself
+    mine = df[(df["attack"] == "pgd") & (df["method"] == "pdd_deg")].iloc[0]
+    assert mine["p_vs_baseline"] == pytest.approx(2 / 2 ** 10)       # exact McNemar, b = 10, c = 0
+    assert mine["baseline_method"] == "baseline"
+    clean = df[(df["attack"] == "none") & (df["method"] == "pdd_deg")].iloc[0]
+    assert clean["p_vs_baseline"] == 1.0                            # no discordant image
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert {"ci_low", "ci_high", "p_vs_baseline"} <= set(csv.columns)
+    assert "[11.2, 46.9]" in (tmp_path / "t.md").read_text()         # narrow table: intervals in the Markdown too
+
+
+def test_old_results_without_flags_get_intervals_but_no_p_value(tmp_path: Path) -> None:
+    old = [_flagged("baseline", "pgd", 0.02, [True] * 5 + [False] * 15),
+           _flagged("pdd_deg", "pgd", 0.02, [True] * 15 + [False] * 5)]
+    for r in old:
+        del r["robust_flags"]
+    files = [_write(tmp_path, "r.json", old + [_record(0, 90.0)])]  # and one record without counts at all
+    df = build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md")
+    mine = df[(df["attack"] == "pgd") & (df["method"] == "pdd_deg")].iloc[0]
+    assert mine["ci_low"] < 75.0 < mine["ci_high"] and pd.isna(mine["p_vs_baseline"])
+    assert pd.isna(df[df["attack"] == "none"].iloc[0]["ci_low"])
+
+
+def test_paired_p_value_needs_the_same_images(tmp_path: Path) -> None:
+    from pdd.evaluation.records import image_fields
+
+    files = [_write(tmp_path, "r.json", [
+        _flagged("baseline", "pgd", 0.02, [True] * 5 + [False] * 15, **image_fields(range(20), 40)),
+        _flagged("pdd_deg", "pgd", 0.02, [True] * 15 + [False] * 5, **image_fields(range(20, 40), 40))])]
+    df = build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md")
+    assert df["p_vs_baseline"].isna().all()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pdd.evaluation.records import pack_flags
 from pdd.models import Ensemble, LogMeanProb
 from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields
 
@@ -125,10 +126,15 @@ def check_attack(name: str) -> Attack:
     return ATTACKS[name]
 
 
+def image_indices(size: int, num_images: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices (sorted) of the fixed random subset of `num_images` of `size` images (all when None)."""
+    n = size if num_images is None else min(num_images, size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 def select_images(dataset: Dataset, num_images: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed random subset of `num_images` images (all when None) as tensors x [N, C, H, W], y [N]."""
-    n = len(dataset) if num_images is None else min(num_images, len(dataset))
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    order = image_indices(len(dataset), num_images, seed)
     xs, ys = zip(*(dataset[int(i)] for i in order))
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
@@ -254,7 +260,9 @@ def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, par
 
 
 def score(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> dict:
-    """Both accuracy conventions with their counts; percentages."""
+    """Both accuracy conventions with their counts; percentages; and per image, packed (`pack_flags`), whether
+    it is classified correctly before the attack (`clean_flags`) and also after it (`robust_flags`), so two
+    ensembles scored on the same images can be compared image by image (McNemar)."""
     correct = clean_pred == y
     robust = correct & (adv_pred == y)
     n, n_correct = len(y), int(correct.sum())
@@ -266,6 +274,8 @@ def score(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> 
         "clean_accuracy": 100.0 * n_correct / n,
         "accuracy_on_correct": 100.0 * int(robust.sum()) / max(n_correct, 1),
         "accuracy_all": 100.0 * int((adv_pred == y).sum()) / n,
+        "clean_flags": pack_flags(correct),
+        "robust_flags": pack_flags(robust),
     }
 
 

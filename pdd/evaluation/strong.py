@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pdd.evaluation.attacks import AttackSettings, art_generate, generate, one_hot, predict
+from pdd.evaluation.records import pack_flags
 from pdd.models import Ensemble
 from pdd.validation import check_fields
 
@@ -211,7 +212,8 @@ def evaluate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps_values: list
     def accuracy(threat: str, attack: str, eps, robust: torch.Tensor, **extra) -> dict:
         return {"threat": threat, "attack": attack, "param": eps, "metric": "accuracy_pct",
                 "value": percent(robust, clean), "accuracy_all": 100.0 * int(robust.sum()) / max(n, 1),
-                "n_robust": int(robust.sum()), "n_clean_correct": n_clean, "n_images": n, **extra}
+                "n_robust": int(robust.sum()), "n_clean_correct": n_clean, "n_images": n,
+                "robust_flags": pack_flags(robust), **extra}
 
     records = [accuracy("whitebox", "none", None, clean, clean_accuracy=100.0 * n_clean / max(n, 1))]
     records[0]["value"] = 100.0 * n_clean / max(n, 1)  # clean accuracy over all images, as in Table 2

@@ -7,6 +7,7 @@ the report captions all read `OUTPUTS`. Adding an output = one `Output` here + o
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -30,10 +31,15 @@ NEEDS = {
     "step_timing": "the interleaved training-step timing of the (dataset, K)",
     "member_transfer": "PGD crafted on each member, scored on every member (the output's `eps`)",
     "jobs": "every job of every other requested output: its benchmark file and its cost record",
+    "whitebox_pgd": "the dataset's white-box PGD attacks only (L-inf 'pgd' and L2 'pgd_l2')",
+    "stronger": "table_stronger_attacks' own attack jobs of the ensemble (when that table is requested)",
+    "l2_twin": "the L2 strong evaluation of the ensemble (table_strong_evaluation_l2's files, when that is requested)",
 }
 # What an external model (your own, evaluated with our jobs, nothing trained) cannot give: these need a
 # checkpoint of ours, a training run or a surrogate trained with the model's own method.
 TRAINED_ONLY = ("transfer", "train_log", "model", "step_timing", "member_transfer")
+# Outputs whose files of an ensemble another output reads (need -> output).
+BORROWED = {"stronger": "table_stronger_attacks", "l2_twin": "table_strong_evaluation_l2"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,18 @@ class Output:
     paper_table: str | None = None     # `table` key of paper_results.csv
     own_attacks: bool = False          # its config entry must carry an `attacks` list
     follows: str | None = None         # a figure drawn from this table's config entry and ensembles
+    only: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (need, methods): that need only for those methods
     caption: str = ""
 
     def build(self) -> Callable:
         module, function = self.builder.split(":")
         return getattr(importlib.import_module(module), function)
+
+    def run(self, inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+        """Call the builder; one that takes `output` receives this entry (its title, caption) as an argument."""
+        builder = self.build()
+        extra = {"output": self} if "output" in inspect.signature(builder).parameters else {}
+        builder(inputs, spec, out, paper_csv, **extra)
 
 
 _ACC = ("Accuracy (%) over the test images the ensemble classifies correctly before the attack; ours first, "
@@ -135,6 +148,17 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
            ("clean", "own_attacks", "per_image"), "pdd.reports.figures:build_intervals_figure", own_attacks=True,
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
                    "(eq. 6, means over test images), clean and PGD accuracy."),
+    Output("table_claims", "table", "The paper's claims, one verdict each",
+           ("clean", "whitebox_pgd", "strong", "entropy", "per_image", "stronger", "l2_twin"),
+           "pdd.reports.claims_table:build",
+           only=tuple((need, ("baseline", "adp", "deg", "pdd_deg"))
+                      for need in ("clean", "whitebox_pgd", "strong", "stronger", "l2_twin"))
+           + tuple((need, ("baseline", "adp", "pdd", "pdd_deg")) for need in ("entropy", "per_image")),
+           caption="Each claim of the paper (PDD+DEG more robust than the baseline and ADP, DEG alone than the "
+                   "baseline, the gain under stronger attacks, Table 1's entropy ordering) tested on the same images: "
+                   "the paper's values, ours under the paper protocol and the strong worst case, the difference with "
+                   "its 95% interval, the exact McNemar (or sign) test Holm-corrected across the table, and a "
+                   "verdict: holds, reversed or not significant."),
 )}
 
 
@@ -192,11 +216,16 @@ def inputs(config: dict, name: str) -> list[str]:
     """Every file output `name` is built from, in a stable order without repeats."""
     output, spec = OUTPUTS[name], requested(config)[name]
     files: list[str] = []
+    borrowed = {need: inputs(config, other) for need, other in BORROWED.items()
+                if need in output.needs and other in OUTPUTS and other in requested(config)}
     for dataset, k, method, seed in ensembles(config, name):
         def ev(kind: str, file: str) -> str:
             return eval_path(config, kind, dataset, k, method, seed, file)
 
+        limited = dict(output.only)
         for need in output.needs:
+            if need in limited and method not in limited[need]:
+                continue
             if need == "clean":
                 files.append(ev("whitebox", "none.json"))
             elif need == "whitebox":
@@ -219,6 +248,12 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(model_path(config, dataset, k, method, seed))
             elif need == "member_transfer":
                 files.append(ev("member_transfer", "pgd.json"))
+            elif need == "whitebox_pgd":
+                files += [ev("whitebox", f"{a}.json") for a in dataset_attacks(config, dataset)
+                          if a in ("pgd", "pgd_l2")]
+            elif need in BORROWED:  # the other output's files of this ensemble, if it is requested
+                base = ev("", "").rstrip("/")
+                files += [f for f in borrowed.get(need, []) if f.startswith(base + "/")]
             elif need == "jobs":
                 continue  # not per ensemble: pdd.plan.jobs.cost_inputs
             elif need == "step_timing":

@@ -27,6 +27,7 @@ from pdd.reports.display import (
 from pdd.reports.tables import (
     KEYS,
     _param,
+    add_uncertainty,
     aggregate,
     attach_paper,
     paper_grid,
@@ -216,8 +217,8 @@ def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: 
     """`table_strong_evaluation` from strong-evaluation records (`pdd strong`); the paper-protocol column is their
     PGD-10 on the same images, so Drop compares like with like."""
     strong = results[results["attack"] != "pgd"]
-    df = attach_paper(aggregate_strong(pd.concat([strong, paper_protocol(strong)], ignore_index=True)),
-                      _paper_pgd(paper_csv), reference)
+    both = pd.concat([strong, paper_protocol(strong)], ignore_index=True)
+    df = attach_paper(add_uncertainty(aggregate_strong(both), both), _paper_pgd(paper_csv), reference)
     df["status"] = [_status(v) if m == "passed" else "" for v, m in zip(df["value"], df["metric"])]
     notes, grids = strong_document(df, reference, _paper_pgd(paper_csv))
     df.insert(0, "table", STRONG_TABLE)

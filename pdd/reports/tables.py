@@ -75,6 +75,93 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+GROUP = [k for k in KEYS if k != "method"]  # what two methods must share to be compared on the same images
+CI_COLUMNS = ["ci_low", "ci_high", "p_vs_baseline", "baseline_method"]
+MAX_INTERVAL_COLUMNS = 4  # a Markdown / LaTeX grid with more value columns shows the intervals in the CSV only
+INTERVAL_NOTE = ("[low, high]: 95% Wilson interval of the count, pooled over seeds (p-values against the baseline: "
+                 "CSV column `p_vs_baseline`).")
+
+
+def counts(record: pd.Series) -> tuple[float, float]:
+    """(successes, trials) behind an accuracy record: clean accuracy = correct of all images; an attack = robust of
+    the initially correct (the paper's convention); NaN where the record lacks its counts (older files)."""
+    if record.get("metric") != "accuracy_pct":
+        return math.nan, math.nan
+    names = ("n_clean_correct", "n_images") if record.get("attack") == "none" else ("n_robust", "n_clean_correct")
+    found = [record.get(n, math.nan) for n in names]
+    return (math.nan, math.nan) if any(pd.isna(v) for v in found) else (float(found[0]), float(found[1]))
+
+
+def baseline_of(method: str, methods: set[str]) -> str | None:
+    """The method a method is compared with on the same images: the baseline where the table has it, else the
+    method without PDD (AdvT-FGSM for AdvT-FGSM+PDD, Table 6); None for the baseline itself or none found."""
+    if method != "baseline" and "baseline" in methods:
+        return "baseline"
+    if method.endswith("_pdd") and method.removesuffix("_pdd") in methods:
+        return method.removesuffix("_pdd")
+    return None
+
+
+def robust_flags(record: pd.Series):
+    """The record's per-image robust flags (bool [n_images]), or None where it has none (files from before them)."""
+    from pdd.evaluation.records import unpack_flags
+
+    text, n = record.get("robust_flags"), record.get("n_images")
+    if not isinstance(text, str) or pd.isna(n):
+        return None
+    return unpack_flags(text, int(n))
+
+
+def paired_flags(first: pd.DataFrame, second: pd.DataFrame):
+    """Per-image robust flags of two methods' records (one per seed), seed by seed on the same images, concatenated
+    over the seeds both have: (flags of first, flags of second), or None where any pair cannot be matched (no
+    flags, other images, no common seed)."""
+    import numpy as np
+
+    seeds = sorted(set(first["seed"]) & set(second["seed"]))
+    pairs = []
+    for seed in seeds:
+        a, b = first[first["seed"] == seed].iloc[0], second[second["seed"] == seed].iloc[0]
+        fa, fb = robust_flags(a), robust_flags(b)
+        same = all(a.get(k) == b.get(k) or (pd.isna(a.get(k)) and pd.isna(b.get(k))) for k in ("images", "n_images"))
+        if fa is None or fb is None or not same:
+            return None
+        pairs.append((fa, fb))
+    if not pairs:
+        return None
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def uncertainty(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per KEYS: the Wilson interval (`ci_low`, `ci_high`, percent) of the accuracy's counts pooled over seeds, and
+    the exact McNemar p-value (`p_vs_baseline`) of the per-image robust flags against `baseline_method` on the
+    same images (seeds paired); NaN where the records lack counts or flags."""
+    from pdd.evaluation.statistics import discordant, mcnemar_p, wilson_interval
+
+    rows = []
+    for group_key, group in results.groupby(GROUP, dropna=False, sort=False):
+        methods = set(group["method"])
+        for method, mine in group.groupby("method", sort=False):
+            found = [counts(r) for _, r in mine.iterrows()]
+            s, n = sum(f[0] for f in found), sum(f[1] for f in found)
+            low, high = (math.nan, math.nan) if pd.isna(s) or pd.isna(n) else wilson_interval(int(s), int(n), level)
+            base, p = baseline_of(method, methods), math.nan
+            paired = None if base is None else paired_flags(mine, group[group["method"] == base])
+            if paired is not None:
+                _, only_mine, only_base, _ = discordant(*paired)
+                p = mcnemar_p(only_mine, only_base)
+            rows.append({**dict(zip(GROUP, group_key)), "method": method, "ci_low": low, "ci_high": high,
+                         "p_vs_baseline": p, "baseline_method": base})
+    return pd.DataFrame(rows, columns=KEYS + CI_COLUMNS)
+
+
+def add_uncertainty(df: pd.DataFrame, results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """`df` (aggregated over seeds) with `uncertainty(results)`'s columns joined on KEYS."""
+    if results.empty or "metric" not in results:
+        return df.assign(**{c: math.nan for c in CI_COLUMNS})
+    return df.merge(uncertainty(results, level), on=KEYS, how="left")
+
+
 def attach_paper(df: pd.DataFrame, paper: pd.DataFrame, reference: dict[str, str]) -> pd.DataFrame:
     """Add the paper's value; `reference` maps a dataset of ours to the paper dataset it stands in for."""
     df = df.copy()
@@ -155,11 +242,12 @@ def comparison(rows: list[str], columns: list[str]) -> str | None:
 
 
 def pivot_grid(df: pd.DataFrame, rows: list[str], columns: list[str], digits: int, show_paper: bool = True,
-               higher: bool | None = True) -> Grid:
+               higher: bool | None = True, intervals: bool = False) -> Grid:
     """One cell per distinct (`rows`, `columns`) key in first-seen order, looked up by its own keys (a missing
     result is '-' in its own cell only); setting keys with one value are left out of the labels. Bold: the best
     method among those compared on everything else (`higher`: best = highest; None: no bold). The paper's value
-    goes in parentheses after ours where `show_paper` and the row's dataset is the paper's own (not a stand-in)."""
+    goes in parentheses after ours where `show_paper` and the row's dataset is the paper's own (not a stand-in);
+    with `intervals`, the 95% Wilson interval [ci_low, ci_high] after it."""
     constant = settings(df, rows + columns)
     shown_rows = [k for k in rows if k not in constant] or rows
     shown_cols = [k for k in columns if k not in constant] or columns
@@ -178,6 +266,8 @@ def pivot_grid(df: pd.DataFrame, rows: list[str], columns: list[str], digits: in
             paper = r.get("paper", math.nan)
             if show_paper and r.get("paper_dataset", r["dataset"]) == r["dataset"] and not pd.isna(paper):
                 suffix[i, j] = f" ({paper:.{digits}f})"
+            if intervals and not pd.isna(r.get("ci_low", math.nan)):
+                suffix[i, j] += f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
             values[i, j] = round(r["value"], digits) if not pd.isna(r["value"]) else np.nan
     keep_r = [rows.index(k) for k in shown_rows]
     keep_c = [columns.index(k) for k in shown_cols]
@@ -265,8 +355,10 @@ def paper_document(df: pd.DataFrame, name: str, reference: dict[str, str], paper
     table of their own below (from `paper`, the paper's rows of this table)."""
     digits = 4 if name == "table1_entropy" else 2
     rows, columns = LAYOUTS.get(name, DEFAULT_LAYOUT)
-    main = pivot_grid(df, rows, columns, digits)
-    notes, main.notes = main.notes + table_notes(name, df, rows, columns), []
+    narrow = len(df[columns].drop_duplicates()) <= MAX_INTERVAL_COLUMNS
+    shown = narrow and "ci_low" in df and df["ci_low"].notna().any()
+    main = pivot_grid(df, rows, columns, digits, intervals=shown)
+    notes, main.notes = main.notes + table_notes(name, df, rows, columns) + ([INTERVAL_NOTE] if shown else []), []
     grids = [main]
     for ours, theirs in stand_ins(df, reference).items():
         notes.append(stand_in_note(ours, theirs, PAPER_TABLE.get(name, name), name != "table1_entropy"))
@@ -288,7 +380,7 @@ def build_table(name: str, results: pd.DataFrame, paper_csv: str | Path, referen
     if name not in PAPER_TABLE or name == "timing":
         raise ValueError(f"unknown table {name!r}; expected one of {sorted(set(PAPER_TABLE) - {'timing'})}")
     paper = read_paper(paper_csv, name)
-    df = attach_paper(aggregate(results), paper, reference)
+    df = attach_paper(add_uncertainty(aggregate(results), results), paper, reference)
     notes, grids = paper_document(df, name, reference, paper)
     df = _finish(df, name)
     write_table(out_csv, out_md, out_tex, df, name, OUTPUTS[name].title, notes, grids)
