@@ -103,3 +103,18 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
                 log(f"{r['threat']} {r['attack']} {'' if r['param'] is None else r['param']}: {r['value']}")
     return records
 
+
+def mora(model: nn.Module | Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+         iterations: int = 100, mixes: Sequence[float] = (0, 0.25, 0.5, 0.75, 1), seed: int = 0) -> torch.Tensor:
+    """MORA (Yu, Gao & Xu 2022; `pdd.evaluation.mora`) adversarial examples for images x [N, C, H, W] in [0, 1] with
+    labels y [N], within `eps` in `norm` ('linf' or 'l2'); `model` is a `pdd.models.Ensemble`, an ensemble from
+    `pdd.evaluation.external`, one module or a list of member modules. Runs on the model's device."""
+    from pdd.evaluation.mora import mora as run_mora
+
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    if x.dim() != 4 or y.shape != x.shape[:1]:
+        raise ValueError(f"expected x [N, C, H, W] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+    if len(x) and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
+        raise ValueError("x must hold finite values in [0, 1]")
+    return run_mora(as_ensemble(model, x[:2]), x, y, float(eps), norm, iterations, tuple(float(s) for s in mixes), seed)
+
