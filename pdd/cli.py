@@ -19,6 +19,7 @@ import torch
 from pdd import __version__
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
+from pdd.evaluation.mora import NORMS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import ARCHITECTURES
@@ -62,6 +63,8 @@ FIELD_TYPES: dict[str, click.ParamType] = {
     "step_fraction": click.FloatRange(min=0.0, min_open=True),
     "cw_learning_rate": click.FloatRange(min=0.0, min_open=True),
     "diagnostic_max_accuracy": click.FloatRange(0.0, 100.0),
+    "norm": Registry(NORMS, "norm"),
+    "mora_mixes": PROBABILITY,
 }
 FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
 
@@ -122,7 +125,7 @@ FIELD_HELP: dict[str, str] = {
     "diagnostic_max_accuracy": "Accuracy (% of initially correct) allowed at --diagnostic-eps.",
     "unbounded_eps": "Eps of the unbounded-attack check.",
     "diagnostic_steps": "PGD steps at the diagnostic eps values.",
-    "noise_images": "Tolerance of the transfer and convergence checks.",
+    "noise_images": "Tolerance of the transfer, convergence and gradient-free checks.",
 }
 
 
@@ -455,7 +458,8 @@ def transfer(surrogate_path: str, target_path: str | None, threat: str, external
 @_external_options
 @click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
-@click.option("--eps", "eps_values", type=NON_NEGATIVE, multiple=True, required=True, help="L-inf budget; repeatable.")
+@click.option("--eps", "eps_values", type=NON_NEGATIVE, multiple=True, required=True,
+              help="Budget in --norm (L-inf or L2); repeatable.")
 @_settings_options(StrongSettings, help={"step_fraction": "PGD step size / eps.",
                                          "seed": "Image subset and random starts."})
 @_num_images_option
@@ -466,8 +470,8 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
            num_images: int | None, data_root: str, out: str, device: str, threads: int | None, **opts: Any) -> None:
     """Strong evaluation with gradient-masking checks.
 
-    APGD-CE, APGD-DLR and PGD with restarts, the worst case per image, and four gradient-masking diagnostics,
-    on a pdd checkpoint (--model) or your own model (--factory ...).
+    APGD-CE, APGD-DLR, APGD-T, MORA, Square and PGD with restarts in --norm, the worst case per image, and the
+    gradient-masking diagnostics, on a pdd checkpoint (--model) or your own model (--factory ...).
     """
     from pdd.devices import select_device
     from pdd.evaluation.cost_meter import CostMeter

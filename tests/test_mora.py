@@ -125,3 +125,15 @@ def test_mora_refuses_bad_arguments(bad):
     args = {"eps": 0.1, "norm": "linf", "iterations": 2, "mixes": (0, 1), **bad}
     with pytest.raises(ValueError):
         mora(model, x, torch.zeros(len(x), dtype=torch.long), **args)
+
+
+def test_cost_meter_counts_every_mora_pass():
+    """At a budget too small to fool anything (A's margin needs eps >= 0.04), each of N images takes one forward
+    for the initial check, then per mix iterations + 1 forwards and `iterations` backwards."""
+    from pdd.evaluation.cost_meter import CostMeter
+
+    model, x, y = saturated_ensemble(n=12)
+    with CostMeter(model) as cost:
+        x_adv = mora(model, x, y, 0.01, iterations=4, mixes=(0.0, 1.0))
+    assert still_correct(model, x_adv, y, CPU, 500).all()
+    assert cost["forward_images"] == 12 + 2 * 5 * 12 and cost["backward_images"] == 2 * 4 * 12

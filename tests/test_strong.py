@@ -23,7 +23,8 @@ from conftest import REPO
 
 CPU = torch.device("cpu")
 FAST = StrongSettings(apgd_iterations=10, apgd_restarts=2, pgd_steps=(10, 30), pgd_restarts=2, transfer_steps=10,
-                      diagnostic_steps=30, batch_size=200)
+                      diagnostic_steps=30, batch_size=200, apgd_targets=2, mora_iterations=10, mora_mixes=(0.0, 1.0),
+                      square_queries=100)
 EPS = 0.2  # on 2-epoch digits models PGD-10 leaves ~15%, transfer ~70%: room for every check to fail
 
 
@@ -44,6 +45,37 @@ class SaturatedEnsemble(nn.Module):
 
     def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=-1).mean(0).clamp_min(1e-30).log()
+
+
+class _NoGradient(torch.autograd.Function):
+    """Identity forward, zero backward: gradients vanish by construction, the scores do not."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(grad)
+
+
+class ZeroGradientEnsemble(nn.Module):
+    """The base ensemble's outputs with exactly zero input gradients: gradient attacks only get their random start;
+    a score-based attack (Square) sees the real decision."""
+
+    def __init__(self, base: Ensemble):
+        super().__init__()
+        self.base, self.spec = base, base.spec
+
+    @property
+    def num_members(self) -> int:
+        return self.base.num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(_NoGradient.apply(x))
+
+    def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.log_mean_prob(_NoGradient.apply(x))
 
 
 class TurncoatEnsemble(nn.Module):
@@ -105,6 +137,11 @@ def saturated(models, images) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def zero_gradient(models, images) -> list[dict]:
+    return evaluate(ZeroGradientEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
+
+
+@pytest.fixture(scope="module")
 def turncoat(models, images) -> list[dict]:
     return evaluate(TurncoatEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
 
@@ -114,7 +151,7 @@ def test_worst_case_is_every_attack_at_once(models, images) -> None:
     clean = predict(models[0], x, CPU) == y
     results = attack_eps(models[0], x, y, clean, 0.1, FAST, CPU, models[1])
     whitebox = {k: r["robust"] for k, r in results.items() if k not in ("worst_case", "transfer")}
-    assert set(whitebox) == {"pgd_10", "pgd_30", "pgd_30x2", "apgd_ce", "apgd_dlr"}
+    assert set(whitebox) == {"pgd_10", "pgd_30", "pgd_30x2", "apgd_ce", "apgd_dlr", "apgd_t", "mora", "square"}
     worst = results["worst_case"]["robust"]
     expected = clean.clone()
     for robust in whitebox.values():
@@ -130,7 +167,7 @@ def test_worst_case_record_never_above_any_single_attack(ordinary) -> None:
     for eps in (0.1, EPS):
         attacks = [r for r in ordinary if r["param"] == eps and r["threat"] == "whitebox"]
         worst = next(r for r in attacks if r["attack"] == "worst_case")
-        assert len(attacks) == 6
+        assert len(attacks) == 9
         assert all(worst["value"] <= r["value"] and worst["n_robust"] <= r["n_robust"] for r in attacks)
 
 
@@ -168,12 +205,14 @@ def _diagnostics(records: list[dict]) -> dict[str, dict]:
 
 def test_ordinary_ensemble_passes_every_diagnostic(ordinary) -> None:
     found = _diagnostics(ordinary)
-    assert set(found) == {"eps_growth", "unbounded", "transfer", "convergence"}
+    assert set(found) == {"eps_growth", "unbounded", "transfer", "convergence", "gradient_free", "zero_gradients",
+                          "deterministic"}
     assert all(r["value"] == 1.0 for r in found.values()), found
 
 
 @pytest.mark.parametrize("masked, check", [
     ("saturated", "eps_growth"), ("saturated", "unbounded"), ("saturated", "transfer"),
+    ("saturated", "zero_gradients"), ("zero_gradient", "gradient_free"), ("zero_gradient", "zero_gradients"),
     ("turncoat", "eps_growth"), ("turncoat", "unbounded"), ("turncoat", "convergence"),
 ])
 def test_each_diagnostic_flags_an_ensemble_built_to_mask_gradients(request, masked: str, check: str) -> None:
@@ -186,6 +225,32 @@ def test_masked_ensembles_look_more_robust_under_pgd_than_the_ordinary_one(ordin
     base = _by_name(ordinary)[("pgd_30", EPS)]["value"]
     assert _by_name(saturated)[("pgd_30", EPS)]["value"] > base + 30
     assert _by_name(turncoat)[("pgd_30", EPS)]["value"] > base + 30
+
+
+def test_square_beats_a_model_without_gradients(models, images, zero_gradient) -> None:
+    """Square breaks most images that the gradient attacks (random starts only) leave, and check (e) says so."""
+    found = _by_name(zero_gradient)
+    assert found[("square", EPS)]["n_robust"] + 10 < found[("apgd_ce", EPS)]["n_robust"]
+    assert found[("worst_case", EPS)]["n_robust"] <= found[("square", EPS)]["n_robust"]
+    assert "square leaves" in found[("gradient_free", None)]["detail"]
+
+
+def test_nondeterministic_outputs_are_flagged(models, images) -> None:
+    class Noisy(ZeroGradientEnsemble):
+        def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+            return self.base.log_mean_prob(x + 0.01 * torch.randn_like(x))
+
+    from pdd.evaluation.strong import output_change
+    assert output_change(models[0], images[0], CPU, 200) <= 1e-5
+    assert output_change(Noisy(models[0]), images[0], CPU, 200) > 1e-3
+
+
+@pytest.mark.parametrize("square, passed", [(6, True), (5, True), (4, False)])
+def test_gradient_free_check_by_hand(square: int, passed: bool) -> None:
+    """Six images survive every gradient attack; Square may leave one fewer (noise_images = 1), not two fewer."""
+    s = StrongSettings(pgd_steps=(10,))
+    per_eps = _per_eps({"pgd_10": 7, "apgd_ce": 6, "square": square, "worst_case": min(6, square)})
+    assert diagnose(per_eps, _mask(18), None, None, s)["gradient_free"]["passed"] is passed
 
 
 def _mask(n_true: int, n: int = 20) -> torch.Tensor:

@@ -24,7 +24,8 @@ def problems(config: dict) -> list[str]:
     for name, spec in requested(config).items():
         found += output_problems(config, name, spec)
     strong_users = [
-        n for n, spec in requested(config).items() if "strong" in OUTPUTS[n].needs and not OUTPUTS[n].follows
+        n for n, spec in requested(config).items()
+        if {"strong", "strong_l2"} & set(OUTPUTS[n].needs) and not OUTPUTS[n].follows
     ]
     if strong_users:
         found += strong_problems(config, strong_users)
@@ -99,20 +100,26 @@ def strong_problems(config: dict, names: list[str]) -> list[str]:
         if "attacks" in spec:
             found.append(f"tables.{name}.attacks: not used; the strong evaluation's attacks are set under "
                          "strong_evaluation")
+        l2 = "strong_l2" in OUTPUTS[name].needs
+        eps_key, diagnostic_key = ("eps_l2", "eps_l2") if l2 else ("eps", "eps")
         for dataset in spec["datasets"]:
-            eps_values = strong["eps"].get(dataset)
+            eps_values = strong.get(eps_key, {}).get(dataset)
             if not eps_values:
-                found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by tables.{name})")
-            elif max(eps_values) >= strong["diagnostics"]["eps"]:
-                found.append("strong_evaluation.diagnostics.eps must exceed every eps of "
-                             f"strong_evaluation.eps.{dataset}")
+                found.append(f"strong_evaluation.{eps_key}: no eps list for dataset {dataset!r} (needed by "
+                             f"tables.{name})")
+            elif max(eps_values) >= strong["diagnostics"][diagnostic_key]:
+                found.append(f"strong_evaluation.diagnostics.{diagnostic_key} must exceed every eps of "
+                             f"strong_evaluation.{eps_key}.{dataset}")
     steps = strong["pgd"]["steps"]
     if steps != sorted(steps):
         found.append(f"strong_evaluation.pgd.steps must be increasing, got {steps}")
     if 10 not in steps:
         found.append(f"strong_evaluation.pgd.steps must include 10 (the paper-protocol column), got {steps}")
-    if strong["diagnostics"]["unbounded_eps"] <= strong["diagnostics"]["eps"]:
-        found.append("strong_evaluation.diagnostics.unbounded_eps must exceed strong_evaluation.diagnostics.eps")
+    d = strong["diagnostics"]
+    for suffix in ("", "_l2") if any("strong_l2" in OUTPUTS[n].needs for n in names) else ("",):
+        if d[f"unbounded_eps{suffix}"] <= d[f"eps{suffix}"]:
+            found.append(f"strong_evaluation.diagnostics.unbounded_eps{suffix} must exceed "
+                         f"strong_evaluation.diagnostics.eps{suffix}")
     oblivious = config["surrogates"]["oblivious"]
     if (oblivious["arch"], oblivious["width"]) == (config["model"]["arch"], config["model"]["width"]):
         found.append("surrogates.oblivious: same architecture and width as model; the transfer check of "

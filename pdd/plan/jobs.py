@@ -20,8 +20,8 @@ def producer(path: str) -> tuple[str, str] | None:
     kind = parts[7]
     if kind == "diversity":
         return ("diversity", "/".join(parts[:-1] + ["per_image.csv"]))
-    rule = {"strong": "strong", "member_transfer": "member_transfer"}.get(kind, "transfer" if kind in THREATS
-                                                                             else "whitebox")
+    rules = {"strong": "strong", "strong_l2": "strong", "member_transfer": "member_transfer"}
+    rule = rules.get(kind, "transfer" if kind in THREATS else "whitebox")
     return (rule, path)
 
 

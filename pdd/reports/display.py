@@ -28,10 +28,11 @@ DATASETS = {"digits": "Digits (8x8)", "fashion_mnist": "Fashion-MNIST", "cifar10
             "tiny_imagenet": "Tiny-ImageNet"}
 ATTACKS = {"none": "No attack", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "pgd_l2": "PGD (L2)", "jsma": "JSMA",
            "cw": "C&W", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "worst_case": "Worst case",
-           "transfer": "Transfer (Type I)"}
+           "transfer": "Transfer (Type I)", "apgd_t": "APGD-T", "mora": "MORA", "square": "Square"}
 # Norm of each attack's budget; the strong evaluation's pgd_<steps>[x<restarts>] are L-inf too.
 NORMS = {"fgsm": "L-inf", "bim": "L-inf", "pgd": "L-inf", "apgd_ce": "L-inf", "apgd_dlr": "L-inf",
-         "worst_case": "L-inf", "transfer": "L-inf", "pgd_l2": "L2", "jsma": "L0", "cw": "L2"}
+         "worst_case": "L-inf", "transfer": "L-inf", "pgd_l2": "L2", "jsma": "L0", "cw": "L2", "apgd_t": "L-inf",
+         "mora": "L-inf", "square": "L-inf"}  # the strong evaluation's L2 twin labels its rows itself
 NORMS_TEX = {"L-inf": "$L_\\infty$", "L2": "$L_2$", "L0": "$L_0$"}
 PARAM_MEANINGS = {
     "L-inf eps": "L-inf eps = the largest change of any pixel, inputs in [0, 1] (n/255 = the same in 8-bit levels)",

@@ -29,7 +29,7 @@ CODE = {
     "train": fingerprint("pdd.training", "pdd.devices", "pdd.evaluation.cost_meter"),
     "attack": fingerprint("pdd.evaluation.attacks", *JOB),
     "diversity": fingerprint("pdd.evaluation.diversity", "pdd.evaluation.attacks", *JOB),
-    "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.attacks", *JOB),
+    "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.mora", "pdd.evaluation.attacks", *JOB),
     "time_steps": fingerprint("pdd.step_timing", "pdd.evaluation.attacks", *JOB),
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
 }
@@ -194,16 +194,20 @@ def get_member_transfer_args(w):
 
 
 def get_strong_args(w):
-    """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles."""
+    """CLI flags of the strong evaluation (config.strong_evaluation) for one dataset's ensembles, at L-inf
+    (w.strong 'strong') or its L2 twin ('strong_l2': eps_l2 and the diagnostics' *_l2 budgets)."""
     s, d = config["strong_evaluation"], config["strong_evaluation"]["diagnostics"]
-    flags = [f"--eps {eps}" for eps in s["eps"][w.dataset]]
+    l2 = "_l2" if w.strong == "strong_l2" else ""
+    flags = [f"--norm {'l2' if l2 else 'linf'}"] + [f"--eps {eps}" for eps in s[f"eps{l2}"][w.dataset]]
     flags += [f"--apgd-iterations {s['apgd']['iterations']}", f"--apgd-restarts {s['apgd']['restarts']}"]
+    flags += [f"--apgd-targets {s['apgd']['targets']}", f"--mora-iterations {s['mora']['iterations']}"]
+    flags += [f"--mora-mixes {m}" for m in s["mora"]["mixes"]] + [f"--square-queries {s['square']['queries']}"]
     flags += [f"--pgd-steps {n}" for n in s["pgd"]["steps"]] + [f"--pgd-restarts {s['pgd']['restarts']}"]
     flags += [
         f"--transfer-steps {s['transfer_steps']}",
-        f"--diagnostic-eps {d['eps']}",
+        f"--diagnostic-eps {d[f'eps{l2}']}",
         f"--diagnostic-max-accuracy {d['max_accuracy_pct']}",
-        f"--unbounded-eps {d['unbounded_eps']}",
+        f"--unbounded-eps {d[f'unbounded_eps{l2}']}",
         f"--diagnostic-steps {d['steps']}",
         f"--noise-images {d['noise_images']}",
         f"--batch-size {s['batch_size']}",
