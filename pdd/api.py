@@ -81,6 +81,8 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
         raise ValueError("strong evaluation: give {'eps': [L-inf eps, ...]}")
     if "pgd_steps" in strong_options:
         strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
+    if "mora_mixes" in strong_options:
+        strong_options["mora_mixes"] = tuple(float(m) for m in strong_options["mora_mixes"])
     strong_settings = StrongSettings(**strong_options)
     label, num_classes, x, y = _images(dataset, data_root, num_images, settings.seed)
     target = as_ensemble(model, x[:2].to(dev), num_classes).to(dev)
