@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from pdd.data import get_dataset
