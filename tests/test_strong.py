@@ -324,7 +324,8 @@ def test_table_puts_the_protocol_beside_the_worst_case_and_warns(tmp_path: Path,
     md = (tmp_path / "t.md").read_text()
     warnings = [line for line in md.splitlines() if line.startswith(MASKING_WARNING)]
     assert warnings and all(" ADP: " in line for line in warnings)
-    assert {"(a)", "(b)", "(c)"} <= {w.split(": ")[3].split()[0] for w in warnings}
+    # (c) no longer fires for the saturated ensemble: MORA breaks it, so transfer cannot beat the worst case
+    assert {"(a)", "(b)", "(f)"} <= {w.split(": ")[3].split()[0] for w in warnings}
     row = next(line for line in md.splitlines() if line.startswith("| Baseline | ") and f"eps {EPS:g} " in line)
     mine = df[(df["method"] == "baseline") & (df["param"] == EPS) & (df["metric"] == "accuracy_pct")]
     worst = mine[mine["attack"] == "worst_case"]["value"].iloc[0]
