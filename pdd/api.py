@@ -104,10 +104,13 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     eps_values = sorted(strong_options.pop("eps", []))
     if strong is not None and not eps_values:
         raise ValueError("strong evaluation: give {'eps': [L-inf eps, ...]}")
+    eps_bound = VALUE_BOUNDS["eps" if strong_options.get("norm", "linf") == "linf" else "strong_eps"]
     for eps in eps_values:
-        VALUE_BOUNDS["eps"].check("strong['eps']", eps)
+        eps_bound.check("strong['eps']", eps)
     if "pgd_steps" in strong_options:
         strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
+    if "mora_mixes" in strong_options:
+        strong_options["mora_mixes"] = tuple(float(m) for m in strong_options["mora_mixes"])
     strong_settings = _settings(StrongSettings, strong_options, "strong")
     dev = select_device(device) if isinstance(device, str) else device
     label, num_classes, x, y, images = _images(dataset, data_root, num_images, settings.seed)
@@ -133,4 +136,19 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
             if log:
                 log(f"{r['threat']} {r['attack']} {'' if r['param'] is None else r['param']}: {r['value']}")
     return records
+
+
+def mora(model: nn.Module | Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+         iterations: int = 100, mixes: Sequence[float] = (0, 0.25, 0.5, 0.75, 1), seed: int = 0) -> torch.Tensor:
+    """MORA (Yu, Gao & Xu 2022; `pdd.evaluation.mora`) adversarial examples for images x [N, C, H, W] in [0, 1] with
+    labels y [N], within `eps` in `norm` ('linf' or 'l2'); `model` is a `pdd.models.Ensemble`, an ensemble from
+    `pdd.evaluation.external`, one module or a list of member modules. Runs on the model's device."""
+    from pdd.evaluation.mora import mora as run_mora
+
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    if x.dim() != 4 or y.shape != x.shape[:1]:
+        raise ValueError(f"expected x [N, C, H, W] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+    if len(x) and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
+        raise ValueError("x must hold finite values in [0, 1]")
+    return run_mora(as_ensemble(model, x[:2]), x, y, float(eps), norm, iterations, tuple(float(s) for s in mixes), seed)
 

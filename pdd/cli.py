@@ -21,13 +21,14 @@ import torch
 from pdd import __version__
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
+from pdd.evaluation.mora import NORMS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, get_method
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import OUTPUTS, THREATS
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
-from pdd.validation import Bound, InvalidValue, check_param, field_bound
+from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, check_param, field_bound
 
 Decorator = Callable[[Callable], Callable]
 
@@ -80,6 +81,7 @@ FIELD_TYPES: dict[str, click.ParamType] = {
     "method": Registry(METHODS, "method"),
     "arch": Registry(ARCHITECTURES, "architecture"),
     "init_from": click.Path(exists=True, dir_okay=False),
+    "norm": Registry(NORMS, "norm"),
 }
 FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
 
@@ -140,7 +142,7 @@ FIELD_HELP: dict[str, str] = {
     "diagnostic_max_accuracy": "Accuracy (% of initially correct) allowed at --diagnostic-eps.",
     "unbounded_eps": "Eps of the unbounded-attack check.",
     "diagnostic_steps": "PGD steps at the diagnostic eps values.",
-    "noise_images": "Tolerance of the transfer and convergence checks.",
+    "noise_images": "Tolerance of the transfer, convergence and gradient-free checks.",
 }
 
 
@@ -627,8 +629,8 @@ def transfer(surrogate_path: str, target_path: str | None, threat: str, external
 @_external_options
 @click.option("--surrogate", "surrogate_path", type=click.Path(exists=True, dir_okay=False),
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
-@click.option("--eps", "eps_values", type=checked("eps"), multiple=True, required=True,
-              help="L-inf budget; repeatable.")
+@click.option("--eps", "eps_values", type=checked("strong_eps"), multiple=True, required=True,
+              help="Budget in --norm (L-inf: at most 1; L2); repeatable.")
 @_settings_options(StrongSettings, help={"step_fraction": "PGD step size / eps.",
                                          "seed": "Image subset and random starts."})
 @_num_images_option
@@ -639,8 +641,8 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
            num_images: int | None, data_root: str, out: str, device: str, threads: int | None, **opts: Any) -> None:
     """Strong evaluation with gradient-masking checks.
 
-    APGD-CE, APGD-DLR and PGD with restarts, the worst case per image, and four gradient-masking diagnostics,
-    on a pdd checkpoint (--model) or your own model (--factory ...).
+    APGD-CE, APGD-DLR, APGD-T, MORA, Square and PGD with restarts in --norm, the worst case per image, and the
+    gradient-masking diagnostics, on a pdd checkpoint (--model) or your own model (--factory ...).
     """
     from pdd.devices import select_device
     from pdd.evaluation.cost_meter import CostMeter
@@ -650,6 +652,10 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
 
     values = _take(StrongSettings, opts)
     settings = _settings(StrongSettings, **{**values, "pgd_steps": tuple(sorted(values["pgd_steps"]))})
+    if settings.norm == "linf":
+        for eps in eps_values:
+            if VALUE_BOUNDS["eps"].problem(eps):
+                raise click.BadParameter(VALUE_BOUNDS["eps"].problem(eps), param_hint="'--eps'")
     _outputs(out=out)
     _threads(threads)
     dev = select_device(device)

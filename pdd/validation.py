@@ -101,8 +101,9 @@ FIELD_BOUNDS: dict[str, Bound] = {
     "cw_confidence": WEIGHT, "cw_learning_rate": POSITIVE, "cw_max_iter": COUNT, "cw_binary_search_steps": COUNT,
     # StrongSettings
     "apgd_iterations": COUNT, "apgd_restarts": COUNT, "pgd_steps": COUNT, "pgd_restarts": COUNT,
-    "transfer_steps": COUNT, "diagnostic_eps": LINF_EPS, "diagnostic_max_accuracy": Bound(0, 100),
+    "transfer_steps": COUNT, "diagnostic_eps": POSITIVE, "diagnostic_max_accuracy": Bound(0, 100),
     "unbounded_eps": POSITIVE, "diagnostic_steps": COUNT, "noise_images": NON_NEGATIVE_COUNT,
+    "mora_mixes": Bound(0, 1, meaning="MORA's mixing weight s"),
 }
 
 # The varied parameter of each attack (`pdd attack --param`, the config's attack lists, the API's `attacks`)
@@ -113,7 +114,8 @@ CW_CONSTANT = Bound(0, low_open=True, meaning="C&W's initial constant c")
 
 # Other values that enter at more than one door.
 VALUE_BOUNDS: dict[str, Bound] = {
-    "eps": LINF_EPS,            # strong evaluation, member transfer
+    "eps": LINF_EPS,            # member transfer, the L-inf strong evaluation
+    "strong_eps": L2_EPS,       # the strong evaluation in either norm (L-inf budgets are also checked as `eps`)
     "num_images": COUNT,
     "threads": COUNT,
     "workers": NON_NEGATIVE_COUNT,

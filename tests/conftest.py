@@ -58,8 +58,10 @@ def tiny_config() -> dict:
         "cost": {},
     }
     # Strong evaluation at the white-box PGD eps, on the same 40 images, with every attack a few steps long.
-    cfg["strong_evaluation"].update(num_images=40, eps={"digits": [0.3]}, apgd={"iterations": 5, "restarts": 1},
-                                    pgd={"steps": [10, 20], "restarts": 2}, transfer_steps=5)
+    cfg["strong_evaluation"].update(num_images=40, eps={"digits": [0.3]}, apgd={"iterations": 5, "restarts": 1,
+                                                                               "targets": 2},
+                                    pgd={"steps": [10, 20], "restarts": 2}, transfer_steps=5,
+                                    mora={"iterations": 5, "mixes": [0, 1]}, square={"queries": 20})
     cfg["strong_evaluation"]["diagnostics"].update(steps=20)
     two = {"dataset": "digits", "K": 2, "methods": ["baseline", "pdd"]}
     cfg["figures"] = {

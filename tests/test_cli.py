@@ -332,7 +332,7 @@ def test_transfer_and_strong_records_carry_their_cost(trained, tmp_path) -> None
     assert transfer[-1]["forward_images"] >= 2 * N and transfer[-1]["backward_images"] >= N
     cli("strong", "--model", trained["model"], "--eps", 0.1, "--apgd-iterations", 2, "--apgd-restarts", 1,
         "--pgd-steps", 2, "--pgd-steps", 3, "--pgd-restarts", 1, "--transfer-steps", 2, "--diagnostic-steps", 2,
-        *common, "--out", tmp_path / "s.json")
+        "--apgd-targets", 2, "--mora-iterations", 2, "--square-queries", 5, *common, "--out", tmp_path / "s.json")
     strong = read(tmp_path / "s.json")
     assert [r["metric"] for r in strong].count("cost") == 1 and strong[-1]["attack"] == "strong"
     assert strong[-1]["backward_images"] > 0

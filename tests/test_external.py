@@ -28,7 +28,8 @@ from external_models import SPEC, member_states
 N = 30  # test images per evaluation
 TIMING = {"seconds", "images_per_second", "model"}
 STRONG = ["--eps", "0.2", "--apgd-iterations", "2", "--apgd-restarts", "1", "--pgd-steps", "2", "--pgd-steps", "3",
-          "--pgd-restarts", "2", "--transfer-steps", "2", "--diagnostic-steps", "2"]
+          "--pgd-restarts", "2", "--transfer-steps", "2", "--diagnostic-steps", "2", "--apgd-targets", "2",
+          "--mora-iterations", "2", "--mora-mixes", "0", "--mora-mixes", "1", "--square-queries", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,8 @@ def test_strong_evaluation_of_an_external_model_equals_the_checkpoint(files, tmp
     assert without(ours, TIMING | {"method", "arch"}) == without(ref, TIMING | {"method", "arch"})
     api = evaluate(external_models.pdd_ensemble().eval(), "digits", attacks={}, num_images=20, strong={
         "eps": [0.2], "apgd_iterations": 2, "apgd_restarts": 1, "pgd_steps": [3, 2], "pgd_restarts": 2,
-        "transfer_steps": 2, "diagnostic_steps": 2})
+        "transfer_steps": 2, "diagnostic_steps": 2, "apgd_targets": 2, "mora_iterations": 2, "mora_mixes": [0, 1],
+        "square_queries": 5})
     assert [r["attack"] for r in api] == [r["attack"] for r in ref]
 
 

@@ -46,8 +46,15 @@ def test_absent_keys_take_the_dataclass_default_once() -> None:
 
 def test_strong_and_attack_settings_map_every_key() -> None:
     s = plan.strong_settings(DEMO)
-    assert (s.apgd_iterations, s.apgd_restarts, s.pgd_steps, s.pgd_restarts) == (100, 1, (10, 50, 100), 2)
+    assert (s.apgd_iterations, s.apgd_restarts, s.pgd_steps, s.pgd_restarts) == (20, 1, (10, 25, 50), 2)
     assert (s.diagnostic_eps, s.diagnostic_max_accuracy, s.unbounded_eps, s.diagnostic_steps) == (0.5, 5.0, 1.0, 20)
+    assert (s.norm, s.apgd_targets, s.mora_iterations, s.mora_mixes, s.square_queries) == (
+        "linf", 3, 25, (0.0, 0.25, 0.5, 0.75, 1.0), 50)
+    l2 = plan.strong_settings(DEMO, "l2")  # the L2 twin: its own diagnostic budgets, the rest shared
+    assert (l2.norm, l2.diagnostic_eps, l2.unbounded_eps, l2.mora_iterations) == ("l2", 4.0, 1000.0, 25)
+    assert plan.strong_eps(DEMO, "digits", "l2") == [0.5] and plan.strong_eps(DEMO, "digits") == [0.1]
+    args = plan.strong_args(DEMO, "digits", "l2")
+    assert "--norm l2" in args and "--eps 0.5" in args
     a = plan.attack_settings(DEMO, {"steps": 30, "cw_max_iter": 20})
     assert (a.steps, a.cw_max_iter, a.cw_binary_search_steps, a.jsma_theta) == (30, 20, 2, 0.1)
 

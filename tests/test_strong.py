@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from pdd.data import get_dataset
@@ -23,7 +24,8 @@ from conftest import REPO
 
 CPU = torch.device("cpu")
 FAST = StrongSettings(apgd_iterations=10, apgd_restarts=2, pgd_steps=(10, 30), pgd_restarts=2, transfer_steps=10,
-                      diagnostic_steps=30, batch_size=200)
+                      diagnostic_steps=30, batch_size=200, apgd_targets=2, mora_iterations=10, mora_mixes=(0.0, 1.0),
+                      square_queries=100)
 EPS = 0.2  # on 2-epoch digits models PGD-10 leaves ~15%, transfer ~70%: room for every check to fail
 
 
@@ -44,6 +46,37 @@ class SaturatedEnsemble(nn.Module):
 
     def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=-1).mean(0).clamp_min(1e-30).log()
+
+
+class _NoGradient(torch.autograd.Function):
+    """Identity forward, zero backward: gradients vanish by construction, the scores do not."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(grad)
+
+
+class ZeroGradientEnsemble(nn.Module):
+    """The base ensemble's outputs with exactly zero input gradients: gradient attacks only get their random start;
+    a score-based attack (Square) sees the real decision."""
+
+    def __init__(self, base: Ensemble):
+        super().__init__()
+        self.base, self.spec = base, base.spec
+
+    @property
+    def num_members(self) -> int:
+        return self.base.num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(_NoGradient.apply(x))
+
+    def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.log_mean_prob(_NoGradient.apply(x))
 
 
 class TurncoatEnsemble(nn.Module):
@@ -105,6 +138,11 @@ def saturated(models, images) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def zero_gradient(models, images) -> list[dict]:
+    return evaluate(ZeroGradientEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
+
+
+@pytest.fixture(scope="module")
 def turncoat(models, images) -> list[dict]:
     return evaluate(TurncoatEnsemble(models[0]), *images, [EPS], FAST, CPU, models[1])
 
@@ -114,7 +152,7 @@ def test_worst_case_is_every_attack_at_once(models, images) -> None:
     clean = predict(models[0], x, CPU) == y
     results = attack_eps(models[0], x, y, clean, 0.1, FAST, CPU, models[1])
     whitebox = {k: r["robust"] for k, r in results.items() if k not in ("worst_case", "transfer")}
-    assert set(whitebox) == {"pgd_10", "pgd_30", "pgd_30x2", "apgd_ce", "apgd_dlr"}
+    assert set(whitebox) == {"pgd_10", "pgd_30", "pgd_30x2", "apgd_ce", "apgd_dlr", "apgd_t", "mora", "square"}
     worst = results["worst_case"]["robust"]
     expected = clean.clone()
     for robust in whitebox.values():
@@ -130,7 +168,7 @@ def test_worst_case_record_never_above_any_single_attack(ordinary) -> None:
     for eps in (0.1, EPS):
         attacks = [r for r in ordinary if r["param"] == eps and r["threat"] == "whitebox"]
         worst = next(r for r in attacks if r["attack"] == "worst_case")
-        assert len(attacks) == 6
+        assert len(attacks) == 9
         assert all(worst["value"] <= r["value"] and worst["n_robust"] <= r["n_robust"] for r in attacks)
 
 
@@ -168,12 +206,14 @@ def _diagnostics(records: list[dict]) -> dict[str, dict]:
 
 def test_ordinary_ensemble_passes_every_diagnostic(ordinary) -> None:
     found = _diagnostics(ordinary)
-    assert set(found) == {"eps_growth", "unbounded", "transfer", "convergence"}
+    assert set(found) == {"eps_growth", "unbounded", "transfer", "convergence", "gradient_free", "zero_gradients",
+                          "deterministic"}
     assert all(r["value"] == 1.0 for r in found.values()), found
 
 
 @pytest.mark.parametrize("masked, check", [
-    ("saturated", "eps_growth"), ("saturated", "unbounded"), ("saturated", "transfer"),
+    ("saturated", "eps_growth"), ("saturated", "unbounded"),
+    ("saturated", "zero_gradients"), ("zero_gradient", "gradient_free"), ("zero_gradient", "zero_gradients"),
     ("turncoat", "eps_growth"), ("turncoat", "unbounded"), ("turncoat", "convergence"),
 ])
 def test_each_diagnostic_flags_an_ensemble_built_to_mask_gradients(request, masked: str, check: str) -> None:
@@ -186,6 +226,39 @@ def test_masked_ensembles_look_more_robust_under_pgd_than_the_ordinary_one(ordin
     base = _by_name(ordinary)[("pgd_30", EPS)]["value"]
     assert _by_name(saturated)[("pgd_30", EPS)]["value"] > base + 30
     assert _by_name(turncoat)[("pgd_30", EPS)]["value"] > base + 30
+
+
+def test_mora_sees_through_the_saturated_ensemble(saturated) -> None:
+    """Saturation hides the gradient of log(mean softmax) from PGD, not from MORA, which attacks the members'
+    rescaled logits: the worst case is no longer inflated (so the transfer check (c) no longer fires here)."""
+    found = _by_name(saturated)
+    assert found[("mora", EPS)]["value"] < found[("pgd_30", EPS)]["value"] - 30
+
+
+def test_square_beats_a_model_without_gradients(models, images, zero_gradient) -> None:
+    """Square breaks most images that the gradient attacks (random starts only) leave, and check (e) says so."""
+    found = _by_name(zero_gradient)
+    assert found[("square", EPS)]["n_robust"] + 10 < found[("apgd_ce", EPS)]["n_robust"]
+    assert found[("worst_case", EPS)]["n_robust"] <= found[("square", EPS)]["n_robust"]
+    assert "square leaves" in found[("gradient_free", None)]["detail"]
+
+
+def test_nondeterministic_outputs_are_flagged(models, images) -> None:
+    class Noisy(ZeroGradientEnsemble):
+        def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
+            return self.base.log_mean_prob(x + 0.01 * torch.randn_like(x))
+
+    from pdd.evaluation.strong import output_change
+    assert output_change(models[0], images[0], CPU, 200) <= 1e-5
+    assert output_change(Noisy(models[0]), images[0], CPU, 200) > 1e-3
+
+
+@pytest.mark.parametrize("square, passed", [(6, True), (5, True), (4, False)])
+def test_gradient_free_check_by_hand(square: int, passed: bool) -> None:
+    """Six images survive every gradient attack; Square may leave one fewer (noise_images = 1), not two fewer."""
+    s = StrongSettings(pgd_steps=(10,))
+    per_eps = _per_eps({"pgd_10": 7, "apgd_ce": 6, "square": square, "worst_case": min(6, square)})
+    assert diagnose(per_eps, _mask(18), None, None, s)["gradient_free"]["passed"] is passed
 
 
 def _mask(n_true: int, n: int = 20) -> torch.Tensor:
@@ -251,7 +324,8 @@ def test_table_puts_the_protocol_beside_the_worst_case_and_warns(tmp_path: Path,
     md = (tmp_path / "t.md").read_text()
     warnings = [line for line in md.splitlines() if line.startswith(MASKING_WARNING)]
     assert warnings and all(" ADP: " in line for line in warnings)
-    assert {"(a)", "(b)", "(c)"} <= {w.split(": ")[3].split()[0] for w in warnings}
+    # (c) no longer fires for the saturated ensemble: MORA breaks it, so transfer cannot beat the worst case
+    assert {"(a)", "(b)", "(f)"} <= {w.split(": ")[3].split()[0] for w in warnings}
     row = next(line for line in md.splitlines() if line.startswith("| Baseline | ") and f"eps {EPS:g} " in line)
     mine = df[(df["method"] == "baseline") & (df["param"] == EPS) & (df["metric"] == "accuracy_pct")]
     worst = mine[mine["attack"] == "worst_case"]["value"].iloc[0]
@@ -265,3 +339,39 @@ def test_table_puts_the_protocol_beside_the_worst_case_and_warns(tmp_path: Path,
                                        REPO / "config" / "paper_results.csv", {}, tmp_path / "u.csv", tmp_path / "u.md")
     assert (only_ordinary.loc[only_ordinary["metric"] == "passed", "status"] == "pass").all()
     assert MASKING_WARNING not in (tmp_path / "u.md").read_text()
+
+
+def test_l2_twin_stays_in_its_l2_ball_and_builds_its_own_table(tmp_path: Path) -> None:
+    """The L2 twin on tiny linear members: every attack's examples inside the L2 ball (the evaluation raises
+    otherwise), rows labelled by L2 eps, no paper column, all seven checks; and the workflow plans it as a `strong`
+    job of its own per ensemble."""
+    from pdd.evaluation.external import as_ensemble
+    from pdd.plan import jobs, outputs
+
+    torch.manual_seed(0)
+    x, y = select_images(get_dataset("digits", "test", "."), 30, seed=0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(64, 10)) for _ in range(3)]
+    model = as_ensemble(members, x[:2], 10)
+    with torch.no_grad():
+        y = model.log_mean_prob(x).argmax(1)  # every image correct: all of them attacked
+    s = StrongSettings(norm="l2", apgd_iterations=3, apgd_restarts=1, pgd_steps=(10, 20), pgd_restarts=1,
+                       transfer_steps=2, diagnostic_eps=4.0, unbounded_eps=1000.0, diagnostic_steps=5, apgd_targets=2,
+                       mora_iterations=3, mora_mixes=(0.0, 1.0), square_queries=10)
+    records = evaluate(model, x, y, [0.5], s, CPU)
+    found = _by_name(records)
+    assert found[("worst_case", 0.5)]["n_robust"] <= min(found[(a, 0.5)]["n_robust"] for a in
+                                                        ("pgd_10", "apgd_ce", "apgd_t", "mora", "square"))
+    assert found[("pgd_5", 1000.0)]["n_robust"] == 0  # unbounded L2 breaks everything
+    df = build_strong_table(read_results([_write(tmp_path / "l2.json", records, "baseline")]),
+                            REPO / "config" / "paper_results.csv", {"digits": "fashion_mnist"}, tmp_path / "t.csv",
+                            tmp_path / "t.md", norm="l2")
+    md = (tmp_path / "t.md").read_text()
+    assert "L2 eps 0.5" in md and "L-inf eps" not in md.split("Gradient-masking")[0]
+    assert df["paper"].isna().all() and set(df["table"]) == {"table_strong_evaluation_l2"}
+    header = next(line for line in md.splitlines() if "(a) large eps" in line)
+    assert {"(e) Square <= gradient attacks", "(f) no zero gradients", "(g) deterministic outputs"} <= {
+        cell.strip(" |") for cell in header.split(" | ")}
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    files = outputs.inputs(demo, "table_strong_evaluation_l2")
+    assert files and all(f.endswith("/strong_l2/evaluation.json") for f in files)
+    assert {jobs.producer(f)[0] for f in files} == {"strong"}

@@ -14,7 +14,7 @@ from pdd.data import DATASETS
 from pdd.dropout import intervals_problem
 from pdd.evaluation.attacks import ATTACKS
 from pdd.methods import METHODS, get_method
-from pdd.plan.config import strong_settings, train_config
+from pdd.plan.config import STRONG_EPS_KEYS, STRONG_KEYS_BY_NORM, strong_eps, strong_settings, train_config
 from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested, variant
 
 
@@ -132,7 +132,8 @@ def problems(config: dict) -> list[str]:
     for name, spec in requested(config).items():
         found += output_problems(config, name, spec)
     strong_users = [
-        n for n, spec in requested(config).items() if "strong" in OUTPUTS[n].needs and not OUTPUTS[n].follows
+        n for n, spec in requested(config).items()
+        if {"strong", "strong_l2"} & set(OUTPUTS[n].needs) and not OUTPUTS[n].follows
     ]
     if strong_users:
         found += strong_problems(config, strong_users)
@@ -211,19 +212,24 @@ def strong_problems(config: dict, names: list[str]) -> list[str]:
     strong = config.get("strong_evaluation")
     if strong is None:
         return [f"strong_evaluation: missing; {key} needs it (eps, apgd, pgd, transfer_steps, diagnostics)"]
-    found = []
+    found, norms = [], set()
     for name in names:
         spec = requested(config)[name]
         if "attacks" in spec:
             found.append(f"tables.{name}.attacks: not used; the strong evaluation's attacks are set under "
                          "strong_evaluation")
+        norm = "l2" if "strong_l2" in OUTPUTS[name].needs else "linf"
+        norms.add(norm)
+        eps_key = STRONG_EPS_KEYS[norm]
+        diagnostic_key = STRONG_KEYS_BY_NORM[norm]["diagnostic_eps"][-1]
         for dataset in spec["datasets"]:
-            eps_values = strong["eps"].get(dataset)
+            eps_values = strong_eps(config, dataset, norm)
             if not eps_values:
-                found.append(f"strong_evaluation.eps: no eps list for dataset {dataset!r} (needed by tables.{name})")
-            elif max(eps_values) >= strong_settings(config).diagnostic_eps:
-                found.append("strong_evaluation.diagnostics.eps must exceed every eps of "
-                             f"strong_evaluation.eps.{dataset}")
+                found.append(f"strong_evaluation.{eps_key}: no eps list for dataset {dataset!r} (needed by "
+                             f"tables.{name})")
+            elif max(eps_values) >= strong_settings(config, norm).diagnostic_eps:
+                found.append(f"strong_evaluation.diagnostics.{diagnostic_key} must exceed every eps of "
+                             f"strong_evaluation.{eps_key}.{dataset}")
     steps = strong.get("pgd", {}).get("steps")
     if steps is not None and steps != sorted(steps):
         found.append(f"strong_evaluation.pgd.steps must be increasing, got {steps}")
@@ -231,8 +237,12 @@ def strong_problems(config: dict, names: list[str]) -> list[str]:
     settings = strong_settings(config)
     if 10 not in settings.pgd_steps:
         found.append(f"strong_evaluation.pgd.steps must include 10 (the paper-protocol column), got {steps}")
-    if settings.unbounded_eps <= settings.diagnostic_eps:
-        found.append("strong_evaluation.diagnostics.unbounded_eps must exceed strong_evaluation.diagnostics.eps")
+    for norm in sorted(norms):
+        settings = strong_settings(config, norm)
+        if settings.unbounded_eps <= settings.diagnostic_eps:
+            keys = STRONG_KEYS_BY_NORM[norm]
+            found.append(f"strong_evaluation.diagnostics.{keys['unbounded_eps'][-1]} must exceed "
+                         f"strong_evaluation.diagnostics.{keys['diagnostic_eps'][-1]}")
     oblivious = config["surrogates"]["oblivious"]
     if (oblivious["arch"], oblivious["width"]) == (config["model"]["arch"], config["model"]["width"]):
         found.append("surrogates.oblivious: same architecture and width as model; the transfer check of "

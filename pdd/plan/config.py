@@ -51,7 +51,18 @@ STRONG_KEYS: dict[str, Path] = {
     "noise_images": ("strong_evaluation", "diagnostics", "noise_images"),
     "batch_size": ("strong_evaluation", "batch_size"),
     "seed": ("evaluation", "seed"),  # the same image subset and random starts as the paper-protocol attacks
+    "apgd_targets": ("strong_evaluation", "apgd", "targets"),
+    "mora_iterations": ("strong_evaluation", "mora", "iterations"),
+    "mora_mixes": ("strong_evaluation", "mora", "mixes"),
+    "square_queries": ("strong_evaluation", "square", "queries"),
 }
+# The L2 twin reads its own diagnostic budgets; everything else is shared with the L-inf evaluation.
+STRONG_KEYS_BY_NORM: dict[str, dict[str, Path]] = {
+    "linf": STRONG_KEYS,
+    "l2": {**STRONG_KEYS, "diagnostic_eps": ("strong_evaluation", "diagnostics", "eps_l2"),
+           "unbounded_eps": ("strong_evaluation", "diagnostics", "unbounded_eps_l2")},
+}
+STRONG_EPS_KEYS = {"linf": "eps", "l2": "eps_l2"}  # strong_evaluation.<key>.<dataset>: the budgets of each norm
 TIMING_KEYS: dict[str, Path] = {
     "steps": ("timing", "steps"), "warmup": ("timing", "warmup"), "batch_size": ("timing", "batch_size"),
 }
@@ -163,12 +174,14 @@ def suite_protocol(config: Mapping, suite: str) -> dict:
     return {} if suite == "whitebox" else dict(requested(config)[suite].get("protocol", {}))
 
 
-def strong_settings(config: Mapping) -> StrongSettings:
-    """The strong evaluation's attacks and diagnostics (config.strong_evaluation)."""
-    values = _values(config, STRONG_KEYS)
+def strong_settings(config: Mapping, norm: str = "linf") -> StrongSettings:
+    """The strong evaluation's attacks and diagnostics (config.strong_evaluation) in threat model `norm`."""
+    values = _values(config, STRONG_KEYS_BY_NORM[norm])
     if "pgd_steps" in values:
         values["pgd_steps"] = tuple(sorted(values["pgd_steps"]))
-    return StrongSettings(**values)
+    if "mora_mixes" in values:
+        values["mora_mixes"] = tuple(float(m) for m in values["mora_mixes"])
+    return StrongSettings(**values, norm=norm)
 
 
 def timing_settings(config: Mapping) -> TimingSettings:
@@ -267,16 +280,16 @@ def transfer_args(config: Mapping, attack: str) -> str:
     return attack_args(config, transfer_params(config, attack))
 
 
-def strong_eps(config: Mapping, dataset: str) -> list[float]:
-    """The strong evaluation's L-inf budgets for `dataset`."""
-    return list(lookup(config, ("strong_evaluation", "eps", dataset)))
+def strong_eps(config: Mapping, dataset: str, norm: str = "linf") -> list[float]:
+    """The strong evaluation's budgets for `dataset` in `norm` (none if the config gives none)."""
+    return list(lookup(config, ("strong_evaluation", STRONG_EPS_KEYS[norm], dataset), []))
 
 
-def strong_args(config: Mapping, dataset: str) -> str:
-    """`pdd strong`'s settings for one dataset's ensembles: its eps list and every StrongSettings field."""
+def strong_args(config: Mapping, dataset: str, norm: str = "linf") -> str:
+    """`pdd strong`'s settings for one dataset's ensembles in `norm`: its eps list and every StrongSettings field."""
     n = num_images(config, "strong_evaluation")
-    eps = [a for e in strong_eps(config, dataset) for a in ("--eps", e)]
-    return quoted(eps + as_args(strong_settings(config)) + (["--num-images", n] if n else []))
+    eps = [a for e in strong_eps(config, dataset, norm) for a in ("--eps", e)]
+    return quoted(eps + as_args(strong_settings(config, norm)) + (["--num-images", n] if n else []))
 
 
 def diversity_args(config: Mapping) -> str:

@@ -21,8 +21,8 @@ def producer(path: str) -> tuple[str, str] | None:
     kind = fields["suite"]
     if kind == "diversity":
         return ("diversity", path.rsplit("/", 1)[0] + "/per_image.csv")
-    rule = {"strong": "strong", "member_transfer": "member_transfer"}.get(kind, "transfer" if kind in THREATS
-                                                                             else "whitebox")
+    rules = {"strong": "strong", "strong_l2": "strong", "member_transfer": "member_transfer"}
+    rule = rules.get(kind, "transfer" if kind in THREATS else "whitebox")
     return (rule, path)
 
 

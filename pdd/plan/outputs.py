@@ -25,7 +25,8 @@ NEEDS = {
     "transfer": "the output's attacks crafted on both black-box surrogates (Type I and II)",
     "entropy": "the diversity job's ensemble record (eq. 5)",
     "per_image": "the diversity job's per-image CSV (L_F, S_b, S_w, gradient angle)",
-    "strong": "the strong evaluation",
+    "strong": "the strong evaluation (L-inf)",
+    "strong_l2": "the strong evaluation's L2 twin (the same attacks and checks at L2 budgets)",
     "train_log": "the training log",
     "model": "the trained checkpoint itself",
     "step_timing": "the interleaved training-step timing of the (dataset, K)",
@@ -96,8 +97,14 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
     Output("table_strong_evaluation", "table", "Honest robustness: the paper's PGD-10 beside a strong evaluation",
            ("strong",), "pdd.reports.strong_table:build",
            caption="Per ensemble and L-inf eps: the paper's protocol (PGD-10 on log(mean softmax), on the same "
-                   "images) beside APGD-CE, APGD-DLR and PGD with restarts; the worst case counts an image as "
-                   "robust only if it survives every attack. Below: four gradient-masking diagnostics."),
+                   "images) beside APGD-CE, APGD-DLR, APGD-T, MORA, Square and PGD with restarts; the worst case "
+                   "counts an image as robust only if it survives every attack. Below: seven gradient-masking "
+                   "diagnostics."),
+    Output("table_strong_evaluation_l2", "table", "Honest robustness at L2: the paper's PGD-10 (L2) beside a "
+           "strong L2 evaluation", ("strong_l2",), "pdd.reports.strong_table:build",
+           caption="The L2 twin of table_strong_evaluation: per ensemble and L2 eps, PGD-10 (L2, the paper's Figure 4 "
+                   "attack) beside APGD-CE, APGD-DLR, APGD-T, MORA, Square and PGD with restarts, all at L2; the "
+                   "worst case and the same gradient-masking diagnostics."),
     Output("table_stronger_attacks", "table", "Stronger attacks: BIM / PGD at 30 iterations, C&W at 2000",
            ("clean", "whitebox", "own_attacks"), "pdd.reports.stronger_table:build_stronger_table", own_attacks=True,
            caption="Table 2's ensembles under the paper's iteration counts and the stronger ones of the section "
@@ -240,8 +247,8 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(ev("diversity", "entropy.json"))
             elif need == "per_image":
                 files.append(ev("diversity", "per_image.csv"))
-            elif need == "strong":
-                files.append(ev("strong", "evaluation.json"))
+            elif need in ("strong", "strong_l2"):
+                files.append(ev(need, "evaluation.json"))
             elif need == "train_log":
                 files.append(model_path(config, dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
             elif need == "model":

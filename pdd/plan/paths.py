@@ -7,6 +7,7 @@ MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
 JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's input: {output: benchmark files}
+STRONG_NORMS = {"strong": "linf", "strong_l2": "l2"}  # the strong evaluation's folder of each threat model
 
 
 def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:

@@ -40,13 +40,23 @@ from pdd.evaluation.attacks import ATTACKS, AttackSettings, predict, run_attack
 from pdd.evaluation.cost_meter import CostMeter
 from pdd.evaluation.diversity import diversity_per_image
 from pdd.evaluation.member_transfer import fooling_matrix
-from pdd.evaluation.strong import StrongSettings, apgd, evaluate, pgd
+from pdd.evaluation.mora import mora
+from pdd.evaluation.strong import (
+    StrongSettings,
+    apgd,
+    apgd_targeted,
+    evaluate,
+    output_change,
+    pgd,
+    square,
+    zero_gradient_images,
+)
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.plan import config as plan
 from pdd.plan.jobs import output_jobs
 from pdd.plan.outputs import requested, variant
-from pdd.plan.paths import parse_path
+from pdd.plan.paths import STRONG_NORMS, parse_path
 from pdd.step_timing import time_methods
 from pdd.training import accuracy
 
@@ -283,26 +293,42 @@ class Bench:
             x, y = self.batch(dataset, target)
             n = len(y)
 
-            def settings(**changes: int) -> StrongSettings:
+            def settings(**changes: object) -> StrongSettings:
                 return StrongSettings(**{"apgd_iterations": 1, "apgd_restarts": 1, "pgd_steps": (1,),
-                                         "pgd_restarts": 1, "transfer_steps": 1, "diagnostic_steps": 1, **changes})
+                                         "pgd_restarts": 1, "transfer_steps": 1, "diagnostic_steps": 1,
+                                         "apgd_targets": 1, "mora_iterations": 1, "mora_mixes": (0.5,),
+                                         "square_queries": 1, **changes})
 
             def pgd_on(model: Ensemble) -> tuple[Passes, Passes]:
                 return line(lambda s: measure(lambda: pgd(model, x, y, TINY_EPS, s, 0, settings(), CPU), n))
 
             blocks = {"pgd": pgd_on(target), "transfer": pgd_on(surrogate),
                       "predict": measure(lambda: predict(target, x, CPU), n), "check": None}
-            at = {(i, r): measure(lambda: apgd(target, x, y, TINY_EPS, "cross_entropy",
-                                               settings(apgd_iterations=i, apgd_restarts=r), CPU), n)
-                  for i, r in ((1, 1), (2, 1), (1, 2))}
-            per_iteration = at[2, 1] - at[1, 1]
-            per_restart = at[1, 2] - at[1, 1] - per_iteration
-            blocks["apgd"] = (at[1, 1] - per_restart - per_iteration, per_restart, per_iteration)
+
+            def grid(run: Callable[[int, int], object]) -> tuple[Passes, Passes, Passes]:
+                """(c0, per outer unit, per iteration) of passes c0 + outer x (per outer + iterations x per
+                iteration), from runs at (iterations, outer) = (1, 1), (2, 1), (1, 2)."""
+                at = {(i, o): measure(lambda: run(i, o), n) for i, o in ((1, 1), (2, 1), (1, 2))}
+                per_iteration = at[2, 1] - at[1, 1]
+                per_outer = at[1, 2] - at[1, 1] - per_iteration
+                return at[1, 1] - per_outer - per_iteration, per_outer, per_iteration
+
+            blocks["apgd"] = grid(lambda i, r: apgd(target, x, y, TINY_EPS, "cross_entropy",
+                                                   settings(apgd_iterations=i, apgd_restarts=r), CPU))
+            blocks["apgd_t"] = grid(lambda i, t: apgd_targeted(target, x, y, TINY_EPS,
+                                                               settings(apgd_iterations=i, apgd_targets=t), CPU))
+            blocks["mora"] = grid(lambda i, m: mora(target, x, y, TINY_EPS, "linf", i, (0.5,) * m, 0, len(y)))
+            blocks["square"] = line(lambda q: measure(lambda: square(target, x, y, TINY_EPS, settings(square_queries=q),
+                                                                     CPU), n))
+            blocks["flags"] = measure(lambda: (zero_gradient_images(target, x, y, CPU, n),
+                                               output_change(target, x, CPU, n)), n)
             if check:
                 small = settings(apgd_iterations=2, apgd_restarts=2, pgd_steps=(1, 2), pgd_restarts=2,
-                                 transfer_steps=2, diagnostic_steps=2)
+                                 transfer_steps=2, diagnostic_steps=2, apgd_targets=2, mora_iterations=2,
+                                 mora_mixes=(0.0, 1.0), square_queries=2)
                 losses = 2 if data.info(dataset).num_classes >= 3 else 1
-                composed = strong_formula(blocks, small, eps_count=1, apgd_losses=losses)
+                composed = strong_formula(blocks, small, eps_count=1, apgd_losses=losses,
+                                          classes=data.info(dataset).num_classes)
                 direct = measure(lambda: evaluate(target, x, y, [TINY_EPS], small, CPU, surrogate), n)
                 blocks["check"] = (composed, direct)
             return blocks
@@ -340,9 +366,9 @@ class Bench:
         return self.cached(("time_steps", dataset, k), compute)
 
 
-def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses: int) -> Passes:
-    """Passes per image of `pdd.evaluation.strong.evaluate` if no image ever breaks
-    (every restart runs on every image)."""
+def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses: int, classes: int) -> Passes:
+    """Passes per image of `pdd.evaluation.strong.evaluate` if no image ever breaks (every restart, APGD-T target
+    and MORA mix runs on every image; Square never stops early)."""
     (pgd_a, pgd_b), (tr_a, tr_b), predict_ = blocks["pgd"], blocks["transfer"], blocks["predict"]
     c0, per_restart, per_iteration = blocks["apgd"]
 
@@ -355,8 +381,14 @@ def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses:
     per_eps = per_eps + (pgd_(s.pgd_steps[-1]) + predict_) * (s.pgd_restarts - 1)
     one_apgd = c0 + (per_restart + per_iteration * s.apgd_iterations) * s.apgd_restarts + predict_
     per_eps = per_eps + one_apgd * apgd_losses
+    t0, per_target, t_iteration = blocks["apgd_t"]
+    per_eps = per_eps + t0 + (per_target + t_iteration * s.apgd_iterations) * min(s.apgd_targets, classes - 1)
+    m0, per_mix, m_iteration = blocks["mora"]
+    per_eps = per_eps + m0 + (per_mix + m_iteration * s.mora_iterations) * len(s.mora_mixes)
+    sq_a, sq_b = blocks["square"]
+    per_eps = per_eps + sq_a + sq_b * s.square_queries + predict_ * 3  # APGD-T, MORA, Square each scored
     per_eps = per_eps + tr_a + tr_b * s.transfer_steps + predict_
-    diagnostics = (pgd_(s.diagnostic_steps) + predict_) * 2
+    diagnostics = (pgd_(s.diagnostic_steps) + predict_) * 2 + blocks["flags"]
     return predict_ + per_eps * eps_count + diagnostics
 
 
@@ -481,30 +513,43 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
 
 
 def strong_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
-    settings = plan.strong_settings(config)
+    """The strong evaluation (folder 'strong') and its L2 twin ('strong_l2'); the twin's passes are measured at
+    L-inf: ART's and MORA's L2 steps run the same forward and backward passes."""
     rows = []
-    for index, ((dataset, k), count) in enumerate(sorted(group(jobs, ("dataset", "K")).items())):
+    for index, ((dataset, k, suite), count) in enumerate(sorted(group(jobs, ("dataset", "K", "suite")).items())):
+        norm = STRONG_NORMS[suite]
+        settings = plan.strong_settings(config, norm)
         blocks = bench.strong_blocks(dataset, k, check=index == 0)  # one check of the formula suffices
-        losses = 2 if data.info(dataset).num_classes >= 3 else 1
-        eps_count = len(plan.strong_eps(config, dataset))
-        per_image = strong_formula(blocks, settings, eps_count, losses)
+        classes = data.info(dataset).num_classes
+        losses = 2 if classes >= 3 else 1
+        eps_count = len(plan.strong_eps(config, dataset, norm))
+        per_image = strong_formula(blocks, settings, eps_count, losses, classes)
         n = eval_images(config, dataset, "strong_evaluation")
         (pa, pb), (ta, tb), pr = blocks["pgd"], blocks["transfer"], blocks["predict"]
         c0, per_restart, per_iteration = blocks["apgd"]
+        t0, per_target, t_iteration = blocks["apgd_t"]
+        m0, per_mix, m_iteration = blocks["mora"]
+        sq_a, sq_b = blocks["square"]
         arithmetic = (f"{n:,} images x {per_image.total:.5g} = {sci(n * per_image.total)}; per image: "
                       f"{pr.total:.3g} + {eps_count} eps x [PGD steps {list(settings.pgd_steps)} + "
                       f"{settings.pgd_restarts - 1} restarts x {settings.pgd_steps[-1]} (PGD(s) = {pa.total:.3g} + "
                       f"s x {pb.total:.3g}, + {pr.total:.3g} predict each) + {losses} APGD x ({c0.total:.3g} + "
                       f"{settings.apgd_restarts} restarts x ({per_restart.total:.3g} + {settings.apgd_iterations} "
-                      f"iterations x {per_iteration.total:.3g}) + {pr.total:.3g}) + transfer ({ta.total:.3g} + "
+                      f"iterations x {per_iteration.total:.3g}) + {pr.total:.3g}) + APGD-T ({t0.total:.3g} + "
+                      f"{min(settings.apgd_targets, classes - 1)} targets x ({per_target.total:.3g} + "
+                      f"{settings.apgd_iterations} x {t_iteration.total:.3g})) + MORA ({m0.total:.3g} + "
+                      f"{len(settings.mora_mixes)} mixes x ({per_mix.total:.3g} + {settings.mora_iterations} x "
+                      f"{m_iteration.total:.3g})) + Square ({sq_a.total:.3g} + {settings.square_queries} x "
+                      f"{sq_b.total:.3g}) + 3 x {pr.total:.3g} + transfer ({ta.total:.3g} + "
                       f"{settings.transfer_steps} x {tb.total:.3g} + {pr.total:.3g})] + 2 diagnostics x "
-                      f"(PGD({settings.diagnostic_steps}) + {pr.total:.3g})")
-        note = "upper bound: every restart on every image (restarts run only on images still unbroken)"
+                      f"(PGD({settings.diagnostic_steps}) + {pr.total:.3g}) + flags {blocks['flags'].total:.3g}")
+        note = ("upper bound: every restart, target and mix on every image (they run only on images still "
+                "unbroken)")
         if blocks["check"]:
             composed, direct = blocks["check"]
-            note += (f"; the formula checked against evaluate() itself at 1-2 steps and restarts: "
-                     f"{composed.total:.4g} composed vs {direct.total:.4g} measured per image")
-        rows.append(Row("strong", f"{dataset} K={k}", count, n * per_image.total, arithmetic, note))
+            note += (f"; the formula checked against evaluate() itself at 1-2 steps, restarts, targets, mixes and "
+                     f"queries: {composed.total:.4g} composed vs {direct.total:.4g} measured per image")
+        rows.append(Row("strong", f"{dataset} K={k} {norm}", count, n * per_image.total, arithmetic, note))
     return rows
 
 

@@ -29,7 +29,8 @@ DATASETS = {"digits": "Digits (8x8)", "fashion_mnist": "Fashion-MNIST", "cifar10
             "tiny_imagenet": "Tiny-ImageNet"}
 # The paper-protocol attacks' names and norms come from their registry; these are the strong evaluation's
 # (its pgd_<steps>[x<restarts>] are L-inf too).
-STRONG_ATTACKS = {"apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "worst_case": "Worst case",
+STRONG_ATTACKS = {"apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "apgd_t": "APGD-T",
+                  "mora": "MORA", "square": "Square", "worst_case": "Worst case",
                   "transfer": "Transfer (Type I)"}
 ATTACKS = {**{name: a.display for name, a in ATTACK_REGISTRY.items()}, **STRONG_ATTACKS}
 NORMS = {**{name: a.norm for name, a in ATTACK_REGISTRY.items() if a.norm}, **dict.fromkeys(STRONG_ATTACKS, "L-inf")}

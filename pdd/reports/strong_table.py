@@ -1,5 +1,6 @@
-"""`table_strong_evaluation`: the paper's PGD-10 beside APGD / PGD with restarts on the same images, and the
-gradient-masking diagnostics."""
+"""`table_strong_evaluation` and its L2 twin `table_strong_evaluation_l2`: the paper's PGD-10 beside APGD, APGD-T,
+MORA, Square and PGD with restarts on the same images, and the gradient-masking diagnostics (one builder, the norm
+read from the output's name)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,17 @@ from pdd.reports.tables import (
 )
 
 STRONG_TABLE = "table_strong_evaluation"
+STRONG_TABLES = {"linf": STRONG_TABLE, "l2": "table_strong_evaluation_l2"}
+NORM_NAMES = {"linf": "L-inf", "l2": "L2"}
+PROTOCOL_ATTACK = {"linf": "pgd", "l2": "pgd_l2"}  # the attack whose parameter labels each norm's rows
 DIAGNOSTIC_TITLES = {
     "eps_growth": "(a) large eps: accuracy ~0",
     "unbounded": "(b) unbounded eps: 0 robust",
     "transfer": "(c) transfer <= white-box",
     "convergence": "(d) more steps never help",
+    "gradient_free": "(e) Square <= gradient attacks",
+    "zero_gradients": "(f) no zero gradients",
+    "deterministic": "(g) deterministic outputs",
 }
 MASKING_WARNING = "WARNING: possible gradient masking"
 
@@ -54,11 +61,14 @@ def strong_attack_title(attack: str) -> str:
 
 
 def _strong_order(attack: str) -> tuple:
-    """Column order: APGD, then PGD by steps and restarts, then transfer."""
+    """Column order: APGD-CE, -DLR, -T, MORA, then PGD by steps and restarts, then Square, then transfer."""
     match = re.fullmatch(r"pgd_(\d+)(?:x(\d+))?", attack)
     if match:
         return (1, int(match[1]), int(match[2] or 1))
-    return ({"apgd_ce": 0, "apgd_dlr": 0, "transfer": 2}.get(attack, 3), 0, attack)
+    first = {"apgd_ce": 0, "apgd_dlr": 1, "apgd_t": 2, "mora": 3}
+    if attack in first:
+        return (0, first[attack], 0)
+    return ({"square": 2, "transfer": 3}.get(attack, 4), 0, attack)
 
 
 def _paper_pgd(paper_csv: str | Path) -> pd.DataFrame:
@@ -88,7 +98,7 @@ def _status(value: float) -> str:
     return "n/a" if pd.isna(value) else ("pass" if value == 1 else "warn")
 
 
-def _strong_grid(acc: pd.DataFrame, columns: list[str]) -> Grid:
+def _strong_grid(acc: pd.DataFrame, columns: list[str], norm: str = "linf") -> Grid:
     """Rows per ensemble and eps: clean, the paper's protocol, the worst case, the drop and every attack; the
     paper's value in parentheses for the paper's own datasets; bold: the highest worst case among the methods of
     each dataset, K and eps (a lone method's too: it is the table's headline)."""
@@ -112,7 +122,7 @@ def _strong_grid(acc: pd.DataFrame, columns: list[str]) -> Grid:
             worst.append(math.nan if worst_case is None else round(worst_case.value, 2))
             groups.setdefault((dataset, k, eps), []).append(len(index))
             index.append(tuple({"dataset": dataset, "K": k, "method": method, "param": eps}[n] for n in keys))
-    labels = pd.MultiIndex.from_tuples([tuple(param_label("pgd", v) if n == "param" else label(n, v)
+    labels = pd.MultiIndex.from_tuples([tuple(param_label(PROTOCOL_ATTACK[norm], v) if n == "param" else label(n, v)
                                               for n, v in zip(keys, key)) for key in index],
                                        names=[HEADERS[n] for n in keys])
     bold = np.zeros((len(index), len(header)), dtype=bool)
@@ -123,7 +133,8 @@ def _strong_grid(acc: pd.DataFrame, columns: list[str]) -> Grid:
     return grid
 
 
-def _diagnostics_grid(diag: pd.DataFrame, ensembles: list[tuple], keys: list[str]) -> tuple[Grid, list[str]]:
+def _diagnostics_grid(diag: pd.DataFrame, ensembles: list[tuple], keys: list[str], norm: str = "linf"
+                      ) -> tuple[Grid, list[str]]:
     """One row per ensemble (labelled by `keys`), one column per diagnostic ('pass', 'WARN' in bold, 'n/a', '-' if
     not run), and a WARNING line per failed diagnostic."""
     text, suffix, bold, warnings = [], [], [], []
@@ -135,9 +146,11 @@ def _diagnostics_grid(diag: pd.DataFrame, ensembles: list[tuple], keys: list[str
                 row_text.append("-"), row_suffix.append(""), row_bold.append(False)
                 continue
             r = mine.loc[name]
+            if isinstance(r, pd.DataFrame):  # several rows (a table built from both norms' files): the first
+                r = r.iloc[0]
             status = _status(r["value"])
             shown = "" if pd.isna(r["measure"]) or name not in ("eps_growth", "unbounded") else \
-                f" ({r['measure']:.1f}% at L-inf eps {r['param']:g})"
+                f" ({r['measure']:.1f}% at {NORM_NAMES[norm]} eps {r['param']:g})"
             row_text.append(status.upper() if status == "warn" else status)
             row_suffix.append(shown)
             row_bold.append(status == "warn")
@@ -153,35 +166,39 @@ def _diagnostics_grid(diag: pd.DataFrame, ensembles: list[tuple], keys: list[str
     return grid, warnings
 
 
-def strong_document(df: pd.DataFrame, reference: dict[str, str], paper: pd.DataFrame | None = None
-                    ) -> tuple[list[str], list[Grid]]:
+def strong_document(df: pd.DataFrame, reference: dict[str, str], paper: pd.DataFrame | None = None,
+                    norm: str = "linf") -> tuple[list[str], list[Grid]]:
     """Notes and grids: per ensemble and eps the paper's protocol beside the worst case and every attack; the
     paper's numbers of a stand-in dataset in a table of their own; then the diagnostics, with a WARNING line for
     each failed one."""
     acc = df[df["metric"] == "accuracy_pct"]
     diag = df[df["metric"] == "passed"]
-    columns = sorted(set(acc.loc[acc["attack"].str.match(r"(pgd_|apgd_|transfer)") & (acc["threat"] != "diagnostic"),
-                                 "attack"]), key=_strong_order)
-    main = _strong_grid(acc, columns)
+    columns = sorted(set(acc.loc[acc["attack"].str.match(r"(pgd_|apgd_|transfer|mora|square)")
+                                 & (acc["threat"] != "diagnostic"), "attack"]), key=_strong_order)
+    main = _strong_grid(acc, columns, norm)
+    name = NORM_NAMES[norm]
     steps = sorted({int(m[1]) for m in (re.fullmatch(r"pgd_(\d+)", a) for a in columns) if m})
     chain = " >= ".join(f"PGD-{n}" for n in steps) + " accuracy"
     own = "; the paper's reported value in parentheses" if (
         (acc["paper_dataset"] == acc["dataset"]) & acc["paper"].notna()).any() else ""
+    protocol = "PGD, 10 steps of eps/10, one random start, on log(mean softmax)" + (
+        "" if norm == "linf" else ", here at L2 budgets (the paper's Figure 4 attack)")
     notes = main.notes + [
-        "Honest robustness: the paper's protocol (PGD, 10 steps of eps/10, one random start, on log(mean "
-        "softmax), run by the strong evaluation on the same images) beside a strong L-inf evaluation of the same "
-        "ensembles. Values: accuracy (%) over the test images classified correctly before the attack "
-        f"(Clean: over all attacked images); mean over seeds, ± = std over seeds{own}.",
+        f"Honest robustness: the paper's protocol ({protocol}, run by the strong evaluation on the same images) "
+        f"beside a strong {name} evaluation of the same ensembles. Values: accuracy (%) over the test images "
+        f"classified correctly before the attack (Clean: over all attacked images); mean over seeds, ± = std over "
+        f"seeds{own}.",
         "Worst case: an image counts as robust only if it is classified correctly after every white-box "
-        "attack of the row (APGD-CE, APGD-DLR, PGD at each step count and with restarts). Drop = worst case "
-        "minus paper protocol. Transfer (Type I): PGD crafted on the independent baseline-trained surrogate "
-        "ensemble (config `surrogates.oblivious`) of the same dataset and K. Bold: the highest worst case among "
-        "the methods at each dataset, K and eps (the honest ranking; the other columns can reward gradient "
-        "masking, so they are not ranked).",
-        param_legend(["pgd"])]
+        "attack of the row (APGD-CE, APGD-DLR, APGD-T over the top target classes, MORA (the model-reweighing "
+        "attack on the members, Yu et al. 2022), PGD at each step count and with restarts, and the gradient-free "
+        "Square attack). Drop = worst case minus paper protocol. Transfer (Type I): PGD crafted on the independent "
+        "baseline-trained surrogate ensemble (config `surrogates.oblivious`) of the same dataset and K. Bold: the "
+        "highest worst case among the methods at each dataset, K and eps (the honest ranking; the other columns "
+        "can reward gradient masking, so they are not ranked).",
+        param_legend([PROTOCOL_ATTACK[norm]])]
     main.notes = []
     grids = [main]
-    for ours, theirs in stand_ins(acc, reference).items():
+    for ours, theirs in (stand_ins(acc, reference) if norm == "linf" else {}).items():
         notes.append(stand_in_note(ours, theirs, "Tables 2, 3, 5", attacks=True))
         extra = None if paper is None else paper_grid(paper, acc, ours, theirs, "table2", ["dataset", "K", "method"],
                                                       ["attack", "param"], 2)
@@ -191,12 +208,16 @@ def strong_document(df: pd.DataFrame, reference: dict[str, str], paper: pd.DataF
             grids.append(extra)
     ensembles = list(dict.fromkeys(zip(acc["dataset"], acc["K"], acc["method"])))
     keys = [k for k in ("dataset", "K") if k not in settings(acc, ["dataset", "K"])] + ["method"]
-    diagnostics, warnings = _diagnostics_grid(diag, ensembles, keys)
+    diagnostics, warnings = _diagnostics_grid(diag, ensembles, keys, norm)
     diagnostics.notes = [
         "(a) PGD at a large eps leaves at most the allowed accuracy; (b) PGD at an unbounded eps breaks every "
         "image; (c) the transfer attack never beats the white-box worst case; (d) PGD with more steps never "
-        f"leaves more images correct ({chain}; (c) and (d) allow `noise_images` images of noise). Bold WARN: a "
-        "failed diagnostic. Details of every warning in the CSV (`detail`) and below.",
+        f"leaves more images correct ({chain}); (e) the gradient-free Square attack never leaves fewer images "
+        "correct than every gradient-based attack together ((c), (d) and (e) allow `noise_images` images of "
+        "noise); (f) no correctly classified image has an exactly zero input gradient and (g) two forward passes "
+        "give the same output (AutoAttack's flags: a zero gradient stalls every gradient attack, a randomised "
+        "output needs EOT). Bold WARN: a failed diagnostic. Details of every warning in the CSV (`detail`) and "
+        "below.",
         "\n\n".join(warnings) or "All diagnostics pass for every ensemble: no sign of gradient masking at this "
                                  "attack strength."]
     grids.append(diagnostics)
@@ -213,20 +234,28 @@ def paper_protocol(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
-                       out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None) -> pd.DataFrame:
-    """`table_strong_evaluation` from strong-evaluation records (`pdd strong`); the paper-protocol column is their
-    PGD-10 on the same images, so Drop compares like with like."""
+                       out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None,
+                       norm: str = "linf") -> pd.DataFrame:
+    """`table_strong_evaluation` (norm 'linf') or its L2 twin from strong-evaluation records (`pdd strong`); the
+    paper-protocol column is their PGD-10 on the same images, so Drop compares like with like. The paper reports
+    PGD at L-inf budgets only, so the L2 twin shows no paper values."""
     strong = results[results["attack"] != "pgd"]
+    paper = _paper_pgd(paper_csv)
+    if norm != "linf":
+        paper, reference = paper.iloc[:0], {}
     both = pd.concat([strong, paper_protocol(strong)], ignore_index=True)
-    df = attach_paper(add_uncertainty(aggregate_strong(both), both), _paper_pgd(paper_csv), reference)
+    df = attach_paper(add_uncertainty(aggregate_strong(both), both), paper, reference)
     df["status"] = [_status(v) if m == "passed" else "" for v, m in zip(df["value"], df["metric"])]
-    notes, grids = strong_document(df, reference, _paper_pgd(paper_csv))
-    df.insert(0, "table", STRONG_TABLE)
-    write_table(out_csv, out_md, out_tex, df, STRONG_TABLE, OUTPUTS[STRONG_TABLE].title, notes, grids)
+    notes, grids = strong_document(df, reference, paper if norm == "linf" else None, norm)
+    name = STRONG_TABLES[norm]
+    df.insert(0, "table", name)
+    write_table(out_csv, out_md, out_tex, df, name, OUTPUTS[name].title, notes, grids)
     return df
 
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """Registry builder: `pdd strong` result JSONs -> `<out>.csv`, `<out>.md` and `<out>.tex`."""
+    """Registry builder of both norms' tables (the norm from the output's name): `pdd strong` result JSONs ->
+    `<out>.csv`, `<out>.md` and `<out>.tex`."""
+    norm = "l2" if spec.get("name") == STRONG_TABLES["l2"] else "linf"
     build_strong_table(read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md",
-                       f"{out}.tex")
+                       f"{out}.tex", norm)

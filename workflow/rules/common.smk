@@ -28,7 +28,7 @@ CODE = {
     "train": fingerprint("pdd.training", "pdd.devices", "pdd.evaluation.cost_meter"),
     "attack": fingerprint("pdd.evaluation.attacks", *JOB),
     "diversity": fingerprint("pdd.evaluation.diversity", "pdd.evaluation.attacks", *JOB),
-    "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.attacks", *JOB),
+    "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.mora", "pdd.evaluation.attacks", *JOB),
     "time_steps": fingerprint("pdd.step_timing", "pdd.evaluation.attacks", *JOB),
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
 }
@@ -107,8 +107,9 @@ def get_member_transfer_args(w):
 
 
 def get_strong_args(w):
-    """Flags of the strong evaluation of one dataset's ensembles."""
-    return plan.strong_args(config, w.dataset)
+    """Flags of the strong evaluation of one dataset's ensembles, at L-inf (folder 'strong') or its L2 twin
+    ('strong_l2')."""
+    return plan.strong_args(config, w.dataset, paths.STRONG_NORMS[w.strong])
 
 
 def get_diversity_args(w):

@@ -87,11 +87,13 @@ rule strong:
         model=get_model_input,
         surrogate=lambda w: get_surrogate("blackbox_oblivious", w.dataset, w.K, w.method, w.seed),
     output:
-        f"{EVAL_DIR}/strong/evaluation.json",
+        f"{EVAL_DIR}/{{strong}}/evaluation.json",
     log:
-        f"{LOGS}/strong/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
+        f"{LOGS}/{{strong}}/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}.log",
     benchmark:
-        paths.benchmark("strong", f"{EVAL_DIR}/strong/evaluation.json")
+        paths.benchmark("strong", f"{EVAL_DIR}/{{strong}}/evaluation.json")
+    wildcard_constraints:
+        strong="strong|strong_l2",
     conda:
         "../../envs/pdd.yaml"
     threads: RUNTIME["threads"]
