@@ -134,6 +134,13 @@ def get_train_params(w):
     return flags + (" --augment" if recipe["augment"] else " --no-augment")
 
 
+def get_train_throughput(w):
+    """`pdd train`'s throughput flags (config training.channels_last, training.fuse_members): how a step is
+    computed, not what it computes."""
+    t = config["training"]
+    return " ".join(f"--{key.replace('_', '-')}" for key in ("channels_last", "fuse_members") if t.get(key, False))
+
+
 def get_train_start(w):
     """The trained ensemble a method starts from (DVERGE: the baseline of the same dataset, K, arch, seed)."""
     start = get_method(registry.variant(w.method)[0]).starts_from

@@ -20,13 +20,14 @@ rule train:
         mem_mb=16000,
     params:
         args=get_train_params,
+        throughput=get_train_throughput,
         data_root=config["data_root"],
         device=config["device"],
         workers=config["training"]["workers"],
         code=CODE["train"],
     shell:
         "pdd train --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
-        " --seed {wildcards.seed} {params.args}"
+        " --seed {wildcards.seed} {params.args} {params.throughput}"
         " --data-root {params.data_root} --device {params.device} --threads {threads} --workers {params.workers}"
         " --out {output.model} --log {output.log} --cost {output.cost} > {log} 2>&1"
 
