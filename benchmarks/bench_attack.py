@@ -13,6 +13,8 @@ it stops after about `--jsma-iterations` iterations (the paper's gamma runs hund
 images/s for the whole attack and image-iterations/s (images x iterations / s; JSMA's iterations are
 counted), plus the ensemble backward passes per image and iteration (CostMeter's backward images).
 The first call of each configuration (ART set-up) is excluded; the median of `--reps` calls is reported.
+That first call runs under `pdd.evaluation.flops.FlopCounter`: its FLOPs over the median time are the achieved
+GFLOP/s, also as a fraction of the machine's measured peak (a fp32 matmul timed in the same run).
 On a machine shared with other jobs, --threads 1 avoids torch's thread hand-offs stalling behind them.
 """
 
@@ -31,6 +33,7 @@ import pdd.evaluation.attacks
 from pdd.devices import configure_backends
 from pdd.evaluation.attacks import AttackSettings, art_classifier, generate, select_images
 from pdd.evaluation.cost_meter import CostMeter
+from pdd.evaluation.flops import count_flops, measured_peak
 from pdd.models import Ensemble, EnsembleSpec
 
 SHAPES = {10: (1, 28, 28), 100: (3, 32, 32), 200: (3, 64, 64)}
@@ -89,11 +92,13 @@ def run_once(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, par
 def measure(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
             settings: AttackSettings, device: torch.device, reps: int, names: list[str]) -> dict[str, dict]:
     """Per classifier name: median seconds of `reps` runs, the classifiers interleaved run by run (so that a
-    change in the machine's load hits both alike), after a warm-up on two images; passes of the last run."""
+    change in the machine's load hits both alike), after an untimed first run whose FLOPs are counted; passes
+    of the last run."""
     runs: dict[str, list] = {name: [] for name in names}
+    flops = {}
     for name in names:
         with classifier(name):
-            generate(model, x[:2], y[:2], attack, param, settings, device)
+            flops[name] = count_flops(lambda: generate(model, x, y, attack, param, settings, device))
     for _ in range(reps):
         for name in names:
             with classifier(name):
@@ -104,7 +109,7 @@ def measure(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, para
         cost, gradient_images = done[-1]
         iters = iterations(attack, settings, gradient_images, n)
         results[name] = {"seconds": seconds, "images_per_s": n / seconds, "iterations": iters,
-                         "image_iterations_per_s": n * iters / seconds,
+                         "image_iterations_per_s": n * iters / seconds, "flops_per_s": flops[name] / seconds,
                          "backward_per_image_iteration": cost["backward_images"] / (n * iters)}
     return results
 
@@ -112,11 +117,12 @@ def measure(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, para
 def grid(args: argparse.Namespace, device: torch.device) -> None:
     """The attacks x class counts table of stock ART's classifier, pdd's, or both (--compare)."""
     names = ["stock", "pdd"] if args.compare else ["stock" if args.stock else "pdd"]
+    peak = measured_peak(device, torch.float32)
     print(f"classifier: {' vs '.join(names)} (stock: ART's PyTorchClassifier; pdd: one backward pass per class "
           f"gradient); K = 3 ResNet-18 width {args.width}, {args.images} images in one batch, {device}, "
           f"{args.threads} threads, median of {args.reps}; C&W {args.cw_iterations} iterations, "
-          f"JSMA gamma for ~{args.jsma_iterations}")
-    columns = ["s", "images/s", "image-iterations/s", "backward/(image*iter)"]
+          f"JSMA gamma for ~{args.jsma_iterations}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    columns = ["s", "images/s", "image-iterations/s", "backward/(image*iter)", "GFLOP/s", "of peak"]
     header = ["classes", "input", "attack", "iterations"] + [f"{c} {n}" if args.compare else c
                                                             for c in columns for n in names]
     if args.compare:
@@ -139,6 +145,8 @@ def grid(args: argparse.Namespace, device: torch.device) -> None:
             for key, fmt in [("seconds", ".2f"), ("images_per_s", ".2f"), ("image_iterations_per_s", ".1f"),
                              ("backward_per_image_iteration", ".2f")]:
                 cells += [format(r[n][key], fmt) for n in names]
+            cells += [f"{r[n]['flops_per_s'] / 1e9:.1f}" for n in names]
+            cells += [f"{r[n]['flops_per_s'] / peak:.2f}" for n in names]
             if args.compare:
                 cells.append(f"{r['stock']['seconds'] / r['pdd']['seconds']:.2f}x")
             print("| " + " | ".join(cells) + " |", flush=True)
@@ -154,8 +162,11 @@ def demo(args: argparse.Namespace, device: torch.device) -> None:
     x, y = x.repeat(reps, 1, 1, 1)[: args.images], y.repeat(reps)[: args.images]
     name = "stock" if args.stock else "pdd"
     r = measure(model, x, y, "pgd", 0.1, AttackSettings(batch_size=args.batch_size), device, args.reps, [name])[name]
+    peak = measured_peak(device, torch.float32)
     print(f"PGD-10 (ART, L-inf, 1 random start), demo ensemble, {args.images} images, batch {args.batch_size}, "
-          f"{device}, {args.threads} threads: {r['seconds']:.2f} s, {r['images_per_s']:.0f} images/s")
+          f"{device}, {args.threads} threads: {r['seconds']:.2f} s, {r['images_per_s']:.0f} images/s, "
+          f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s = {r['flops_per_s'] / peak:.3f} of the measured fp32 matmul peak "
+          f"({peak / 1e9:.1f} GFLOP/s)")
 
 
 def main() -> None:

@@ -9,7 +9,15 @@ official recipe's lr / momentum / weight decay; DVERGE one optimiser per member)
 `pdd.step_timing.time_methods` as the workflow's timing table: all methods train their own copy of the
 SAME initial ensemble on the SAME batch, alternated round-robin after warm-up so that drifts of the
 machine hit all alike; each round is an "epoch" for the methods' per-epoch state (untimed: DVERGE draws
-a new distillation layer, whose depth sets its cost). Reported: median s/step and the ratio to baseline.
+a new distillation layer, whose depth sets its cost). Reported: median s/step, the ratio to baseline, and
+the achieved FLOP/s: the step's FLOPs (`pdd.evaluation.flops`, counted on the same code; DVERGE's the mean
+over its distillation layers) over its median time, also as a fraction of the machine's measured peak (a
+2048^3 fp32 matmul timed in the same run, `pdd.evaluation.flops.measured_peak`).
+
+    python benchmarks/bench_step.py --threads 2 --throughput --methods baseline pdd_deg   # the training options
+
+--throughput times every method three ways, interleaved round by round: the default, `--channels-last`
+weights, and `--fuse-members` (the K members' forward as one vmap computation), on copies of the same ensemble.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import time
 import torch
 
 from pdd.dropout import keep_probabilities
-from pdd.methods import LossSettings
-from pdd.models import EnsembleSpec
+from pdd.evaluation.flops import measured_peak, train_step_flops
+from pdd.methods import LossSettings, get_method
+from pdd.models import Ensemble, EnsembleSpec
 from pdd.step_timing import sync, time_methods
 
 METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
@@ -41,6 +50,41 @@ def time_preset(width, channels, size, classes, members, batch, device, warmup, 
     y = torch.randint(0, classes, (batch,), generator=gen).to(device)
     spec = EnsembleSpec("resnet18", members, classes, channels, width=width)
     return time_methods(list(names), spec, PDD, LossSettings(), x, y, warmup, reps, seed=seed)
+
+
+OPTIONS = {"default": {}, "channels-last": {"channels_last": True}, "fuse-members": {"fuse_members": True}}
+
+
+def time_options(names, spec, x, y, warmup, reps, seed=0) -> dict[tuple[str, str], float]:
+    """Median s/step of every (option, method) of OPTIONS x `names`, all from the same initial ensemble and
+    batch, alternated round-robin (as `time_methods` alternates methods) so drifts of the machine hit all alike."""
+    device = x.device
+    torch.manual_seed(seed)
+    initial = Ensemble(spec).state_dict()
+    runs = {}
+    for option, flags in OPTIONS.items():
+        for name in names:
+            method = get_method(name, LossSettings())
+            model = Ensemble(EnsembleSpec(**{**spec.__dict__, "pdd": dict(PDD) if method.uses_pdd else {}}))
+            model.load_state_dict(initial)
+            model.to(device).train()
+            if flags.get("channels_last"):
+                model.to(memory_format=torch.channels_last)
+            model.fuse_members = flags.get("fuse_members", False)
+            optimizers = [torch.optim.SGD(g, lr=0.02, momentum=0.9, weight_decay=5e-4)
+                          for g in method.parameter_groups(model)]
+            runs[option, name] = (model, method, optimizers)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    for round_ in range(warmup + reps):
+        for key, (model, method, optimizers) in runs.items():
+            method.start_epoch(model, round_, warmup + reps, seed)
+            sync(device)
+            start = time.perf_counter()
+            method.step(model, optimizers, x, y)
+            sync(device)
+            if round_ >= warmup:
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def keep_probabilities_loop(features: torch.Tensor, k: int, m: int, alpha: float, beta: float) -> torch.Tensor:
@@ -104,15 +148,18 @@ def main() -> None:
     parser.add_argument("--skip-dropout", action="store_true", help="skip the keep_probabilities timing")
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES),
                         help="methods to time (baseline is always included: the ratios are to it)")
+    parser.add_argument("--throughput", action="store_true",
+                        help="time the training throughput options (channels-last, fused members) against the default")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
+    peak = measured_peak(device, torch.float32)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"reps {args.reps} (after {args.warmup} warm-up rounds), PDD M={PDD['num_intervals']} "
-          f"alpha={PDD['alpha']} beta={PDD['beta']}\n")
+          f"alpha={PDD['alpha']} beta={PDD['beta']}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s\n")
 
     for preset in presets:
         _, width, channels, size, classes, members, batch = PRESETS[preset]
@@ -126,12 +173,33 @@ def main() -> None:
                  f"batch {batch}, K={members}")
         start = time.perf_counter()
         names = ("baseline", *[n for n in args.methods if n != "baseline"])
+        spec = EnsembleSpec("resnet18", members, classes, channels, width=width)
+        step_flops = {name: train_step_flops(name, spec, size) * batch for name in names}
+        if args.throughput:
+            gen = torch.Generator().manual_seed(1)
+            x = torch.rand(batch, channels, size, size, generator=gen).to(device)
+            y = torch.randint(0, classes, (batch,), generator=gen).to(device)
+            med = time_options(names, spec, x, y, args.warmup, args.reps)
+            print(f"### {title}, throughput options  ({time.perf_counter() - start:.0f} s)\n")
+            print("| method | " + " | ".join(f"{o} s/step" for o in OPTIONS) + " | "
+                  + " | ".join(f"{o} speed-up" for o in list(OPTIONS)[1:]) + " | " + " | ".join(
+                      f"{o} GFLOP/s" for o in OPTIONS) + " |")
+            print("|---|" + "---:|" * (3 * len(OPTIONS) - 1))
+            for name in names:
+                secs = [med[o, name] for o in OPTIONS]
+                cells = [f"{t:.4f}" for t in secs] + [f"{secs[0] / t:.2f}x" for t in secs[1:]]
+                cells += [f"{step_flops[name] / t / 1e9:.1f}" for t in secs]
+                print(f"| {name} | " + " | ".join(cells) + " |")
+            print()
+            continue
         med = time_preset(width, channels, size, classes, members, batch, device, args.warmup, args.reps, names)
         print(f"### {title}  ({time.perf_counter() - start:.0f} s)\n")
-        print("| method | median s/step | ratio to baseline |")
-        print("|---|---:|---:|")
+        print("| method | median s/step | ratio to baseline | GFLOP/step | GFLOP/s | fraction of peak |")
+        print("|---|---:|---:|---:|---:|---:|")
         for name in names:
-            print(f"| {name} | {med[name]:.4f} | {med[name] / med['baseline']:.2f} |")
+            rate = step_flops[name] / med[name]
+            print(f"| {name} | {med[name]:.4f} | {med[name] / med['baseline']:.2f} | {step_flops[name] / 1e9:.2f} "
+                  f"| {rate / 1e9:.1f} | {rate / peak:.2f} |")
         print()
 
     if not args.skip_dropout:

@@ -16,9 +16,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from torchvision import datasets
-from torchvision.datasets.utils import download_and_extract_archive, extract_archive
-from torchvision.transforms.functional import pil_to_tensor
 
 from pdd.io import atomic_path
 
@@ -38,14 +35,16 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(10, 1, 8, "bundled with scikit-learn (sklearn.datasets.load_digits)"),
-    "fashion_mnist": DatasetInfo(10, 1, 28, datasets.FashionMNIST.mirrors[0]),
-    "cifar10": DatasetInfo(10, 3, 32, datasets.CIFAR10.url),
-    "cifar100": DatasetInfo(100, 3, 32, datasets.CIFAR100.url),
+    # torchvision's FashionMNIST.mirrors[0], CIFAR10.url, CIFAR100.url (tests/test_data.py checks they agree):
+    # written out so that `import pdd.data` does not import torchvision (2 s, most of it torch._dynamo).
+    "fashion_mnist": DatasetInfo(10, 1, 28, "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+    "cifar10": DatasetInfo(10, 3, 32, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": DatasetInfo(100, 3, 32, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
     "tiny_imagenet": DatasetInfo(200, 3, 64, TINY_IMAGENET_URL),
 }
 SPLITS = ("train", "test")
 DIGITS_TEST_SIZE = 360  # 20% of the 1797 digits, stratified
-CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}  # torchvision class per name
+CIFAR = ("cifar10", "cifar100")  # the datasets read by torchvision's CIFAR classes (`cifar_class`)
 
 # Fashion-MNIST's four IDX files (decompressed names, as torchvision's FashionMNIST reads them).
 FASHION_MNIST_FILES = (
@@ -133,11 +132,26 @@ class TinyImageNet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
+        from torchvision.transforms.functional import pil_to_tensor
 
         path, label = self.samples[i]
         with Image.open(path) as img:
             x = pil_to_tensor(img.convert("RGB")).float().div_(255)
         return x, label
+
+
+def _torchvision_datasets():
+    """torchvision.datasets, imported on first use: only the jobs that read Fashion-MNIST, CIFAR or
+    Tiny-ImageNet pay its import (about 2 s: torchvision.ops pulls in torch._dynamo)."""
+    from torchvision import datasets
+
+    return datasets
+
+
+def cifar_class(name: str) -> type:
+    """torchvision's dataset class of CIFAR dataset `name` ('cifar10' or 'cifar100')."""
+    datasets = _torchvision_datasets()
+    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
 
 
 def info(name: str) -> DatasetInfo:
@@ -187,21 +201,21 @@ def get_dataset(name: str, split: str, root: str | os.PathLike) -> Dataset:
         return _digits(split)
     if name == "fashion_mnist":
         try:
-            return _as_float(datasets.FashionMNIST(root, train=train, download=False))
+            return _as_float(_torchvision_datasets().FashionMNIST(root, train=train, download=False))
         except RuntimeError as err:
             raise _missing(name, root, _fashion_raw(root)) from err
     if name in CIFAR:
         try:
-            return _as_float(CIFAR[name](root, train=train, download=False))
+            return _as_float(cifar_class(name)(root, train=train, download=False))
         except RuntimeError as err:
-            raise _missing(name, root, root / CIFAR[name].base_folder) from err
+            raise _missing(name, root, root / cifar_class(name).base_folder) from err
     base = root / "tiny-imagenet-200"
     if not (base / "wnids.txt").exists():
         raise _missing(name, root, base)
     return TinyImageNet(root, split)
 
 
-def _as_float(ds: datasets.VisionDataset) -> TensorImages:
+def _as_float(ds: Dataset) -> TensorImages:
     """Convert torchvision's uint8 arrays (MNIST-style tensor or CIFAR numpy HWC) to a TensorImages."""
     data = torch.as_tensor(ds.data)
     x = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
@@ -323,7 +337,8 @@ def _prepare_fashion(root: Path, download: bool) -> tuple[str, dict[str, str]]:
                 f"set {SYSTEM_DATA_ENV} to a directory holding the four .gz files, or download them from "
                 f"{info('fashion_mnist').source} into {raw}."
             )
-        datasets.FashionMNIST(root, train=True, download=True)  # torchvision: download, md5 check, extract
+        # torchvision: download, md5 check, extract
+        _torchvision_datasets().FashionMNIST(root, train=True, download=True)
         source = f"download {info('fashion_mnist').source}"
     if source is None:
         linked = _link_source(raw)
@@ -333,7 +348,7 @@ def _prepare_fashion(root: Path, download: bool) -> tuple[str, dict[str, str]]:
 
 def _prepare_cifar(name: str, root: Path, download: bool) -> tuple[str, dict[str, str]]:
     """CIFAR-10/100 through torchvision (download + md5 check); returns (source, verified md5s)."""
-    cls = CIFAR[name]
+    cls = cifar_class(name)
     try:
         cls(root, train=True, download=False)
         source = f"existing files {root / cls.base_folder}"
@@ -362,6 +377,8 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Prepar
             source = f"existing files {root / 'tiny-imagenet-200'}"
             if not (root / "tiny-imagenet-200" / "wnids.txt").exists():
                 archive = root / "tiny-imagenet-200.zip"
+                from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+
                 if archive.exists():
                     extract_archive(str(archive), str(root))
                     source = f"archive {archive}"

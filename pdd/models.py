@@ -113,11 +113,16 @@ class EnsembleSpec:
 
 class Ensemble(nn.Module):
     """K members with their own linear heads; `feature_dropout` acts on the concatenated
-    penultimate features [B, K*C] (PDD) before the heads."""
+    penultimate features [B, K*C] (PDD) before the heads.
+
+    `fuse_members` (a throughput option, off by default, not part of the checkpoint): run the K members'
+    forward as one batched computation (`fused_features`) instead of K in turn; same result to float rounding.
+    """
 
     def __init__(self, spec: EnsembleSpec):
         super().__init__()
         self.spec = spec
+        self.fuse_members = False
         self.members = nn.ModuleList(
             build_features(spec.arch, spec.width, spec.in_channels) for _ in range(spec.num_members)
         )
@@ -136,7 +141,37 @@ class Ensemble(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features [K, B, C]; `x` is [B, ...] (shared) or [K, B, ...] (one input per member)."""
         per_member = x.dim() == 5
+        if self.fuse_members:
+            return self.fused_features(x)
         return torch.stack([m(x[k] if per_member else x) for k, m in enumerate(self.members)])
+
+    def fused_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`features` with the K members' forward fused into batched kernels: torch.func.vmap over the members'
+        stacked parameters and buffers (a convolution with K stacked weights runs as one grouped convolution).
+
+        The stacks are built by torch.stack on every call, so gradients flow back to each member's own
+        parameters; in train mode BatchNorm updates the stacked running statistics per member (vmap keeps
+        them apart) and they are copied back into each member afterwards. Forward hooks of members[0] (whose
+        structure is called) fire once per call; those of the other members do not.
+        """
+        from torch.func import functional_call, vmap
+
+        members = list(self.members)
+        params = {name: torch.stack([dict(m.named_parameters())[name] for m in members])
+                  for name, _ in members[0].named_parameters()}
+        buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in members])
+                   for name, _ in members[0].named_buffers()}
+
+        def member(p: dict, b: dict, xk: torch.Tensor) -> torch.Tensor:
+            return functional_call(members[0], (p, b), (xk,))
+
+        out = vmap(member, in_dims=(0, 0, 0 if x.dim() == 5 else None), randomness="error")(params, buffers, x)
+        if self.training:
+            with torch.no_grad():
+                for k, m in enumerate(members):
+                    for name, buffer in m.named_buffers():
+                        buffer.copy_(buffers[name][k])
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member logits [K, B, L]."""

@@ -34,11 +34,12 @@ def sync(device: torch.device) -> None:
 def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: LossSettings, x: torch.Tensor,
                  y: torch.Tensor, warmup: int, reps: int, lr: float = TrainConfig.lr,
                  momentum: float = TrainConfig.momentum, weight_decay: float = TrainConfig.weight_decay,
-                 seed: int = 0) -> dict[str, float]:
+                 seed: int = 0, channels_last: bool = False, fuse_members: bool = False) -> dict[str, float]:
     """Median seconds per step (zero_grad, the method's loss and backward, SGD step) of every method, each on
     its own copy of the same initial ensemble and the same batch; methods alternate round-robin so drifts of
     the machine hit all alike; each round is an epoch for the methods' per-epoch state. `pdd` holds PDD's
-    {num_intervals, alpha, beta} for the methods that use it."""
+    {num_intervals, alpha, beta} for the methods that use it; `channels_last` and `fuse_members` are
+    `TrainConfig`'s throughput options."""
     device = x.device
     torch.manual_seed(seed)
     initial = Ensemble(spec).state_dict()
@@ -48,6 +49,9 @@ def time_methods(methods: list[str], spec: EnsembleSpec, pdd: dict, settings: Lo
         model = Ensemble(EnsembleSpec(**{**spec.__dict__, "pdd": dict(pdd) if method.uses_pdd else {}}))
         model.load_state_dict(copy.deepcopy(initial))
         model.to(device).train()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        model.fuse_members = fuse_members
         optimizers = [torch.optim.SGD(group, lr=lr, momentum=momentum, weight_decay=weight_decay)
                       for group in method.parameter_groups(model)]
         runs[name] = (model, method, optimizers)

@@ -25,6 +25,7 @@ from pdd.methods import LossSettings, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 from pdd.validation import check_fields
 
+THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
               "seconds", "eval_seconds")
 
@@ -55,6 +56,12 @@ class TrainConfig:
     pdd_beta: float = 0.1
     loss_settings: LossSettings = field(default_factory=LossSettings)
     init_from: str | None = None  # trained ensemble the method starts from (DVERGE: the baseline)
+    # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
+    # state saved with other values still resumes (THROUGHPUT_FIELDS).
+    channels_last: bool = field(default=False, metadata={
+        "help": "Throughput: keep weights (and so activations) in channels-last memory format (same results)."})
+    fuse_members: bool = field(default=False, metadata={
+        "help": "Throughput: run the K members' forward as one batched (vmap) computation (same results)."})
 
     def __post_init__(self) -> None:
         check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
@@ -89,6 +96,15 @@ def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.devi
         raise ValueError(f"init_from {cfg.init_from}: not a matching trained ensemble: "
                          f"{', '.join(wrong) or f'spec {source.spec} (need {cfg.spec()})'}")
     return source.state_dict()
+
+
+def same_training(saved: dict | None, cfg_dict: dict) -> bool:
+    """Whether a saved training state's config trains the same ensemble as `cfg_dict` (throughput options
+    aside, and absent from states saved before they existed)."""
+    if not isinstance(saved, dict):
+        return False
+    return ({k: v for k, v in saved.items() if k not in THROUGHPUT_FIELDS}
+            == {k: v for k, v in cfg_dict.items() if k not in THROUGHPUT_FIELDS})
 
 
 def seed_everything(seed: int) -> None:
@@ -155,6 +171,9 @@ def _fresh(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> tu
     """The seeded initial ensemble, its SGD optimisers (one per parameter group) and cosine schedules."""
     seed_everything(cfg.seed)
     model = Ensemble(cfg.spec()).to(device)
+    if cfg.channels_last:  # the weights; convolutions then return channels-last activations
+        model = model.to(memory_format=torch.channels_last)  # (images stay as loaded: random starts draw alike)
+    model.fuse_members = cfg.fuse_members
     optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                   for group in method.parameter_groups(model)]  # one per member for DVERGE
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)

@@ -437,8 +437,24 @@ def cifar10_root(tmp_path, monkeypatch):
 
 def test_cifar10_is_registered_like_cifar100():
     assert DATASETS["cifar10"] == data.DatasetInfo(10, 3, 32, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
-    assert data.CIFAR["cifar10"] is torchvision.datasets.CIFAR10
+    assert data.cifar_class("cifar10") is torchvision.datasets.CIFAR10
     assert [f for f, _ in torchvision.datasets.CIFAR10.train_list] == [f for f in CIFAR10_BATCHES if f != "test_batch"]
+
+
+def test_sources_written_out_are_torchvisions():
+    # pdd.data spells the URLs out so that importing it does not import torchvision; they must stay torchvision's.
+    tv = torchvision.datasets
+    assert DATASETS["fashion_mnist"].source == tv.FashionMNIST.mirrors[0]
+    assert DATASETS["cifar10"].source == tv.CIFAR10.url and DATASETS["cifar100"].source == tv.CIFAR100.url
+    assert data.cifar_class("cifar100") is tv.CIFAR100
+
+
+def test_importing_pdd_data_leaves_torchvision_unloaded():
+    import subprocess
+    import sys
+
+    code = "import sys, pdd.data, pdd.models, pdd.training; print('torchvision' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_cifar10_pickles_have_the_official_bytes_keys(tmp_path):

@@ -22,7 +22,7 @@ from pdd.plan.outputs import THREATS, intervals_for, requested, suite_attacks, v
 from pdd.plan.outputs import methods as output_methods
 from pdd.plan.paths import model_path
 from pdd.step_timing import TimingSettings
-from pdd.training import TrainConfig
+from pdd.training import THROUGHPUT_FIELDS, TrainConfig
 
 Path = tuple[str, ...]
 
@@ -31,6 +31,7 @@ TRAINING_KEYS: dict[str, Path] = {
     "batch_size": ("training", "batch_size"), "lr": ("training", "lr"), "momentum": ("training", "momentum"),
     "weight_decay": ("training", "weight_decay"), "lr_min": ("training", "lr_min"),
     "pdd_alpha": ("pdd", "alpha"), "pdd_beta": ("pdd", "beta"),
+    "channels_last": ("training", "channels_last"), "fuse_members": ("training", "fuse_members"),
 }
 ATTACK_KEYS: dict[str, Path] = {
     "steps": ("evaluation", "steps"), "jsma_theta": ("evaluation", "jsma_theta"),
@@ -234,6 +235,7 @@ def train_args(config: Mapping, dataset: str, k: int, method: str, seed: int, ar
     cfg = train_config(config, dataset, k, method, seed, arch)
     m = get_method(cfg.method)
     skip = ("loss_settings",) + (() if m.uses_pdd else ("pdd_intervals", "pdd_alpha", "pdd_beta"))
+    skip += tuple(f for f in THROUGHPUT_FIELDS if not getattr(cfg, f))  # off: the command stays as it was
     return quoted(as_args(cfg, skip=skip) + as_args(cfg.loss_settings, only=m.settings_used))
 
 

@@ -178,7 +178,7 @@ class Bench:
         generator = torch.Generator().manual_seed(self.seed + 1)
         x = torch.rand(n, info.in_channels, info.image_size, info.image_size, generator=generator)
         y = torch.randint(info.num_classes, (n,), generator=generator)
-        return x, (predict(model, x, CPU) if model is not None else y)
+        return x, (predict(model, x, CPU).clone() if model is not None else y)  # clone: not an inference tensor
 
     def cached(self, key: tuple, compute: Callable[[], object]):
         if key not in self.cache:

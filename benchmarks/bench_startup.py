@@ -1,0 +1,95 @@
+"""Fixed cost per job: import time of each job's entry path, `pdd --help`, and tiny jobs; by hand.
+
+    python benchmarks/bench_startup.py                       # this checkout, median of 5 fresh interpreters
+    python benchmarks/bench_startup.py --before /tmp/before  # and another checkout of pdd, interleaved run by run
+
+Every figure is the wall time of a fresh `python` process (what Snakemake pays per job), median of `--reps`;
+`--before DIR` runs the same commands with PYTHONPATH=DIR (e.g. `git archive <commit> | tar -x -C DIR`),
+alternating the two checkouts run by run so that the machine's load hits both alike. The tiny jobs: `pdd
+train` of a K = 2, width-2 baseline on the digits for one epoch, and `pdd attack` FGSM on 20 test images of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# What each job imports on its way to work: the CLI, then the modules its command imports when it runs.
+ENTRY_IMPORTS = {
+    "import torch (floor)": "import torch",
+    "import pdd.cli": "import pdd.cli",
+    "train job imports": "import pdd.cli, pdd.training, pdd.devices, pdd.evaluation.cost_meter",
+    "attack job imports": "import pdd.cli, pdd.evaluation.attacks, pdd.evaluation.records, "
+                          "art.attacks.evasion, art.estimators.classification",
+    "diversity job imports": "import pdd.cli, pdd.evaluation.diversity, pdd.evaluation.external, "
+                             "pdd.evaluation.records",
+}
+
+
+def commands(work: Path) -> dict[str, list[str]]:
+    """The measured commands (fresh interpreters)."""
+    py = sys.executable
+    model = work / "m.pt"
+    out = {name: [py, "-c", code] for name, code in ENTRY_IMPORTS.items()}
+    out["pdd --help"] = [py, "-m", "pdd.cli", "--help"]
+    out["tiny train job"] = [py, "-m", "pdd.cli", "train", "--dataset", "digits", "--method", "baseline",
+                             "--members", "2", "--width", "2", "--epochs", "1", "--device", "cpu", "--threads", "1",
+                             "--out", str(model), "--log", str(work / "log.csv")]
+    out["tiny attack job"] = [py, "-m", "pdd.cli", "attack", "--model", str(model), "--attack", "fgsm", "--param",
+                              "0.1", "--num-images", "20", "--device", "cpu", "--threads", "1",
+                              "--out", str(work / "attack.json")]
+    return out
+
+
+def run(cmd: list[str], pythonpath: Path, cwd: Path) -> float:
+    """Wall seconds of one fresh process running `cmd` with pdd imported from `pythonpath`."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="another checkout (its repository root) to compare with")
+    args = parser.parse_args()
+    trees = {"this checkout": REPO} | ({"before": args.before.resolve()} if args.before else {})
+    with tempfile.TemporaryDirectory() as tmp:
+        works = {name: Path(tmp) / name.replace(" ", "_") for name in trees}
+        for work in works.values():
+            work.mkdir()
+        cmds = {name: commands(works[name]) for name in trees}
+        for name, root in trees.items():  # the tiny attack needs the tiny train job's model: run it once first
+            run(cmds[name]["tiny train job"], root, works[name])
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.reps):
+            for label in cmds["this checkout"]:
+                for name, root in trees.items():
+                    times.setdefault((label, name), []).append(run(cmds[name][label], root, works[name]))
+    names = list(trees)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, median wall seconds of {args.reps} fresh "
+          f"processes{', checkouts interleaved' if args.before else ''}\n")
+    saved = " | saved (s) |" if args.before else " |"
+    print("| command | " + " | ".join(f"{n} (s)" for n in reversed(names)) + saved)
+    print("|---|" + "---:|" * (len(names) + (1 if args.before else 0)))
+    for label in cmds["this checkout"]:
+        med = {n: statistics.median(times[label, n]) for n in names}
+        cells = [f"{med[n]:.2f}" for n in reversed(names)]
+        if args.before:
+            cells.append(f"{med['before'] - med['this checkout']:.2f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
