@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/model_cards.smk"
 
 
 localrules:
@@ -36,3 +37,4 @@ rule all:
     input:
         rules.all_tables.input,
         rules.all_figures.input,
+        rules.all_model_cards.input,
