@@ -37,9 +37,3 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
-
-
-@pytest.fixture
-def tiny_workdir(tmp_path: Path) -> Path:
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
-    return tmp_path
