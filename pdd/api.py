@@ -166,9 +166,9 @@ def benchmark(model: nn.Module | Sequence[nn.Module], n_examples: int = 10000,
     if to_disk:
         from pathlib import Path
 
-        from pdd.io import write_json
+        from pdd.reports.model_cards import write_card_json
 
-        write_json(Path(cards_dir) / info["dataset"] / threat_model / f"{model_name}.json", info)
+        write_card_json(Path(cards_dir) / info["dataset"] / threat_model / f"{model_name}.json", info)
     clean = next(r for r in records if r["threat"] == "whitebox" and r["attack"] == "none")
     worst = next(r for r in records if r["attack"] == "worst_case")
     return clean["n_clean_correct"] / clean["n_images"], worst["n_robust"] / worst["n_images"]

@@ -54,7 +54,7 @@ def test_benchmark_returns_the_strong_evaluations_fractions(capsys, tmp_path: Pa
     info = json.loads((tmp_path / "digits" / "Linf" / "ncm.json").read_text())
     assert float(info["clean_acc"]) == pytest.approx(100 * clean, abs=0.005)
     assert float(info["external"]) == pytest.approx(100 * robust, abs=0.005)
-    assert info["number_forward_passes"] == 1 and info["eps"] == "0.1"
+    assert info["number_forward_passes"] == 1 and info["eps"] == "0.1" and list(info)[0] == "link"
 
 
 def test_benchmark_prints_the_masking_warnings(capsys) -> None:
@@ -135,6 +135,7 @@ def test_write_card_reads_a_strong_evaluation_file(tmp_path: Path) -> None:
     path.write_text(json.dumps(_records()))
     write_card(path, 0.1, "Linf", tmp_path / "card.json", width=4)
     assert json.loads((tmp_path / "card.json").read_text()) == card(_records(), 0.1, width=4, source=str(path))
+    assert list(json.loads((tmp_path / "card.json").read_text()))[:len(ROBUSTBENCH_FIELDS)] == list(ROBUSTBENCH_FIELDS)
 
 
 def test_workflow_plans_one_card_per_strongly_evaluated_ensemble_and_eps() -> None:

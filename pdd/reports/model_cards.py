@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pdd.io import write_json
+from pdd.io import write_text
 
 # The norm a strong-evaluation record names (field `norm`; records without one are L-inf) -> RobustBench's
 # threat-model name, which is also the card's folder.
@@ -111,5 +111,10 @@ def read_records(paths: Iterable[str | Path]) -> list[dict]:
 def write_card(evaluation: str | Path, eps: float, threat: str, out: str | Path, width: int | None = None) -> dict:
     """Write the card of the strong evaluation in `evaluation` (one ensemble's JSON) at `eps` to `out`."""
     info = card(read_records([evaluation]), eps, threat, width=width, source=str(evaluation))
-    write_json(out, info)
+    write_card_json(out, info)
     return info
+
+
+def write_card_json(out: str | Path, info: Mapping) -> None:
+    """Write a card atomically, fields in RobustBench's order (their files are not sorted)."""
+    write_text(out, json.dumps(info, indent=2) + "\n")
