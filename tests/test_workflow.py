@@ -147,9 +147,9 @@ def _check_report(workdir: Path) -> None:
         names = archive.namelist()
         html = "".join(archive.read(n).decode("utf-8", "replace") for n in names if n.endswith((".html", ".js")))
     for path in (workdir / "results" / "tables").glob("*.md"):
-        assert any(n.endswith(f"results/tables/{path.name}") for n in names), path.name
+        assert any(n.endswith(f"/{path.name}") for n in names), path.name
     for path in (workdir / "results" / "figures").glob("*.png"):
-        assert any(n.endswith(f"results/figures/{path.name}") for n in names), path.name
+        assert any(n.endswith(f"/{path.name}") for n in names), path.name
     for name in requested(yaml.safe_load((workdir / "config" / "config.yaml").read_text())):
         # Rendered from the caption templates (job params are listed in the report too, but not as <strong>/<p>).
         title, caption = (escape(text, quote=False) for text in (OUTPUTS[name].title, OUTPUTS[name].caption[:40]))
