@@ -22,11 +22,15 @@ if _schema_problems:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/model_cards.smk"
 
 
 localrules:
@@ -43,3 +47,4 @@ rule all:
     input:
         rules.all_tables.input,
         rules.all_figures.input,
+        rules.all_model_cards.input,

@@ -11,6 +11,12 @@ Example (a list of member modules, combined by mean softmax; images in [0, 1])::
     for r in records:
         print(r["threat"], r["attack"], r["param"], r["value"])
 
+RobustBench's entry point, with this project's strong worst case as the robust accuracy (fractions)::
+
+    from pdd.api import benchmark
+
+    clean, robust = benchmark(members, dataset="digits", threat_model="Linf", eps=0.1, n_examples=200)
+
 The records are those `pdd attack` and `pdd strong` write (the tables read them): keys dataset, K, method
 (= `name`), arch ("external"), seed, threat, attack, param, metric, value, plus each result's counts.
 """
@@ -152,3 +158,64 @@ def mora(model: nn.Module | Sequence[nn.Module], x: torch.Tensor, y: torch.Tenso
         raise ValueError("x must hold finite values in [0, 1]")
     return run_mora(as_ensemble(model, x[:2]), x, y, float(eps), norm, iterations, tuple(float(s) for s in mixes), seed)
 
+
+THREAT_MODELS = {"Linf": "linf", "L2": "l2"}  # RobustBench's names of the norm-bounded threat models -> ours
+
+
+def benchmark(model: nn.Module | Sequence[nn.Module], n_examples: int = 10000,
+              dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor] = "digits", threat_model: str = "Linf",
+              to_disk: bool = False, model_name: str | None = None, data_dir: str = "resources",
+              device: str | torch.device | None = None, batch_size: int = 500, eps: float | None = None,
+              log_path: str | None = None, *, strong: dict | None = None, seed: int = 0,
+              surrogate: nn.Module | Sequence[nn.Module] | None = None,
+              cards_dir: str = "results/model_cards") -> tuple[float, float]:
+    """RobustBench's `benchmark()` with this project's strong worst case as the robust accuracy.
+
+    Arguments and return value as in `robustbench.eval.benchmark`: (clean accuracy, robust accuracy), fractions
+    of the `n_examples` evaluated test images (a fixed random subset picked by `seed`). The robust accuracy counts
+    an image only if it survives every attack of `pdd.evaluation.strong` (APGD-CE, APGD-DLR, PGD at several step
+    counts with restarts, APGD-T, MORA, Square) at `eps` in the threat model's norm; the gradient-masking checks run
+    too, and a check that warns is printed. strong: `StrongSettings` fields (attack strengths; the defaults are the
+    full strong evaluation). to_disk: write the model card (`pdd.reports.model_cards`) to
+    `cards_dir/<dataset>/<threat_model>/<model_name>.json`. log_path: append the printed lines there too.
+    """
+
+    from pdd.reports.model_cards import card
+    from pdd.reports.strong_table import MASKING_WARNING
+
+    if threat_model not in THREAT_MODELS:
+        raise ValueError(f"threat_model must be one of {tuple(THREAT_MODELS)} (RobustBench's names), "
+                         f"got {threat_model!r}")
+    if eps is None:
+        raise ValueError("If the threat model is L2 or Linf, `eps` must be specified.")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise ValueError(f"eps must be a number, got {eps!r}")
+    VALUE_BOUNDS["eps" if threat_model == "Linf" else "strong_eps"].check("eps", eps)
+    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1:
+        raise ValueError(f"n_examples must be a positive integer, got {n_examples!r}")
+    if to_disk and model_name is None:
+        raise ValueError("If `to_disk` is True, `model_name` should be specified.")
+    options = {"batch_size": batch_size, "seed": seed, **(strong or {}), "eps": [float(eps)],
+               "norm": THREAT_MODELS[threat_model]}
+    records = evaluate(model, dataset, attacks={}, strong=options, data_root=data_dir, num_images=n_examples,
+                       device=device or "cpu", settings={"batch_size": batch_size, "seed": seed},
+                       name=model_name or "external", seed=seed, surrogate=surrogate)
+    info = card(records, float(eps), threat_model)
+    lines = [f"Clean accuracy: {float(info['clean_acc']):.2f}%",
+             f"Robust accuracy (strong worst case, {threat_model} eps {eps:g}): {float(info['external']):.2f}%"]
+    lines += [f"{MASKING_WARNING}: {name}: {check['detail']}" for name, check in info["masking_checks"].items()
+              if check["passed"] is False]
+    for line in lines:
+        print(line)
+    if log_path:
+        with open(log_path, "a") as log:
+            log.write("\n".join(lines) + "\n")
+    if to_disk:
+        from pathlib import Path
+
+        from pdd.reports.model_cards import write_card_json
+
+        write_card_json(Path(cards_dir) / info["dataset"] / threat_model / f"{model_name}.json", info)
+    clean = next(r for r in records if r["threat"] == "whitebox" and r["attack"] == "none")
+    worst = next(r for r in records if r["attack"] == "worst_case")
+    return clean["n_clean_correct"] / clean["n_images"], worst["n_robust"] / worst["n_images"]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import zipfile
+from html import escape
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from pdd.plan.outputs import OUTPUTS, requested
+
+from conftest import REPO, snakemake, tiny_config
 
 
 def _dry_run(workdir: Path, config: Path, *targets: str) -> str:
@@ -68,8 +75,17 @@ def test_bad_config_is_rejected_before_any_job(tmp_path: Path, edit, key: str) -
 
 
 @pytest.mark.slow
-def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
-    snakemake(tiny_workdir, "all", "--configfile", "tiny.yaml")
+def test_tiny_workflow_end_to_end(tmp_path: Path) -> None:
+    """The catalog's `snakemake --directory .test`: .test/config/config.yaml as the working directory's default
+    config (no --configfile), every job run; then the report, the model cards and the README's tables. The
+    working directory and the data root have a space and a `;` in their names: every path reaches the jobs'
+    shell commands quoted (an unquoted one would split, or run `x` as a command)."""
+    tiny_workdir = tmp_path / "work dir"
+    (tiny_workdir / "config").mkdir(parents=True)
+    cfg = tiny_config()
+    cfg["data_root"] = "my data;x"
+    (tiny_workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(tiny_workdir, "all")
     tables = tiny_workdir / "results" / "tables"
     t2 = pd.read_csv(tables / "table2_whitebox_k3.csv")
     clean = t2[t2["attack"] == "none"].set_index("method")
@@ -105,7 +121,45 @@ def test_tiny_workflow_end_to_end(tiny_workdir: Path) -> None:
     for name in pd.read_csv(tables / "table2_whitebox_k3.csv")["table"].unique():
         assert (tables / f"{name}.tex").stat().st_size > 0
     # Nothing left to do: a second run plans no job.
-    assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n", "--configfile", "tiny.yaml").stdout
+    assert "Nothing to be done" in snakemake(tiny_workdir, "all", "-n").stdout
+    _check_model_cards(tiny_workdir)
+    _check_report(tiny_workdir)
+    readme = subprocess.run([sys.executable, "-m", "pdd.reports.readme", "--results", "results"], cwd=tiny_workdir,
+                            capture_output=True, text=True, check=True).stdout
+    assert "| Baseline |" in readme and "| DVERGE |" in readme and "torch " in readme
+
+
+def _check_model_cards(workdir: Path) -> None:
+    """One RobustBench-format card per strongly evaluated ensemble, matching the strong table's worst case."""
+    cards = sorted((workdir / "results" / "model_cards" / "digits" / "Linf").glob("*.json"))
+    assert [c.stem for c in cards] == sorted(f"{m}_resnet18_K2_seed0_eps0.3"
+                                             for m in ("baseline", "pdd", "gal", "dverge", "trs"))
+    strong = pd.read_csv(workdir / "results" / "tables" / "table_strong_evaluation.csv")
+    for path in cards:
+        info = json.loads(path.read_text())
+        assert info["number_forward_passes"] == info["K"] == 2 and info["eps"] == "0.3"
+        assert float(info["external"]) <= float(info["reported"]) <= float(info["clean_acc"])
+        assert set(info["masking_checks"]) == {"eps_growth", "unbounded", "transfer", "convergence"}
+        row = strong[(strong["method"] == info["method"]) & (strong["attack"] == "worst_case")]
+        if len(row):  # the strong table reports % of the initially correct images
+            assert float(info["worst_case_of_correct"]) == pytest.approx(row["value"].iloc[0], abs=0.005)
+
+
+def _check_report(workdir: Path) -> None:
+    """`snakemake --report report.zip`: every table and figure of the run inside, each with its caption."""
+    snakemake(workdir, "--report", "report.zip")
+    with zipfile.ZipFile(workdir / "report.zip") as archive:
+        names = archive.namelist()
+        html = "".join(archive.read(n).decode("utf-8", "replace") for n in names if n.endswith((".html", ".js")))
+    for path in (workdir / "results" / "tables").glob("*.md"):
+        assert any(n.endswith(f"/{path.name}") for n in names), path.name
+    for path in (workdir / "results" / "figures").glob("*.png"):
+        assert any(n.endswith(f"/{path.name}") for n in names), path.name
+    for name in requested(yaml.safe_load((workdir / "config" / "config.yaml").read_text())):
+        # Rendered from the caption templates (job params are listed in the report too, but not as <strong>/<p>).
+        title, caption = (escape(text, quote=False) for text in (OUTPUTS[name].title, OUTPUTS[name].caption[:40]))
+        assert f"<strong>{title}</strong>" in html and f"<p>{caption}" in html, name
+    assert "Reproduction of" in html  # the front page (workflow/report/workflow.rst)
 
 
 def _check_peers_and_cost(tables: Path) -> None:

@@ -34,6 +34,8 @@ rule table:
         spec=get_output_spec,
         out=lambda w: f"{TABLES}/{w.name}",
         code=get_output_code,
+        title=lambda w: registry.OUTPUTS[w.name].title,
+        caption=lambda w: registry.OUTPUTS[w.name].caption,
     shell:
         "pdd table --name {wildcards.name} --spec {params.spec} --paper {input.paper:q}"
         " --out {params.out:q} {input.results:q} > {log:q} 2>&1"
@@ -55,6 +57,8 @@ rule figure:
         spec=get_output_spec,
         out=lambda w: f"{FIGURES}/{w.name}",
         code=get_output_code,
+        title=lambda w: registry.OUTPUTS[w.name].title,
+        caption=lambda w: registry.OUTPUTS[w.name].caption,
     shell:
         "pdd figure --name {wildcards.name} --spec {params.spec} --paper {input.paper:q}"
         " --out {params.out:q} {input.results:q} > {log:q} 2>&1"
