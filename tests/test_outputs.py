@@ -11,8 +11,9 @@ import yaml
 
 from pdd.plan import outputs
 from pdd.plan.checks import problems
+from pdd.plan.outputs import OUTPUTS
 from pdd.reports.strong_table import build_strong_table
-from pdd.reports.stronger_table import build_stronger_table, gain_ranges, gains
+from pdd.reports.stronger_table import gain_ranges, gains
 from pdd.reports.tables import read_results
 
 from conftest import REPO, snakemake
@@ -88,7 +89,7 @@ def test_stronger_gain_range_by_hand(tmp_path: Path) -> None:
         files.append(_records(tmp_path / method / "whitebox" / f"{attack}.json", method, attack, 0.1, v + 10))
     spec = {"name": "table_stronger_attacks", "methods": ["baseline", "adp", "pdd_deg"],
             "protocol": {"steps": 30}, "standard": {"steps": 10}}
-    build_stronger_table(files, spec, str(tmp_path / "t"), str(PAPER))
+    OUTPUTS["table_stronger_attacks"].run(files, spec, str(tmp_path / "t"), str(PAPER))
     df = pd.read_csv(tmp_path / "t.csv")
     ranges = df[(df["kind"] == "gain_range") & (df["strength"] == "stronger")].set_index("over")
     assert (ranges.loc["baseline", "min"], ranges.loc["baseline", "max"]) == (5, 30)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pdd.plan.outputs import OUTPUTS
 from pdd.reports.tables import build_table, build_timing, read_results
 
 from conftest import REPO
@@ -112,7 +113,7 @@ def test_whitebox_table_reads_like_the_paper(tmp_path: Path) -> None:
                (_acc(m, "none", None, clean), _acc(m, "pgd", 0.02, pgd), _acc(m, "cw", 0.1, cw),
                 _acc(m, "jsma", 0.1, jsma))]
     df = build_table("table2_whitebox_k3", read_results([_write(tmp_path, "r.json", records)]), PAPER, {},
-                     tmp_path / "t.csv", tmp_path / "t.md")
+                     tmp_path / "t.csv", tmp_path / "t.md", title=OUTPUTS["table2_whitebox_k3"].title)
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("# Table 2: white-box attacks, K = 3\n")
     assert "| Attack | Parameter | Baseline | ADP | PDD+DEG |" in md and "Dataset: Fashion-MNIST; K = 3." in md
@@ -182,8 +183,8 @@ def test_blackbox_threats_and_entropy_by_display_name(tmp_path: Path) -> None:
     assert "| Type II (adaptive) | FGSM | L-inf eps 0.02 (= 5.1/255) | **30.00** (31.73) | 20.00 (45.02) |" in md
     entropy = [{"dataset": "cifar100", "K": 3, "method": m, "seed": 0, "threat": "none", "attack": "none",
                 "param": None, "metric": "entropy", "value": v} for m, v in (("pdd", 0.25), ("pdd_deg", 0.2))]
-    build_table("table1_entropy", read_results([_write(tmp_path, "e.json", entropy)]), PAPER, {},
-                tmp_path / "e.csv", tmp_path / "e.md")
+    OUTPUTS["table1_entropy"].run([str(_write(tmp_path, "e.json", entropy))], {"name": "table1_entropy"},
+                                  str(tmp_path / "e"), str(PAPER))  # the registry's builder, title from its entry
     md = (tmp_path / "e.md").read_text()
     assert md.startswith("# Table 1: ambiguity entropy E")
     assert "| K | PDD | PDD+DEG |" in md and "| 3 | **0.2500** (0.2429) | 0.2000 (0.2277) |" in md
@@ -213,7 +214,7 @@ def test_strong_table_bolds_the_most_robust_worst_case(tmp_path: Path) -> None:
                for m, worst in (("baseline", 10.0), ("pdd_deg", 25.0))
                for a, p, v in (("none", None, 80.0), ("pgd_10", 0.02, worst + 5), ("worst_case", 0.02, worst))]
     build_strong_table(read_results([_write(tmp_path, "s.json", records)]), PAPER, {}, tmp_path / "s.csv",
-                       tmp_path / "s.md")
+                       tmp_path / "s.md", title=OUTPUTS["table_strong_evaluation"].title)
     md = (tmp_path / "s.md").read_text()
     assert md.startswith("# Honest robustness")
     assert "| Baseline | L-inf eps 0.02 (= 5.1/255) | 80.00 (80.32) | 15.00 (2.88) | 10.00 | -5.00 |" in md

@@ -64,7 +64,8 @@ class Output:
         return getattr(importlib.import_module(module), function)
 
     def run(self, inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-        """Call the builder; one that takes `output` receives this entry (its title, caption) as an argument."""
+        """Call the builder; one that takes `output` receives this entry (its title, caption), so no builder
+        imports the registry that names it."""
         builder = self.build()
         extra = {"output": self} if "output" in inspect.signature(builder).parameters else {}
         builder(inputs, spec, out, paper_csv, **extra)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pdd.plan.outputs import OUTPUTS
 from pdd.plan.paths import cost_sources, job_of
 from pdd.reports.display import Grid, write_table
+
+if TYPE_CHECKING:  # the registry names the builders; they only read their entry
+    from pdd.plan.outputs import Output
 
 COLUMNS = {"jobs": "Jobs", "seconds": "Wall seconds", "max_rss_mb": "Peak RSS (MB)",
            "forward_images": "Forward image-passes", "backward_images": "Backward image-passes",
@@ -67,7 +70,7 @@ def _grid(df: pd.DataFrame, key: str, title: str) -> Grid:
     return Grid(cells)
 
 
-def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+def build(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
     """`<out>.csv` (one row per job, code names), `<out>.md` / `.tex`: per rule, then per output. `inputs` is
     the jobs-per-output file (`pdd.plan.paths.JOBS_PER_OUTPUT`): {output: the benchmark files of its jobs}."""
     (manifest,) = inputs
@@ -85,5 +88,5 @@ def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     long = pd.concat([jobs.assign(kind="job"), per_rule.assign(kind="rule"), per_output.assign(kind="output")],
                      ignore_index=True)
     long.insert(0, "table", "cost")
-    write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", long, "cost", OUTPUTS["cost"].title, notes,
+    write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", long, "cost", output.title, notes,
                 [_grid(per_rule, "rule", "Rule"), _grid(per_output, "output", "Output")])

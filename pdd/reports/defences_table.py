@@ -4,12 +4,15 @@ trained and evaluated the same way, side by side."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pdd.plan.outputs import OUTPUTS
 from pdd.reports.display import Grid, best_mask, dataset_name, fmt, method_name, param_label, write_table
 from pdd.reports.tables import read_results
+
+if TYPE_CHECKING:  # the registry names the builders; they only read their entry
+    from pdd.plan.outputs import Output
 
 COLUMNS = {  # column -> (title, where it comes from)
     "clean": "Clean",
@@ -79,10 +82,10 @@ def grid(df: pd.DataFrame) -> Grid:
     return Grid(cells, bold=bold)
 
 
-def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+def build(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
     """Write `<out>.csv` (one row per dataset, K, eps and method, code names), `<out>.md` and `<out>.tex`."""
     df = summarise(collect(inputs), spec["methods"])
     shown = grid(df)
     df.insert(0, "table", "table_ensemble_defences")
     write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", df, "table_ensemble_defences",
-                OUTPUTS["table_ensemble_defences"].title, [NOTE], [shown])
+                output.title, [NOTE], [shown])

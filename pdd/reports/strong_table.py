@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pdd.plan.outputs import OUTPUTS
 from pdd.reports.display import (
     HEADERS,
     Grid,
@@ -38,6 +38,9 @@ from pdd.reports.tables import (
     stand_in_note,
     stand_ins,
 )
+
+if TYPE_CHECKING:  # the registry names the builders; they only read their entry
+    from pdd.plan.outputs import Output
 
 STRONG_TABLE = "table_strong_evaluation"
 STRONG_TABLES = {"linf": STRONG_TABLE, "l2": "table_strong_evaluation_l2"}
@@ -235,7 +238,7 @@ def paper_protocol(results: pd.DataFrame) -> pd.DataFrame:
 
 def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
                        out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None,
-                       norm: str = "linf") -> pd.DataFrame:
+                       norm: str = "linf", title: str | None = None) -> pd.DataFrame:
     """`table_strong_evaluation` (norm 'linf') or its L2 twin from strong-evaluation records (`pdd strong`); the
     paper-protocol column is their PGD-10 on the same images, so Drop compares like with like. The paper reports
     PGD at L-inf budgets only, so the L2 twin shows no paper values."""
@@ -249,13 +252,13 @@ def build_strong_table(results: pd.DataFrame, paper_csv: str | Path, reference: 
     notes, grids = strong_document(df, reference, paper if norm == "linf" else None, norm)
     name = STRONG_TABLES[norm]
     df.insert(0, "table", name)
-    write_table(out_csv, out_md, out_tex, df, name, OUTPUTS[name].title, notes, grids)
+    write_table(out_csv, out_md, out_tex, df, name, title or name, notes, grids)
     return df
 
 
-def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+def build(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
     """Registry builder of both norms' tables (the norm from the output's name): `pdd strong` result JSONs ->
     `<out>.csv`, `<out>.md` and `<out>.tex`."""
     norm = "l2" if spec.get("name") == STRONG_TABLES["l2"] else "linf"
     build_strong_table(read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md",
-                       f"{out}.tex", norm)
+                       f"{out}.tex", norm, output.title)

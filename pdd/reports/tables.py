@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pdd.plan.outputs import OUTPUTS
 from pdd.reports.display import (
     HEADERS,
     Grid,
@@ -22,6 +22,9 @@ from pdd.reports.display import (
     param_legend,
     write_table,
 )
+
+if TYPE_CHECKING:  # the registry names the builders; they only read their entry
+    from pdd.plan.outputs import Output
 
 PAPER_TABLE = {
     "table1_entropy": "table1",
@@ -375,15 +378,17 @@ def _finish(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def build_table(name: str, results: pd.DataFrame, paper_csv: str | Path, reference: dict[str, str],
-                out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None) -> pd.DataFrame:
-    """Aggregate over seeds, attach the paper's numbers and write `<name>.csv`, `.md` and `.tex` atomically."""
+                out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None,
+                title: str | None = None) -> pd.DataFrame:
+    """Aggregate over seeds, attach the paper's numbers and write `<name>.csv`, `.md` and `.tex` atomically
+    (headed by `title`, else the name)."""
     if name not in PAPER_TABLE or name == "timing":
         raise ValueError(f"unknown table {name!r}; expected one of {sorted(set(PAPER_TABLE) - {'timing'})}")
     paper = read_paper(paper_csv, name)
     df = attach_paper(add_uncertainty(aggregate(results), results), paper, reference)
     notes, grids = paper_document(df, name, reference, paper)
     df = _finish(df, name)
-    write_table(out_csv, out_md, out_tex, df, name, OUTPUTS[name].title, notes, grids)
+    write_table(out_csv, out_md, out_tex, df, name, title or name, notes, grids)
     return df
 
 
@@ -430,7 +435,7 @@ def timing_document(df: pd.DataFrame, reference: dict[str, str]) -> tuple[list[s
 
 def build_timing(step_files: list[str | Path], logs: list[str | Path], paper_csv: str | Path,
                  reference: dict[str, str], out_csv: str | Path, out_md: str | Path,
-                 out_tex: str | Path | None = None) -> pd.DataFrame:
+                 out_tex: str | Path | None = None, title: str | None = None) -> pd.DataFrame:
     """The timing table: interleaved step seconds (and ratio) beside training-log seconds per epoch."""
     df = attach_paper(aggregate(timing_results(logs)), read_paper(paper_csv, "timing"), reference)
     df = add_ratio(df)
@@ -442,18 +447,19 @@ def build_timing(step_files: list[str | Path], logs: list[str | Path], paper_csv
     df["step_ratio"] = [v / base.get((d, k), math.nan) for v, d, k in zip(df["step_seconds"], df["dataset"], df["K"])]
     notes, grids = timing_document(df, reference)
     df = _finish(df, "timing")
-    write_table(out_csv, out_md, out_tex, df, "timing", OUTPUTS["timing"].title, notes, grids)
+    write_table(out_csv, out_md, out_tex, df, "timing", title or "timing", notes, grids)
     return df
 
 
-def build_paper_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+def build_paper_table(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
     """Registry builder of Tables 1-6: result JSONs -> `<out>.csv`, `<out>.md` and `<out>.tex`."""
     build_table(spec["name"], read_results(inputs), paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md",
-                f"{out}.tex")
+                f"{out}.tex", output.title)
 
 
-def build_timing_table(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
+def build_timing_table(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
     """Registry builder of `timing`: step-timing JSONs and training logs."""
     steps = [p for p in inputs if p.endswith(".json")]
     logs = [p for p in inputs if p.endswith(".csv")]
-    build_timing(steps, logs, paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md", f"{out}.tex")
+    build_timing(steps, logs, paper_csv, spec.get("reference", {}), f"{out}.csv", f"{out}.md", f"{out}.tex",
+                 output.title)
