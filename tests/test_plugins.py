@@ -215,3 +215,36 @@ def test_the_fingerprint_covers_the_pdd_modules_the_user_file_imports(project: P
         assert fp.file_fingerprint(tuple(files)) != before  # the example imports pdd.losses
     finally:
         fp.fingerprint.cache_clear()
+
+
+@pytest.mark.slow
+def test_the_workflow_trains_and_tables_a_plugin_and_reruns_it_on_edit(tmp_path: Path) -> None:
+    """The README's defence in a white-box table through Snakemake (one epoch, one attack); editing its file then
+    reruns its training (the code param) and what depends on it."""
+    import pandas as pd
+    import yaml
+
+    from conftest import snakemake
+
+    (tmp_path / "defences").mkdir()
+    (tmp_path / "defences" / "mydefence.py").write_text(readme_example())
+    cfg = tiny_config()
+    cfg["datasets"]["digits"]["epochs"] = 1
+    cfg["attacks"] = {"digits": {"pgd": [0.3]}}
+    cfg["methods"] = {"mydefence": {"file": "defences/mydefence.py", "class": "MyDefence",
+                                    "settings": {"strength": 1.0}}}
+    cfg["tables"] = {"table2_whitebox_k3": {"datasets": ["digits"], "K": [2], "methods": ["mydefence"]}}
+    cfg.pop("figures")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(tmp_path, "all_tables", "--configfile", "c.yaml")
+    table = pd.read_csv(tmp_path / "results/tables/table2_whitebox_k3.csv")
+    values = table.set_index(["attack", "param", "method"])["value"].unstack("method")
+    assert list(values.columns) == ["mydefence"] and len(values) == 2  # clean and PGD 0.3
+    assert values["mydefence"].between(0, 100).all()
+
+    assert "Nothing to be done" in snakemake(tmp_path, "all_tables", "--configfile", "c.yaml", "-n").stdout
+    path = tmp_path / "defences" / "mydefence.py"
+    path.write_text(path.read_text().replace("(k * (k - 1))", "(k * k)"))
+    dry = snakemake(tmp_path, "all_tables", "--configfile", "c.yaml", "-n").stdout
+    trained = set(re.findall(r"results/models/digits/\w+/K2/(\w+)/seed0/ensemble.pt", dry))
+    assert trained == {"mydefence"} and "params have changed" in dry and "prepare_data" not in dry, dry[-3000:]
