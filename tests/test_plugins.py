@@ -151,6 +151,18 @@ def test_names_of_built_in_methods_and_external_models_are_refused(project: Path
         registry.register("baseline", {"module": "mypkg.defences:MyDefence"})
 
 
+def test_the_schema_describes_the_entries_one_line_each() -> None:
+    from pdd.plan.checks import schema_problems
+
+    cfg = tiny_config()
+    cfg["methods"] = {"Mine": {"module": "a:B"}, "ok": {"file": "x.py", "settings": {"x": [1]}, "modul": "a:B"}}
+    assert schema_problems(cfg, REPO / "workflow" / "schemas" / "config.schema.yaml") == [
+        "methods: 'Mine' does not match '^[a-z_]+$'",
+        "methods.ok.modul: unknown key; did you mean `module`?",
+        "methods.ok: 'class' is a dependency of 'file'",
+        "methods.ok.settings.x: must be of type ['number', 'string', 'boolean'], got [1]"]
+
+
 def test_job_commands_carry_the_entry_and_built_in_ones_are_unchanged(project: Path) -> None:
     cfg = tiny_config()
     before = {m: plan.train_args(cfg, "digits", 2, m, 0, "resnet18") for m in ("baseline", "gal")}
