@@ -6,6 +6,8 @@ no result, so they rerun nothing.
 
 `pdd/cli.py` is left out on purpose: it only parses options, and every option that changes a result reaches the
 job as a Snakemake param already; so is `pdd/__init__.py` (the version string: a release alone reruns nothing).
+A user's training method (pdd.methods.plugins) lives outside the package: `file_fingerprint` hashes its source
+files the same way, with the package modules they import.
 """
 
 from __future__ import annotations
