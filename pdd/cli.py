@@ -23,7 +23,7 @@ from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
 from pdd.evaluation.mora import NORMS
 from pdd.evaluation.strong import StrongSettings
-from pdd.methods import METHODS, LossSettings, get_method
+from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import OUTPUTS, THREATS
 from pdd.step_timing import TimingSettings
@@ -45,6 +45,44 @@ class Registry(click.Choice):
         if value in self.choices:
             return value
         self.fail(f"unknown {self.what} {value!r}; expected one of {', '.join(map(str, self.choices))}", param, ctx)
+
+
+class MethodName(Registry):
+    """A training method: built in, registered by --plugins (read first), or an installed `pdd.methods` entry point."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            get_method(value)  # loads an entry point on first use
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+        return value
+
+
+def _register_plugins(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--plugins: register the user's training methods before --method is read (the option is eager)."""
+    import json
+
+    if not value:
+        return
+    try:
+        entries = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err}") from err
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise click.BadParameter('expected {"<name>": {"module": "package.module:Class"} or {"file": "x.py", '
+                                 '"class": "Class"}, with "settings": {...} if any}')
+    for name, entry in entries.items():
+        try:
+            register(name, entry)
+        except PluginError as err:
+            raise click.BadParameter(str(err)) from err
+
+
+_plugins_option = click.option(
+    "--plugins", is_eager=True, expose_value=False, callback=_register_plugins,
+    help="Training methods from your own code: the config's `methods` entries as JSON, "
+         '{"<name>": {"module": "pkg.mod:Class"} or {"file": "x.py", "class": "Class"}, "settings": {...}}. '
+         "Loading them runs their code.")
 
 
 class Checked(click.ParamType):
@@ -78,7 +116,7 @@ FINITE = Checked(Bound())
 # from pdd.validation.FIELD_BOUNDS.
 FIELD_TYPES: dict[str, click.ParamType] = {
     "dataset": Registry(DATASETS, "dataset"),
-    "method": Registry(METHODS, "method"),
+    "method": MethodName(METHODS, "method"),
     "arch": Registry(ARCHITECTURES, "architecture"),
     "init_from": click.Path(exists=True, dir_okay=False),
     "norm": Registry(NORMS, "norm"),
@@ -384,6 +422,7 @@ def prepare_data(dataset: str, data_root: str, out: str | None, download: bool) 
 @main.command()
 @_settings_options(TrainConfig, skip=("loss_settings",))
 @_settings_options(LossSettings)
+@_plugins_option
 @_data_root_option()
 @_out_option("The trained ensemble (checkpoint) to write.")
 @click.option("--log", "log_path", required=True, type=click.Path(dir_okay=False), help="Per-epoch CSV log to write.")
@@ -802,6 +841,7 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
 @_settings_options(TimingSettings, help={"steps": "Timed steps per method (median reported).",
                                          "warmup": "Untimed steps per method first.",
                                          "batch_size": "Images in the timed batch."})
+@_plugins_option
 @_data_root_option()
 @_out_option("Result JSON to write: seconds per step of each method, then the job's cost record.")
 @_runtime_options

@@ -6,6 +6,8 @@ no result, so they rerun nothing.
 
 `pdd/cli.py` is left out on purpose: it only parses options, and every option that changes a result reaches the
 job as a Snakemake param already; so is `pdd/__init__.py` (the version string: a release alone reruns nothing).
+A user's training method (pdd.methods.plugins) lives outside the package: `file_fingerprint` hashes its source
+files the same way, with the package modules they import.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ def module_file(name: str) -> Path | None:
 def imported(name: str) -> set[str]:
     """Package modules that module `name` imports anywhere in its body (function-level imports included)."""
     path = module_file(name)
-    tree = ast.parse(source(path)) if path else ast.Module(body=[], type_ignores=[])
+    return imports_of(ast.parse(source(path)) if path else ast.Module(body=[], type_ignores=[]))
+
+
+def imports_of(tree: ast.Module) -> set[str]:
+    """Package modules a syntax tree imports (the package's own or a user's module)."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -81,4 +87,17 @@ def fingerprint(*entries: str) -> str:
     digest = hashlib.sha256()
     for name in closure(entries):
         digest.update(name.encode() + b"\0" + code(module_file(name)).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def file_fingerprint(paths: tuple[str, ...], *entries: str) -> str:
+    """Short hash of the code of user source files (a training method's module, outside the package) and of the
+    package modules they and `entries` import: it changes iff one of them changes (their docstrings aside)."""
+    digest = hashlib.sha256()
+    modules = set(entries)
+    for path in sorted(paths):
+        text = code(Path(path))
+        modules |= imports_of(ast.parse(source(Path(path))))
+        digest.update(text.encode() + b"\0")  # not the path: a moved project reruns nothing
+    digest.update(fingerprint(*sorted(modules)).encode())
     return digest.hexdigest()[:16]

@@ -13,7 +13,7 @@ from typing import Any
 from pdd.data import DATASETS
 from pdd.dropout import intervals_problem
 from pdd.evaluation.attacks import ATTACKS
-from pdd.methods import METHODS, get_method
+from pdd.methods import METHODS, PluginError, available, get_method, register
 from pdd.plan.config import STRONG_EPS_KEYS, STRONG_KEYS_BY_NORM, strong_eps, strong_settings, train_config
 from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested, variant
 
@@ -115,6 +115,7 @@ def problems(config: dict) -> list[str]:
     """Every out-of-range value and cross-key inconsistency of `config`, each naming the key, each once; empty
     when fine (run after the schema's checks, `schema_problems`)."""
     found = value_problems(config)
+    found += method_problems(config)
     found += [f"datasets.{d}: unknown dataset; known: {sorted(DATASETS)}" for d in config["datasets"]
               if d not in DATASETS]
     if not found:
@@ -138,6 +139,23 @@ def problems(config: dict) -> list[str]:
     if strong_users:
         found += strong_problems(config, strong_users)
     return list(dict.fromkeys(found))
+
+
+def method_problems(config: dict) -> list[str]:
+    """The config's own training methods (`methods`): each names an importable module or an existing file with
+    the class, a `pdd.methods.TrainingMethod` subclass that takes its settings, under a name no built-in method
+    or external model has. Those that pass are registered (their code runs: that is what loading them means)."""
+    found = []
+    external = config.get("external", {})
+    for name, spec in (config.get("methods") or {}).items():
+        if name in external:
+            found.append(f"methods.{name}: also the name of an external model; give one of them another name")
+            continue
+        try:
+            register(name, spec)
+        except PluginError as err:
+            found.append(str(err))
+    return found
 
 
 def attack_problems(config: dict) -> list[str]:
@@ -169,10 +187,19 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
             found.append(f"{key}: dataset {dataset!r} has no attack list under 'attacks'")
     external = config.get("external", {})
     names = [m for m in spec.get("methods", []) if m not in external]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in available()]
     if unknown:
-        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(METHODS)} and the config's "
-                        f"external models {sorted(external)}"]
+        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(available())} and the "
+                        f"config's external models {sorted(external)}"]
+    broken = []
+    for m in names:
+        if m not in METHODS:  # an installed entry point, loaded here: a broken one is one line, not a traceback
+            try:
+                register(m)
+            except PluginError as err:
+                broken.append(str(err))
+    if broken:
+        return found + broken
     outside = [m for m in spec.get("methods", []) if m in external]
     trained_only = [n for n in output.needs if n in TRAINED_ONLY]
     if outside and trained_only:

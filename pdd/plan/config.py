@@ -17,7 +17,9 @@ from typing import Any
 
 from pdd.evaluation.attacks import AttackSettings
 from pdd.evaluation.strong import StrongSettings
-from pdd.methods import LossSettings, TrainingMethod, get_method
+from pdd.fingerprint import file_fingerprint
+from pdd.methods import BUILTIN, LossSettings, TrainingMethod, get_method, register
+from pdd.methods.plugins import source_files
 from pdd.plan.outputs import THREATS, intervals_for, requested, suite_attacks, variant
 from pdd.plan.outputs import methods as output_methods
 from pdd.plan.paths import model_path
@@ -87,6 +89,24 @@ def _values(config: Mapping, keys: Mapping[str, Path]) -> dict[str, Any]:
     return {name: tuple(v) if isinstance(v, list) else v for name, v in found.items() if v is not None}
 
 
+def user_methods(config: Mapping) -> dict[str, dict]:
+    """The config's own training methods: {name: entry} (`module`, or `file` + `class`, and `settings`)."""
+    return {name: dict(spec or {}) for name, spec in (config.get("methods") or {}).items()}
+
+
+def register_methods(config: Mapping) -> None:
+    """Make the config's own training methods known to `pdd.methods` (this imports, so runs, their code; a
+    `PluginError` if one cannot be used: `pdd.plan.checks` reports it as a config problem first)."""
+    for name, spec in user_methods(config).items():
+        register(name, spec)
+
+
+def method_of(config: Mapping, name: str) -> TrainingMethod:
+    """A fresh instance of method `name` (of a PDD variant's base), the config's own methods registered first."""
+    register_methods(config)
+    return get_method(variant(name)[0])
+
+
 def loss_key(field: str, method: TrainingMethod) -> Path:
     """Where `LossSettings` field `field` of `method` lives: adv_* under adversarial_training.<fgsm|pgd>, the
     others under the section named by the field's prefix (gal_lambda -> gal.lambda)."""
@@ -99,12 +119,12 @@ def loss_key(field: str, method: TrainingMethod) -> Path:
 def loss_settings(config: Mapping, methods: Iterable[str]) -> LossSettings:
     """The loss settings `methods` use (their `settings_used`), from the config; the rest keep the defaults.
     Several adversarial-training methods read adversarial_training.pgd (its steps set the step's cost)."""
-    instances = [get_method(variant(m)[0]) for m in methods]
+    instances = [method_of(config, m) for m in methods]
     adversarial = next((m for m in instances if m.adversarial == "pgd"), None)
     values = {}
-    for method in instances:
-        for field in method.settings_used:
-            source = adversarial if field.startswith("adv_") and adversarial else method
+    for instance in instances:
+        for field in instance.settings_used:
+            source = adversarial if field.startswith("adv_") and adversarial else instance
             value = lookup(config, loss_key(field, source), None)
             if value is not None:
                 values[field] = value
@@ -121,7 +141,7 @@ def width(config: Mapping, arch: str) -> int:
 
 def train_start(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str) -> str | None:
     """The trained ensemble a method starts from (DVERGE: the baseline of the same dataset, K, arch, seed)."""
-    start = get_method(variant(method)[0]).starts_from
+    start = method_of(config, method).starts_from
     return model_path(config, dataset, k, start, seed, arch) if start else None
 
 
@@ -233,10 +253,29 @@ def train_args(config: Mapping, dataset: str, k: int, method: str, seed: int, ar
     """`pdd train`'s settings: the recipe, PDD's settings when the method uses PDD, the loss settings the
     method declares (`settings_used`) and the ensemble it starts from; a change reruns the training."""
     cfg = train_config(config, dataset, k, method, seed, arch)
-    m = get_method(cfg.method)
+    m = method_of(config, cfg.method)
     skip = ("loss_settings",) + (() if m.uses_pdd else ("pdd_intervals", "pdd_alpha", "pdd_beta"))
     skip += tuple(f for f in THROUGHPUT_FIELDS if not getattr(cfg, f))  # off: the command stays as it was
-    return quoted(as_args(cfg, skip=skip) + as_args(cfg.loss_settings, only=m.settings_used))
+    return quoted(as_args(cfg, skip=skip) + as_args(cfg.loss_settings, only=m.settings_used)
+                  + plugin_args(config, [method]))
+
+
+def plugin_args(config: Mapping, methods: Iterable[str]) -> list[str]:
+    """`--plugins JSON`: the config's entries of the user methods among `methods`, for the job's process to
+    register; the entry (its settings included) is in the command, so a change reruns the job."""
+    own = user_methods(config)
+    chosen = {base: own[base] for base in (variant(m)[0] for m in methods) if base in own}
+    return ["--plugins", json.dumps(chosen, sort_keys=True)] if chosen else []
+
+
+def method_code(config: Mapping, methods: Iterable[str]) -> str:
+    """Fingerprint of the user's source files behind `methods` (config entries and installed entry points; ''
+    when all are built in): a job's `code` param adds it, so editing such a file reruns that method's jobs only."""
+    files: set[str] = set()
+    for name in methods:
+        if variant(name)[0] not in BUILTIN:
+            files |= set(source_files(type(method_of(config, name))))
+    return file_fingerprint(tuple(sorted(files))) if files else ""
 
 
 def model_args(config: Mapping, dataset: str, k: int, method: str, seed: int, arch: str, flag: str = "--model") -> str:
@@ -319,8 +358,9 @@ def timing_args(config: Mapping, k: int, arch: str) -> str:
     methods = timing_methods(config)
     args = [a for m in methods for a in ("--method", m)] + ["--width", width(config, arch)]
     args += [a for field, value in pdd_settings(config, k).items() for a in (f"--{field.replace('_', '-')}", value)]
-    used = {f for m in methods for f in get_method(variant(m)[0]).settings_used}
-    return quoted(args + as_args(timing_settings(config)) + as_args(loss_settings(config, methods), only=used))
+    used = {f for m in methods for f in method_of(config, m).settings_used}
+    return quoted(args + as_args(timing_settings(config)) + as_args(loss_settings(config, methods), only=used)
+                  + plugin_args(config, methods))
 
 
 def output_spec(config: Mapping, name: str) -> str:

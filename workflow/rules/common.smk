@@ -86,6 +86,16 @@ def get_train_start(w):
     return [start] if start else []
 
 
+def get_train_code(w):
+    """The code a training job runs: the package's, and a user method's own source files (pdd.plan.config)."""
+    return CODE["train"] + plan.method_code(config, [w.method])
+
+
+def get_timing_code(w):
+    """The code the timing job runs: the package's, and the timed user methods' own source files."""
+    return CODE["time_steps"] + plan.method_code(config, plan.timing_methods(config))
+
+
 def get_timing_args(w):
     """The interleaved step timing's flags: the timing table's methods, each with its own config settings."""
     return plan.timing_args(config, int(w.K), w.arch)

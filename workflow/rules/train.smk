@@ -23,7 +23,7 @@ rule train:
         data_root=RUNTIME["data_root"],
         device=RUNTIME["device"],
         workers=RUNTIME["workers"],
-        code=CODE["train"],
+        code=get_train_code,
     shell:
         "pdd train {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads} --workers {params.workers}"
         " --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
@@ -50,7 +50,7 @@ rule time_steps:
         args=get_timing_args,
         data_root=RUNTIME["data_root"],
         device=RUNTIME["device"],
-        code=CODE["time_steps"],
+        code=get_timing_code,
     shell:
         "pdd time-steps --dataset {wildcards.dataset} --arch {wildcards.arch} --members {wildcards.K}"
         " --seed {wildcards.seed} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
