@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pdd import data
 from pdd.augment import random_crop_flip
 from pdd.io import torch_save, write_text
-from pdd.methods import LossSettings, TrainingMethod, get_method
+from pdd.methods import PLUGINS, LossSettings, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 from pdd.validation import check_fields
 
@@ -188,7 +188,7 @@ def _resume(state_path: Path, cfg_dict: dict, model: Ensemble, optimizers: list,
     state = read_checkpoint(state_path, device)
     if not isinstance(state, dict):
         raise TypeError(f"a {type(state).__name__}, not a training state")
-    if state.get("train_config") != cfg_dict:
+    if not same_training(state.get("train_config"), cfg_dict):
         return []
     rows = state["log"]
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
@@ -225,6 +225,8 @@ def train(
     out, log = Path(out), Path(log)
     state_path = out.with_name(out.name + ".state")
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
+    if cfg.method in PLUGINS:  # a user method's entry (file, class, settings) decides what it trains too
+        cfg_dict["plugin"] = json.loads(json.dumps(PLUGINS[cfg.method]))
     method = get_method(cfg.method, cfg.loss_settings)
     train_set = data.get_dataset(cfg.dataset, "train", data_root)
     test_set = data.get_dataset(cfg.dataset, "test", data_root)

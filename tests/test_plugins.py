@@ -4,6 +4,7 @@ entry point, the config checks' one-line errors, the job commands and the code f
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import re
 import sys
@@ -17,6 +18,7 @@ from pdd.methods import BUILTIN, METHODS, PLUGINS, PluginError, TrainingMethod, 
 from pdd.methods import plugins as loader
 from pdd.plan import config as plan
 from pdd.plan.checks import problems
+from pdd.training import same_training
 
 from conftest import REPO, tiny_config
 
@@ -190,7 +192,13 @@ def test_the_cli_trains_a_plugin_and_refuses_a_broken_one(project: Path) -> None
               "--device", "cpu", "--threads", "1", "--log", "log.csv"]
     result = CliRunner().invoke(main, [*common, "--method", "mydefence", "--out", "m.pt", "--plugins", entry])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert read_checkpoint("m.pt", torch.device("cpu"))["train_config"]["method"] == "mydefence"
+    saved = read_checkpoint("m.pt", torch.device("cpu"))["train_config"]
+    assert saved["method"] == "mydefence"
+    # The entry is part of what was trained: a resume state made with other settings is not resumed.
+    assert saved["plugin"]["settings"] == {"strength": 0.5}
+    other = json.loads(json.dumps(saved))
+    other["plugin"]["settings"]["strength"] = 0.25
+    assert same_training(saved, saved) and not same_training(other, saved)
     METHODS.pop("mydefence")
     result = CliRunner().invoke(main, [*common, "--method", "mydefence", "--out", "n.pt"])
     assert result.exit_code == 2 and "unknown method 'mydefence'" in result.output
