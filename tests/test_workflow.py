@@ -1,4 +1,4 @@
-"""The Snakemake workflow: config validation and the paper config's DAG (the tiny end-to-end run: test_end_to_end.py)."""
+"""The Snakemake workflow: config validation and the paper config's DAG (tiny end-to-end run: test_end_to_end.py)."""
 
 from __future__ import annotations
 
