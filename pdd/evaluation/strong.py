@@ -200,12 +200,12 @@ def attack_eps(model: Ensemble, x: torch.Tensor, y: torch.Tensor, clean: torch.T
     Every attack runs on those images only (a misclassified image is its own adversarial example: no passes on
     it), and the flags come back over all N."""
     out: dict[str, dict] = {}
-    index = clean.nonzero().flatten()
-    x, y = x[index], y[index]
+    crafted = clean.nonzero().flatten()
+    x, y = x[crafted], y[crafted]
 
     def record(name: str, robust: torch.Tensor, steps: int, restarts: int, start: float) -> None:
         full = torch.zeros_like(clean)
-        full[index] = robust
+        full[crafted] = robust
         out[name] = {"robust": full & clean, "steps": steps, "restarts": restarts,
                      "seconds": time.perf_counter() - start}
 
@@ -216,7 +216,7 @@ def attack_eps(model: Ensemble, x: torch.Tensor, y: torch.Tensor, clean: torch.T
         record(f"pgd_{steps}", still_correct(model, x_adv, y, device, s.batch_size), steps, 1, start)
     if s.pgd_restarts > 1:  # more random starts at the largest step count, only on the images still unbroken
         start, steps = time.perf_counter(), s.pgd_steps[-1]
-        robust = out[f"pgd_{steps}"]["robust"][index]
+        robust = out[f"pgd_{steps}"]["robust"][crafted]
         for restart in range(1, s.pgd_restarts):
             index = robust.nonzero().flatten()
             if len(index) == 0:
