@@ -299,9 +299,10 @@ def run_attack(target: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, 
                settings: AttackSettings, device: torch.device, surrogate: Ensemble | None = None) -> dict:
     """Craft on `surrogate` (white-box when None: on `target`) and score on `target`.
 
-    Only the images `target` classifies correctly are crafted and scored again (the paper's convention: a
-    misclassified image is its own adversarial example, distance 0, and cannot change either accuracy); the
-    others keep x, so the records are those of crafting on every image, without the passes on these."""
+    Only the images `target` classifies correctly are crafted on and scored again (the paper's convention: a
+    misclassified image is its own adversarial example, distance 0); the others keep x. `accuracy_on_correct`
+    and the flags are those of crafting on every image; `accuracy_all` counts a misclassified image as not robust
+    (an attack run on it could, rarely, have pushed it onto its true class)."""
     clean_pred = predict(target, x, device, settings.batch_size)
     correct = clean_pred == y
     start = time.perf_counter()
