@@ -106,3 +106,27 @@ def test_member_transfer_figure_names_methods_dataset_and_budget(tmp_path: Path,
     assert seen["titles"] == ["DVERGE", "PDD+DEG"] and seen["ylabels"] == ["crafted on member i", ""]
     assert seen["suptitle"].startswith("Digits (8x8), K = 2: PGD $L_\\infty$ eps 0.1 (= 25.5/255)")
     assert (tmp_path / "f.pdf").exists() and pd.read_csv(tmp_path / "f.csv")["value"].max() == 20.0
+
+
+def test_images_no_member_gets_right_cost_no_passes(twins: Ensemble) -> None:
+    """The ledger by hand, N images, K = 3, PGD of s steps: K x N forwards to classify every image by every
+    member; per source member and crafted image s forward + s backward (one loss gradient per step) + 2 forwards
+    (ART's success-rate log predicts x and x_adv), then K forwards to score it on every member. All N crafted:
+    3N + 3N(2 + s) + 9N forward, 3Ns backward; with the second half labelled a class no member predicts, N/2
+    crafted: 3N + 3(N/2)(2 + s) + 9(N/2) forward, 3(N/2)s backward."""
+    from pdd.evaluation.attacks import predict
+    from pdd.evaluation.cost_meter import CostMeter
+
+    x, _ = select_images(get_dataset("digits", "test", "."), 20, seed=0)
+    n, k, s = len(x), 3, 2
+    preds = torch.stack([predict(Member(twins, i), x, CPU) for i in range(k)])  # [K, N]
+    taken = torch.zeros(n, 10, dtype=torch.bool).scatter_(1, preds.T, True)
+    nobody = (~taken).float().argmax(1)  # a class no member predicts
+    half = torch.where(torch.arange(n) < n // 2, preds[0], nobody)
+    counts = []
+    for labels in (preds[0], half):
+        with CostMeter() as cost:
+            fooling_matrix(twins, x, labels, 0.3, AttackSettings(steps=s, batch_size=n), CPU)
+        counts.append((cost["forward_images"], cost["backward_images"]))
+    crafted = n, n // 2
+    assert counts == [(k * n + k * c * (2 + s) + k * k * c, k * c * s) for c in crafted]

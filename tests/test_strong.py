@@ -375,3 +375,28 @@ def test_l2_twin_stays_in_its_l2_ball_and_builds_its_own_table(tmp_path: Path) -
     files = outputs.inputs(demo, "table_strong_evaluation_l2")
     assert files and all(f.endswith("/strong_l2/evaluation.json") for f in files)
     assert {jobs.producer(f)[0] for f in files} == {"strong"}
+
+
+def test_misclassified_images_cost_the_strong_evaluation_no_attack_passes(models, images) -> None:
+    """At an eps no image breaks at (1e-5), every attack's passes are proportional to the images it runs on; with
+    half the images misclassified (wrong labels on the second half) the attacks must cost exactly half (but for
+    ART's fixed probes), and the flags of the misclassified images stay False."""
+    from pdd.evaluation.cost_meter import CostMeter
+
+    x = images[0][:40]
+    pred = predict(models[0], x, CPU)
+    wrong = pred.clone()
+    wrong[20:] = (pred[20:] + 1) % 10
+    tiny = StrongSettings(apgd_iterations=2, apgd_restarts=2, pgd_steps=(1, 2), pgd_restarts=2, transfer_steps=2,
+                          apgd_targets=2, mora_iterations=2, mora_mixes=(0.5,), square_queries=2, batch_size=200)
+    counts = []
+    for labels in (pred, wrong):
+        with CostMeter() as cost:
+            results = attack_eps(models[0], x, labels, pred == labels, 1e-5, tiny, CPU, models[1])
+        counts.append((cost["forward_images"], cost["backward_images"]))
+    assert counts[0][0] > 0 and counts[0][1] > 0
+    # ART's AutoPGD checks, once per construction, whether the classifier outputs probabilities: one forward on
+    # one image of ones, whatever the batch. Constructions: APGD-CE, APGD-DLR, APGD-T x 2 targets = 4 forwards.
+    probes = 4
+    assert counts[1] == (probes + (counts[0][0] - probes) // 2, counts[0][1] // 2)
+    assert all(not r["robust"][20:].any() and r["robust"][:20].all() for r in results.values())

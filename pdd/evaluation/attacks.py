@@ -144,7 +144,7 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
     """Class predictions [N] of an ensemble (mean softmax) for images x on the CPU."""
     model.eval()
     out = [model.log_mean_prob(chunk.to(device)).argmax(1).cpu() for chunk in x.split(batch_size)]
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 @functools.cache
@@ -248,15 +248,24 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
 
 
 def generate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
-             settings: AttackSettings, device: torch.device) -> torch.Tensor:
-    """Adversarial examples [N, C, H, W] in [0, 1] crafted white-box on `model` ('none' returns x)."""
+             settings: AttackSettings, device: torch.device, only: torch.Tensor | None = None) -> torch.Tensor:
+    """Adversarial examples [N, C, H, W] in [0, 1] crafted white-box on `model` ('none' returns x).
+
+    `only` (bool [N]): craft on those images alone, the others are returned as x (no passes spent on them).
+    JSMA's targets are drawn over all N images first, so an image's target does not depend on `only`."""
     check_attack(attack)
+    x_adv = x.clone()
     if attack == "none" or param == 0:
-        return x.clone()
+        return x_adv
     num_classes = model.spec.num_classes
     targeted = check_attack(attack).targeted
     labels = jsma_targets(y, num_classes, settings.seed) if targeted else one_hot(y, num_classes)
-    return art_generate(model, x, labels, lambda clf: build_attack(attack, param, clf, settings), settings.seed, device)
+    index = torch.arange(len(y)) if only is None else only.cpu().nonzero().flatten()
+    if len(index) == 0:
+        return x_adv
+    x_adv[index] = art_generate(model, x[index], labels[index.numpy()],
+                                lambda clf: build_attack(attack, param, clf, settings), settings.seed, device)
+    return x_adv
 
 
 def score(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> dict:
@@ -288,12 +297,20 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict:
 
 def run_attack(target: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, param: float,
                settings: AttackSettings, device: torch.device, surrogate: Ensemble | None = None) -> dict:
-    """Craft on `surrogate` (white-box when None: on `target`) and score on `target`."""
+    """Craft on `surrogate` (white-box when None: on `target`) and score on `target`.
+
+    Only the images `target` classifies correctly are crafted on and scored again (the paper's convention: a
+    misclassified image is its own adversarial example, distance 0); the others keep x. `accuracy_on_correct`
+    and the flags are those of crafting on every image; `accuracy_all` counts a misclassified image as not robust
+    (an attack run on it could, rarely, have pushed it onto its true class)."""
+    clean_pred = predict(target, x, device, settings.batch_size)
+    correct = clean_pred == y
     start = time.perf_counter()
-    x_adv = generate(surrogate if surrogate is not None else target, x, y, attack, param, settings, device)
-    seconds = time.perf_counter() - start
-    result = score(
-        y, predict(target, x, device, settings.batch_size), predict(target, x_adv, device, settings.batch_size)
-    )
+    x_adv = generate(surrogate if surrogate is not None else target, x, y, attack, param, settings, device,
+                     only=correct)
+    seconds = time.perf_counter() - start  # crafting only, as before
+    adv_pred = clean_pred.clone()
+    adv_pred[correct] = predict(target, x_adv[correct], device, settings.batch_size)
+    result = score(y, clean_pred, adv_pred)
     result.update(perturbation_norms(x, x_adv), seconds=seconds, images_per_second=len(y) / max(seconds, 1e-9))
     return result

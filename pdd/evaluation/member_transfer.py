@@ -31,15 +31,19 @@ class Member(nn.Module):
 def fooling_matrix(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: float, settings: AttackSettings,
                    device: torch.device) -> torch.Tensor:
     """[K, K] percentages: entry (i, j) = share of the images member j classifies correctly that PGD crafted on
-    member i makes member j misclassify (the diagonal is each member's white-box fooling rate)."""
+    member i makes member j misclassify (the diagonal is each member's white-box fooling rate).
+
+    PGD is crafted only on the images at least one member classifies correctly: an image no member gets right
+    enters no entry of the matrix, so passes on it could change nothing (PGD runs its full steps, as the paper's)."""
     model.eval()
     k = model.num_members
     members = [Member(model, i).eval() for i in range(k)]
     correct = torch.stack([predict(m, x, device, settings.batch_size) == y for m in members])  # [K, N]
+    anyone = correct.any(0)
     matrix = torch.zeros(k, k)
     for i, source in enumerate(members):
-        x_adv = generate(source, x, y, "pgd", eps, settings, device)
+        x_adv = generate(source, x, y, "pgd", eps, settings, device, only=anyone)[anyone]
         for j, target in enumerate(members):
-            fooled = correct[j] & (predict(target, x_adv, device, settings.batch_size) != y)
+            fooled = correct[j][anyone] & (predict(target, x_adv, device, settings.batch_size) != y[anyone])
             matrix[i, j] = 100.0 * fooled.sum() / correct[j].sum().clamp(min=1)
     return matrix

@@ -196,11 +196,17 @@ def attack_eps(model: Ensemble, x: torch.Tensor, y: torch.Tensor, clean: torch.T
     """Every attack at one eps: {name: {robust: bool [N], steps, restarts, seconds}}, plus 'worst_case'
     (robust iff robust under every white-box attack) and, with a surrogate, 'transfer'.
 
-    `clean` is the bool [N] of images the ensemble classifies correctly without attack; robust implies clean."""
+    `clean` is the bool [N] of images the ensemble classifies correctly without attack; robust implies clean.
+    Every attack runs on those images only (a misclassified image is its own adversarial example: no passes on
+    it), and the flags come back over all N."""
     out: dict[str, dict] = {}
+    crafted = clean.nonzero().flatten()
+    x, y = x[crafted], y[crafted]
 
     def record(name: str, robust: torch.Tensor, steps: int, restarts: int, start: float) -> None:
-        out[name] = {"robust": robust & clean, "steps": steps, "restarts": restarts,
+        full = torch.zeros_like(clean)
+        full[crafted] = robust
+        out[name] = {"robust": full & clean, "steps": steps, "restarts": restarts,
                      "seconds": time.perf_counter() - start}
 
     for steps in s.pgd_steps:  # the convergence check; PGD-10 is the paper's protocol on these images
@@ -210,7 +216,7 @@ def attack_eps(model: Ensemble, x: torch.Tensor, y: torch.Tensor, clean: torch.T
         record(f"pgd_{steps}", still_correct(model, x_adv, y, device, s.batch_size), steps, 1, start)
     if s.pgd_restarts > 1:  # more random starts at the largest step count, only on the images still unbroken
         start, steps = time.perf_counter(), s.pgd_steps[-1]
-        robust = out[f"pgd_{steps}"]["robust"].clone()
+        robust = out[f"pgd_{steps}"]["robust"][crafted]
         for restart in range(1, s.pgd_restarts):
             index = robust.nonzero().flatten()
             if len(index) == 0:
@@ -385,13 +391,17 @@ def evaluate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps_values: list
     if diagnostics:
         for eps in (s.diagnostic_eps, s.unbounded_eps):
             start = time.perf_counter()
-            x_adv = pgd(model, x, y, eps, s.diagnostic_steps, s.seed, s, device)
-            robust = clean & still_correct(model, x_adv, y, device, s.batch_size)
+            robust = torch.zeros_like(clean)  # on the initially correct images only, as every attack here
+            x_adv = pgd(model, x[clean], y[clean], eps, s.diagnostic_steps, s.seed, s, device)
+            robust[clean] = still_correct(model, x_adv, y[clean], device, s.batch_size)
             records.append(accuracy("diagnostic", f"pgd_{s.diagnostic_steps}", eps, robust, steps=s.diagnostic_steps,
                                     restarts=1, seconds=time.perf_counter() - start))
             large, unbounded = (robust, unbounded) if eps == s.diagnostic_eps else (large, robust)
-    flags = (zero_gradient_images(model, x, y, device, s.batch_size), output_change(model, x, device, s.batch_size)) \
-        if diagnostics else (None, None)
+    flags = (None, None)
+    if diagnostics:  # the zero-gradient flag counts initially correct images only, so only they are run
+        zero = torch.zeros_like(clean)
+        zero[clean] = zero_gradient_images(model, x[clean], y[clean], device, s.batch_size)
+        flags = (zero, output_change(model, x, device, s.batch_size))
     for name, d in diagnose(per_eps, clean, large, unbounded, s, *flags).items():
         not_run = d["passed"] is None
         records.append({"threat": "diagnostic", "attack": name, "param": d["param"], "metric": "passed",
