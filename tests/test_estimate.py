@@ -78,11 +78,12 @@ def test_totals_and_hours_by_hand():
     assert [t["rule"] for t in table] == ["train", "whitebox", "all"]
     assert [t["image_passes"] for t in table] == [20, 30, 50] and [t["jobs"] for t in table] == [2, 1, 3]
     assert [t["share"] for t in table] == [0.5, 0.5, 1.0]
-    # all: 4 peak-hours = 4 x 1.7802e18 = 7.12e18 FLOPs; at a quarter of the peak 16; at 1 TFLOP/s 4 x 494.5 = 1,978 hours
+    # all: 4 peak-hours = 4 x 1.7802e18 = 7.12e18 FLOPs; at a quarter of the peak 16 hours; at 1 TFLOP/s
+    # 4 x 494.5 = 1,978 hours
     assert table[-1]["hours"] == pytest.approx([4, 16, 1978])
     assert table[0]["hours"] == pytest.approx([2, 8, 989])
     text = P.markdown(rows, rates)
-    assert "| **all** | **3** | **50** | **7.12e18** | **100.0%** | **4** | **16** | **1,978** |" in text
+    assert "| **all** | **3** | **50** | **7.12e18** | **100.0%** | **4** | **16** | **1.98e+03** |" in text
     assert "at 0.25 x the H200 TF32 peak 494.5 TFLOP/s" in text and "at a measured 1,000 GFLOP/s" in text
     for bad in [dict(device="tpu"), dict(device="v100", precision="tf32"), dict(utilisation=math.nan),
                 dict(utilisation=1.5), dict(rate=0.0), dict(rate=math.inf)]:

@@ -774,7 +774,7 @@ def markdown(rows: list[Row], rates: Iterable[Rate] = (Rate(),)) -> str:
     for t in totals(rows, rates):
         bold = "**" if t["rule"] == "all" else ""
         cells = [t["rule"], str(t["jobs"]), sci(t["image_passes"]), sci(t["flops"]), f"{100 * t['share']:.1f}%",
-                 *(f"{h:,.0f}" if h >= 100 else f"{h:.3g}" for h in t["hours"])]
+                 *(f"{h:,.3g}" for h in t["hours"])]
         out.append("| " + " | ".join(f"{bold}{c}{bold}" for c in cells) + " |")
     return "\n".join(out)
 
