@@ -3,7 +3,7 @@ per rule; `pdd estimate` prints the same totals (without the per-group tables un
 
 Run by hand (not collected by pytest), e.g.
 
-    python benchmarks/project_cost.py                      # the paper config: 4.5 min, 257 CPU-s, peak 3 GB
+    python benchmarks/project_cost.py                      # the paper config: 4.5 min idle before the FLOP counter
     python benchmarks/project_cost.py --config config/demo.yaml --images 4
     python benchmarks/project_cost.py --device a100 --dtype bf16 --utilisation 0.4
 
