@@ -21,6 +21,7 @@ import torch
 from pdd import __version__
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
+from pdd.evaluation.flops import PEAKS, PRECISIONS
 from pdd.evaluation.mora import NORMS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
@@ -911,6 +912,57 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
         matrix = fooling_matrix(model, x, y, eps, settings, dev)
     write_json(out, [*fooling_records(key, eps, matrix.tolist(), len(y)), cost_record(key, "member-transfer", cost)])
     click.echo(f"fooling rates (rows: crafted on member i, columns: scored on member j):\n{matrix}", err=True)
+
+
+@main.command()
+@click.option("--configfile", default="config/config.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="The workflow config to project (as snakemake's).")
+@click.option("--device", "device_name", default="h200", show_default=True, type=Registry(PEAKS, "device"),
+              help="Whose data-sheet peak the hours are at (pdd.evaluation.flops.PEAKS).")
+@click.option("--dtype", "precision", default="tf32", show_default=True,
+              type=Registry(PRECISIONS, "precision"), help="Which of the device's dense peaks.")
+@click.option("--utilisation", type=Checked(Bound(0, 1, low_open=True, meaning="a fraction of the peak")),
+              help="Also the hours at this fraction of the peak (e.g. a benchmark's measured fraction).")
+@click.option("--rate", type=Checked(Bound(0, low_open=True, meaning="FLOP/s")),
+              help="Also the hours at this achieved rate in FLOP/s (bench_gpu.py's or bench_step.py's).")
+@click.option("--images", default=2, show_default=True, type=Checked(Bound(2, integer=True)),
+              help="Synthetic images per measurement (even: TRS halves the batch).")
+@click.option("--cache", default="results/estimate/measurements.json", show_default=True,
+              type=click.Path(dir_okay=False), help="Measurements kept between runs, valid while the code is the same.")
+@click.option("--no-cache", is_flag=True, help="Measure everything afresh and keep nothing.")
+@click.option("--details", is_flag=True, help="Also each group of identical jobs with its arithmetic.")
+@click.option("--threads", type=checked("threads"), help="CPU threads for torch (default: torch's own choice).")
+def estimate(configfile: str, device_name: str, precision: str, utilisation: float | None, rate: float | None,
+             images: int, cache: str, no_cache: bool, details: bool, threads: int | None) -> None:
+    """The cost of a config's run before it starts.
+
+    Per rule and in total: model image-passes, FLOPs and hours at a device's data-sheet peak (a floor), at a
+    fraction of it, or at a measured rate (`pdd.plan.projection`; measurements reused from --cache).
+    """
+    import yaml
+
+    from pdd.plan.checks import problems, schema_problems
+    from pdd.plan.projection import Rate, report
+
+    if images % 2:
+        raise click.BadParameter(f"must be even (TRS halves the batch), got {images}", param_hint="'--images'")
+    try:
+        config = yaml.safe_load(open(configfile).read())
+    except yaml.YAMLError as err:
+        raise click.BadParameter(f"not YAML: {_one_line(err)}", param_hint="'--configfile'") from None
+    schema = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflow", "schemas",
+                          "config.schema.yaml")
+    found = schema_problems(config, schema) if os.path.isfile(schema) else []
+    found = found or (problems(config) if isinstance(config, dict) else ["the config must be a mapping of keys"])
+    if found:
+        raise click.BadParameter("invalid config: " + "; ".join(found), param_hint="'--configfile'")
+    _threads(threads)
+    rates = [Rate(device_name, precision)]
+    if utilisation is not None and utilisation != 1:
+        rates.append(Rate(device_name, precision, utilisation))
+    if rate is not None:
+        rates.append(Rate(rate=rate))
+    click.echo(report(config, configfile, rates, images, None if no_cache else cache, show_details=details))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "attack": "White-box attack on an ensemble's log(mean softmax).",
     "diversity": "Ambiguity entropy, discrimination and gradient angles.",
+    "estimate": "The cost of a config's run before it starts.",
     "figure": "Draw a figure from its input files.",
     "member-transfer": "Member-to-member transfer of PGD, DVERGE's measure.",
     "prepare-data": "Make a dataset loadable and verify it.",

@@ -60,8 +60,15 @@ class FlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
+        if formula is None:
+            # Under torch.inference_mode (`pdd.evaluation.attacks.predict`) composite operators (conv2d, linear,
+            # matmul) arrive undecomposed: decompose them into the counted ones, as FlopCounterMode does.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out

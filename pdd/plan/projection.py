@@ -31,20 +31,26 @@ paper's own baseline clean error (Table 2, K = 3: `CLEAN_ERROR`); a dataset the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
 
 from pdd import data
+from pdd.evaluation import flops as F
 from pdd.evaluation.attacks import ATTACKS, AttackSettings, predict, run_attack
 from pdd.evaluation.cost_meter import CostMeter
 from pdd.evaluation.diversity import diversity_per_image
+from pdd.evaluation.flops import FlopCounter
 from pdd.evaluation.member_transfer import Member, fooling_matrix
 from pdd.evaluation.mora import mora
 from pdd.evaluation.strong import (
@@ -83,24 +89,28 @@ TINY_EPS = 1e-5  # measuring restarts: an eps no image breaks at, so every resta
 
 @dataclass(frozen=True)
 class Passes:
-    """Image-passes (forward, backward) per unit; `extra` counts single-member passes outside the ledger."""
+    """Image-passes (forward, backward) per unit; `extra` counts single-member passes outside the ledger;
+    `flops` is every FLOP of the unit (`pdd.evaluation.flops.FlopCounter`, the extra passes included)."""
 
     forward: float
     backward: float
     extra: float = 0.0
+    flops: float = 0.0
 
     @property
     def total(self) -> float:
         return self.forward + self.backward
 
     def __add__(self, other: Passes) -> Passes:
-        return Passes(self.forward + other.forward, self.backward + other.backward, self.extra + other.extra)
+        return Passes(self.forward + other.forward, self.backward + other.backward, self.extra + other.extra,
+                      self.flops + other.flops)
 
     def __sub__(self, other: Passes) -> Passes:
-        return Passes(self.forward - other.forward, self.backward - other.backward, self.extra - other.extra)
+        return Passes(self.forward - other.forward, self.backward - other.backward, self.extra - other.extra,
+                      self.flops - other.flops)
 
     def __mul__(self, factor: float) -> Passes:
-        return Passes(self.forward * factor, self.backward * factor, self.extra * factor)
+        return Passes(self.forward * factor, self.backward * factor, self.extra * factor, self.flops * factor)
 
     def show(self) -> str:
         text = f"{self.total:,.4g} ({self.forward:,.4g} fwd + {self.backward:,.4g} bwd)"
@@ -146,15 +156,17 @@ def uncounted_member_passes(model: Ensemble) -> Iterator[list[float]]:
 
 
 def measure(run: Callable[[], object], images: int, model: Ensemble | None = None) -> Passes:
-    """Image-passes per image of `run()` (every ensemble it runs), plus the passes CostMeter cannot see."""
+    """Image-passes per image of `run()` (every ensemble it runs), plus the passes CostMeter cannot see, and
+    its FLOPs per image counted in the same run."""
     extra = [0.0]
-    with CostMeter() as cost:
+    with CostMeter() as cost, FlopCounter() as counter:
         if model is not None:
             with uncounted_member_passes(model) as extra:
                 run()
         else:
             run()
-    return Passes(cost["forward_images"] / images, cost["backward_images"] / images, extra[0] / images)
+    return Passes(cost["forward_images"] / images, cost["backward_images"] / images, extra[0] / images,
+                  counter.total / images)
 
 
 def line(at: Callable[[int], Passes]) -> tuple[Passes, Passes]:
@@ -164,15 +176,74 @@ def line(at: Callable[[int], Passes]) -> tuple[Passes, Passes]:
     return one - slope, slope
 
 
+def _encode(value: object) -> object:
+    """A measurement (Passes, tuples and dicts of them, numbers, text, None) as JSON."""
+    if isinstance(value, Passes):
+        return {"passes": [value.forward, value.backward, value.extra, value.flops]}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": {key: _encode(v) for key, v in value.items()}}
+    return value
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, dict):
+        if "passes" in value:
+            return Passes(*value["passes"])
+        if "tuple" in value:
+            return tuple(_decode(v) for v in value["tuple"])
+        return {key: _decode(v) for key, v in value["dict"].items()}
+    return value
+
+
+def code_version() -> str:
+    """What a stored measurement is valid for: the projection's code (and every package module it imports,
+    `pdd.fingerprint`), torch's (its FLOP formulas, autograd) and ART's (its attacks' passes)."""
+    import art
+
+    from pdd.fingerprint import fingerprint
+
+    return f"{fingerprint('pdd.plan.projection')} torch {torch.__version__} art {art.__version__}"
+
+
+class Store:
+    """Measurements kept on disk between runs (a small JSON file), valid while `code_version()` is unchanged:
+    a measurement depends only on the code and its inputs (the key and a digest of the settings it reads)."""
+
+    def __init__(self, path: Path | str):
+        self.path, self.version = Path(path), code_version()
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        same = isinstance(stored, dict) and stored.get("code") == self.version
+        self.entries: dict = stored.get("measurements", {}) if same else {}
+
+    def get(self, name: str) -> object:
+        return _decode(self.entries[name]) if name in self.entries else None
+
+    def put(self, name: str, value: object) -> None:
+        """Store and write at once (an interrupted run keeps what it measured); atomic replace."""
+        self.entries[name] = _encode(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps({"code": self.version, "measurements": self.entries}, indent=0))
+        os.replace(temporary, self.path)
+
+
 @dataclass
 class Bench:
-    """Builds paper-scale ensembles and synthetic images, and caches each measurement."""
+    """Builds paper-scale ensembles and synthetic images, and caches each measurement (in memory, and in
+    `store` across runs when given)."""
 
     config: dict
     images: int
     seed: int = 0
     cache: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    store: Store | None = None
+    reused: int = 0
 
     def model(self, dataset: str, arch: str, k: int, pdd: dict | None = None) -> Ensemble:
         info = data.info(dataset)
@@ -189,13 +260,25 @@ class Bench:
         y = torch.randint(info.num_classes, (n,), generator=generator)
         return x, (predict(model, x, CPU).clone() if model is not None else y)  # clone: not an inference tensor
 
-    def cached(self, key: tuple, compute: Callable[[], object]):
+    def cached(self, key: tuple, compute: Callable[[], object], inputs: tuple = ()):
+        """compute(), once per key; `inputs`: the config's settings it reads (part of the stored key)."""
         if key not in self.cache:
+            digest = hashlib.sha256(repr((inputs, self.images, self.seed)).encode()).hexdigest()[:16]
+            name = f"{' '.join(map(str, key))} | {digest}"
+            stored = self.store.get(name) if self.store is not None else None
+            if stored is not None:
+                self.cache[key], self.reused = stored, self.reused + 1
+                return stored
             start = time.perf_counter()
             self.cache[key] = compute()
             self.seconds[key] = time.perf_counter() - start
             print(f"  measured {' '.join(map(str, key))}: {self.seconds[key]:.1f} s", file=sys.stderr)
+            if self.store is not None:
+                self.store.put(name, self.cache[key])
         return self.cache[key]
+
+    def arch_width(self, arch: str) -> tuple[str, int]:
+        return arch, plan.width(self.config, arch)
 
     # --- training -------------------------------------------------------------------------------------------
 
@@ -240,7 +323,8 @@ class Bench:
             evaluation = measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
             return step, evaluation, how, count
 
-        return self.cached(key, compute)
+        cfg = plan.train_config(self.config, dataset, k, method, 0, arch)
+        return self.cached(key, compute, (cfg.spec(), cfg.epochs, self.loss_settings(base)))
 
     # --- attacks --------------------------------------------------------------------------------------------
 
@@ -285,7 +369,9 @@ class Bench:
                         "per_iteration": per_iteration}
             raise ValueError(attack)
 
-        return self.cached(key, compute)
+        surrogate = self.arch_width(surrogate_arch) if surrogate_arch else None
+        return self.cached(key, compute, (self.arch_width(plan.defended_arch(self.config)), surrogate,
+                                          self.attack_settings()))
 
     # --- strong evaluation, diversity, member transfer, timing --------------------------------------------------
 
@@ -343,7 +429,8 @@ class Bench:
                 blocks["check"] = (composed, direct)
             return blocks
 
-        return self.cached(key, compute)
+        return self.cached(key, compute, (self.arch_width(plan.defended_arch(self.config)),
+                                          self.arch_width(plan.surrogate_arch(self.config, "blackbox_oblivious"))))
 
     def predict(self, dataset: str, k: int) -> Passes:
         """Passes per image of classifying the images once (what every evaluation job spends on all of them)."""
@@ -352,7 +439,7 @@ class Bench:
             x, _ = self.batch(dataset)
             return measure(lambda: predict(target, x, CPU), len(x))
 
-        return self.cached(("predict", dataset, k), compute)
+        return self.cached(("predict", dataset, k), compute, self.arch_width(plan.defended_arch(self.config)))
 
     def diversity(self, dataset: str, k: int) -> Passes:
         def compute():
@@ -360,7 +447,7 @@ class Bench:
             x, y = self.batch(dataset)
             return measure(lambda: diversity_per_image(model, x, y, CPU), len(y), model)
 
-        return self.cached(("diversity", dataset, k), compute)
+        return self.cached(("diversity", dataset, k), compute, self.arch_width(plan.defended_arch(self.config)))
 
     def member_transfer(self, dataset: str, k: int, eps: float) -> tuple[Passes, Passes]:
         def compute():
@@ -369,7 +456,8 @@ class Bench:
             return line(lambda s: measure(lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s),
                                                                  CPU), len(y)))
 
-        return self.cached(("member_transfer", dataset, k), compute)
+        return self.cached(("member_transfer", dataset, k), compute,
+                           (self.arch_width(plan.defended_arch(self.config)), eps, self.attack_settings()))
 
     def time_steps(self, dataset: str, arch: str, k: int, methods: list[str]) -> Passes:
         """Passes per batch image of one interleaved round (one step of every method)."""
@@ -382,7 +470,9 @@ class Bench:
             x, y = self.batch(dataset)
             return measure(lambda: time_methods(methods, spec, pdd, settings, x, y, 0, 1, seed=self.seed), len(y))
 
-        return self.cached(("time_steps", dataset, k), compute)
+        return self.cached(("time_steps", dataset, k), compute,
+                           (self.arch_width(arch), methods, plan.pdd_settings(self.config, k),
+                            plan.loss_settings(self.config, methods)))
 
 
 def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses: int, classes: int) -> Passes:
@@ -416,7 +506,8 @@ def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses:
 
 @dataclass
 class Row:
-    """One group of identical jobs: how many, what one unit costs (measured), units per job, the arithmetic."""
+    """One group of identical jobs: how many, what one unit costs (measured), units per job, the arithmetic;
+    `flops_per_job` is the FLOPs the same arithmetic gives from the FLOPs measured with the passes."""
 
     rule: str
     label: str
@@ -424,11 +515,16 @@ class Row:
     per_job: float
     arithmetic: str
     note: str = ""
+    flops_per_job: float = 0.0
     saving_per_job: float = 0.0  # expected passes not spent on misclassified images (clean error x crafted passes)
 
     @property
     def total(self) -> float:
         return self.jobs * self.per_job
+
+    @property
+    def flops(self) -> float:
+        return self.jobs * self.flops_per_job
 
     @property
     def saving(self) -> float:
@@ -476,12 +572,13 @@ def train_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
         batch, epochs, n_train, n_test = cfg.batch_size, cfg.epochs, TRAIN_IMAGES[dataset], TEST_IMAGES[dataset]
         per_epoch = n_train // batch * batch if n_train > batch else n_train
         per_job = epochs * (per_epoch * step.total + n_test * evaluation.total)
+        flops = epochs * (per_epoch * step.flops + n_test * evaluation.flops)
         arithmetic = (f"{epochs} epochs x ({per_epoch:,} train images x {step.total:.4g} + {n_test:,} test images x "
                       f"{evaluation.total:.4g}) = {sci(per_job)}")
         note = "" if how == "measured" else how
         if step.extra:
             note += f" = {sci(epochs * per_epoch * step.extra)} per job"
-        rows.append(Row("train", f"{dataset} {arch} K={k} {method}", count, per_job, arithmetic, note))
+        rows.append(Row("train", f"{dataset} {arch} K={k} {method}", count, per_job, arithmetic, note, flops))
     return rows
 
 
@@ -531,11 +628,12 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
             params = plan.suite_params(config, suite, dataset, attack)
             settings, surrogate_arch = plan.attack_settings(config, plan.suite_protocol(config, suite)), None
         n = eval_images(config, dataset)
-        terms, per_job, notes, crafted = [], 0.0, [], 0.0
+        terms, per_job, flops, notes, crafted = [], 0.0, 0.0, [], 0.0
         predict_ = bench.predict(dataset, k)
         for param in params or [None]:
             passes, text, note = attack_passes(bench, dataset, k, attack, param, settings, surrogate_arch)
             per_job += n * passes.total
+            flops += n * passes.flops
             crafted += n * (passes - predict_).total  # all but the clean classification of the N images
             terms.append(text)
             if note and note not in notes:
@@ -545,7 +643,7 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
             label += f" (params {', '.join(f'{p:g}' for p in params)})"
         arithmetic = f"{n:,} images x [{' + '.join(terms)}] = {sci(per_job)}"
         saving, note = clean_saving(dataset, crafted)
-        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), saving))
+        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), flops, saving))
     return rows
 
 
@@ -589,7 +687,7 @@ def strong_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
         saving, saving_note = clean_saving(dataset, n * (per_image - pr - blocks["change"]).total,
                                            " (all but the clean classification and the determinism check)")
         rows.append(Row("strong", f"{dataset} K={k} {norm}", count, n * per_image.total, arithmetic,
-                        f"{note}; {saving_note}", saving))
+                        f"{note}; {saving_note}", n * per_image.flops, saving))
     return rows
 
 
@@ -601,7 +699,7 @@ def diversity_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
         note = (f"outside the ledger: {n:,} x {passes.extra:.4g} = {sci(n * passes.extra)} feature passes per job "
                 "(Ensemble.features for L_F, called outside forward)" if passes.extra else "")
         rows.append(Row("diversity", f"{dataset} K={k}", count, n * passes.total,
-                        f"{n:,} images x {passes.total:.4g} = {sci(n * passes.total)}", note))
+                        f"{n:,} images x {passes.total:.4g} = {sci(n * passes.total)}", note, n * passes.flops))
     return rows
 
 
@@ -616,7 +714,7 @@ def member_transfer_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[R
                         f"{n:,} images x ({a.total:.4g} + {steps} steps x {b.total:.4g}) = {sci(n * per_image.total)}",
                         f"each member's PGD runs the whole ensemble (Member.forward): {k} x {steps} steps; images no "
                         "member classifies correctly are skipped: saving not projected (the paper gives no member "
-                        "error)"))
+                        "error)", n * per_image.flops))
     return rows
 
 
@@ -630,11 +728,14 @@ def time_steps_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
         per_job = rounds * t.batch_size * per_image.total
         rows.append(Row("time_steps", f"{dataset} K={k} ({', '.join(methods)})", count, per_job,
                         f"({t.warmup} warm-up + {t.steps} timed) rounds x {t.batch_size} images x "
-                        f"{per_image.total:.4g} (one step of each method) = {sci(per_job)}"))
+                        f"{per_image.total:.4g} (one step of each method) = {sci(per_job)}", "",
+                        rounds * t.batch_size * per_image.flops))
     return rows
 
 
 def project(config: dict, bench: Bench) -> list[Row]:
+    """Every row of the config's jobs (its own training methods registered first, as the workflow does)."""
+    plan.register_methods(config)
     jobs = jobs_of(config)
     rows: list[Row] = []
     builders = {"train": lambda j: train_rows(bench, config, j),
@@ -655,29 +756,98 @@ def project(config: dict, bench: Bench) -> list[Row]:
     return rows
 
 
-def markdown(rows: list[Row]) -> str:
-    """One table per rule (groups of identical jobs, their arithmetic), then the totals per rule and overall."""
+def details(rows: list[Row]) -> str:
+    """One table per rule: its groups of identical jobs, their arithmetic, image-passes and FLOPs."""
     out = []
-    rules = list(dict.fromkeys(r.rule for r in rows))
-    for rule in rules:
+    for rule in dict.fromkeys(r.rule for r in rows):
         mine = [r for r in rows if r.rule == rule]
         saved = sum(r.saving for r in mine)
-        out += [f"\n### {rule}: {sum(r.jobs for r in mine)} jobs, {sci(sum(r.total for r in mine))} image-passes"
-                + (f" ({sci(saved)} fewer expected: misclassified images skipped)" if saved else "") + "\n",
-                "| jobs of | jobs | image-passes per job (arithmetic) | image-passes | note |",
-                "|---|---:|---|---:|---|"]
-        out += [f"| {r.label} | {r.jobs} | {r.arithmetic} | {sci(r.total)} | {r.note} |" for r in mine]
-    total = sum(r.total for r in rows)
-    saved = sum(r.saving for r in rows)
-    out += ["\n### Total\n", "| rule | jobs | image-passes | share | expected, misclassified images skipped |",
-            "|---|---:|---:|---:|---:|"]
-    for rule in rules:
-        mine = [r for r in rows if r.rule == rule]
-        value, rule_saved = sum(r.total for r in mine), sum(r.saving for r in mine)
-        out.append(f"| {rule} | {sum(r.jobs for r in mine)} | {sci(value)} | {100 * value / total:.1f}% | "
-                   f"{sci(value - rule_saved)} (-{100 * rule_saved / value if value else 0:.1f}%) |")
-    out.append(f"| **all** | **{sum(r.jobs for r in rows)}** | **{sci(total)}** | 100% | **{sci(total - saved)}** "
-               f"(-{100 * saved / total if total else 0:.1f}%) |")
-    out.append("\nThe last column: the paper's baseline clean error (Table 2, K = 3) of each dataset times the passes "
-               "that scale with the attacked images; measured passes assume every image correctly classified.")
+        out += [f"\n### {rule}: {sum(r.jobs for r in mine)} jobs, {sci(sum(r.total for r in mine))} image-passes, "
+                f"{sci(sum(r.flops for r in mine))} FLOPs"
+                + (f" ({sci(saved)} fewer passes expected: misclassified images skipped)" if saved else "") + "\n",
+                "| jobs of | jobs | image-passes per job (arithmetic) | image-passes | FLOPs | note |",
+                "|---|---:|---|---:|---:|---|"]
+        out += [f"| {r.label} | {r.jobs} | {r.arithmetic} | {sci(r.total)} | {sci(r.flops)} | {r.note} |"
+                for r in mine]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """What the hours are computed at: `device`'s dense `precision` peak (`pdd.evaluation.flops.PEAKS`) times
+    `utilisation`, or a measured achieved `rate` in FLOP/s (then the device and utilisation are not used)."""
+
+    device: str = "h200"
+    precision: str = "tf32"
+    utilisation: float = 1.0
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        F.hours(0.0, self.device, self.precision, self.utilisation, self.rate)  # the same checks
+
+    def hours(self, value: float) -> float:
+        return F.hours(value, self.device, self.precision, self.utilisation, self.rate)
+
+    def describe(self) -> str:
+        if self.rate is not None:
+            return f"at a measured {self.rate / 1e9:,.4g} GFLOP/s"
+        peak = F.peak(self.device, self.precision)
+        text = f"{self.device.upper()} {self.precision.upper()} peak {peak / 1e12:,.4g} TFLOP/s"
+        return f"at the {text}" if self.utilisation == 1 else f"at {self.utilisation:g} x the {text}"
+
+
+def totals(rows: list[Row], rates: Iterable[Rate] = ()) -> list[dict]:
+    """Per rule, then "all": jobs, image-passes, FLOPs, share of the FLOPs and hours at each of `rates`."""
+    rates, out = list(rates), []
+    all_flops = sum(r.flops for r in rows)
+    for rule in [*dict.fromkeys(r.rule for r in rows), "all"]:
+        mine = [r for r in rows if rule in ("all", r.rule)]
+        value = sum(r.flops for r in mine)
+        out.append({"rule": rule, "jobs": sum(r.jobs for r in mine), "image_passes": sum(r.total for r in mine),
+                    "saving": sum(r.saving for r in mine),
+                    "flops": value, "share": value / all_flops if all_flops else 0.0,
+                    "hours": [rate.hours(value) for rate in rates]})
+    return out
+
+
+def markdown(rows: list[Row], rates: Iterable[Rate] = (Rate(),)) -> str:
+    """The totals per rule and overall: jobs, image-passes (and those expected once misclassified images are
+    skipped), FLOPs, share and hours at each of `rates`."""
+    rates = list(rates)
+    out = ["| rule | jobs | image-passes | expected, misclassified images skipped | FLOPs | share of FLOPs |"
+           + "".join(f" hours {rate.describe()} |" for rate in rates),
+           "|---|---:|---:|---:|---:|---:|" + "---:|" * len(rates)]
+    for t in totals(rows, rates):
+        bold = "**" if t["rule"] == "all" else ""
+        value, saved = t["image_passes"], t["saving"]
+        skipped = f"{sci(value - saved)} (-{100 * saved / value if value else 0:.1f}%)"
+        cells = [t["rule"], str(t["jobs"]), sci(value), skipped, sci(t["flops"]), f"{100 * t['share']:.1f}%",
+                 *(f"{h:,.3g}" for h in t["hours"])]
+        out.append("| " + " | ".join(f"{bold}{c}{bold}" for c in cells) + " |")
+    out.append("\nExpected, misclassified images skipped: the paper's baseline clean error (Table 2, K = 3) of each "
+               "dataset times the passes that scale with the attacked images; the measured passes, FLOPs and hours "
+               "assume every image correctly classified.")
+    return "\n".join(out)
+
+
+def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), images: int = 2,
+           store: Path | str | None = None, show_details: bool = False) -> str:
+    """The projection of `config` as markdown (what `pdd estimate` and `benchmarks/project_cost.py` print):
+    how it was measured, the per-group tables if `show_details`, the totals with hours at each of `rates`."""
+    start = time.perf_counter()
+    bench = Bench(config, images, store=Store(store) if store is not None else None)
+    rows = project(config, bench)
+    surrogates = ", ".join(f"{s['arch']} {plan.width(config, s['arch'])}" for s in config["surrogates"].values())
+    measured = len(bench.cache) - bench.reused
+    kept = f"; {bench.reused} reused from {store} (same code)" if bench.reused else ""
+    out = [f"# Projected cost of {config_name}\n",
+           f"Passes and FLOPs per unit measured on the job kinds' own code: {images} synthetic images per "
+           f"measurement at paper scale (model width {plan.width(config, plan.defended_arch(config))}; surrogates "
+           f"{surrogates}), random initial weights, {torch.get_num_threads()} torch thread(s); {measured} "
+           f"measurements run{kept}; {time.perf_counter() - start:.0f} s. FLOPs: matrix products and convolutions, "
+           "forward and backward (`pdd.evaluation.flops`). Hours = FLOPs / rate: at a peak, a floor no run beats; "
+           "the strong evaluation's figures are upper bounds (restarts as if no image broke)."]
+    if show_details:
+        out.append(details(rows))
+    out += ["\n### Total\n", markdown(rows, rates)]
     return "\n".join(out)

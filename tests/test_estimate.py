@@ -1,0 +1,157 @@
+"""The projection's FLOPs and hours (`pdd estimate`): FLOPs counted with the passes against hand-worked counts and
+against `pdd.evaluation.flops` on the same code, hours by hand, the stored measurements and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from torch import nn
+
+from pdd.cli import main
+from pdd.evaluation import flops as F
+from pdd.plan import config as plan
+from pdd.plan import projection as P
+
+from conftest import REPO
+
+DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def test_measure_counts_flops_of_a_tiny_model_by_hand():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    linear = nn.Linear(5, 4)
+    x, z = torch.rand(2, 2, 4, 4), torch.rand(2, 5)
+    # conv: each of the 3*4*4 outputs sums 2*3*3 products: 2 FLOPs x 2*3*9*16 = 1,728 per image
+    assert P.measure(lambda: conv(x), images=2) == P.Passes(0, 0, 0, 1728)
+    # linear 5 -> 4: 2 x 5*4 = 40 forward; backward to the weights only (z needs no gradient) 40 more: 80 per
+    # image; the bias and the sum are not counted (elementwise).
+    assert P.measure(lambda: linear(z).sum().backward(), images=2).flops == 80
+
+
+def test_passes_arithmetic_and_line_carry_flops():
+    a, b = P.Passes(1, 2, 0.5, 100), P.Passes(3, 4, 0, 10)
+    assert a + b == P.Passes(4, 6, 0.5, 110) and b - a == P.Passes(2, 2, -0.5, -90)
+    assert a * 3 == P.Passes(3, 6, 1.5, 300)
+    # passes and FLOPs 7 + 5 s at s iterations: the line through s = 1 and 2 gives back 7 and 5
+    intercept, slope = P.line(lambda s: P.Passes(2 + 2 * s, 1 + s, 0, 7 + 5 * s))
+    assert intercept == P.Passes(2, 1, 0, 7) and slope == P.Passes(2, 1, 0, 5)
+
+
+def test_bench_flops_equal_flops_module_on_the_same_code():
+    """Two independent counts of one job kind: the projection's (with the passes, through the config's
+    mapping) and `pdd.evaluation.flops`' (its own model and images) of a baseline step and of a prediction."""
+    torch.set_num_threads(1)
+    bench = P.Bench(DEMO, 2)
+    step = bench.train_step("digits", "resnet18", 3, "baseline", None)
+    spec = plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18").spec()
+    assert (step.flops, step.total) == F.train_step_measure("baseline", spec, 8)
+    model = bench.model("digits", "resnet18", 3)
+    x, _ = bench.batch("digits")
+    assert P.measure(lambda: P.predict(model, x, P.CPU), 2).flops == F.forward_flops(spec, 8)
+
+
+def test_train_row_flops_follow_the_passes_arithmetic():
+    class Stub:
+        def train(self, dataset, arch, k, method):
+            return P.Passes(1, 1, 0, 300.0), P.Passes(1, 0, 0, 100.0), "measured", None
+
+    cfg = plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18")
+    (row,) = P.train_rows(Stub(), DEMO, [{"dataset": "digits", "arch": "resnet18", "K": 3, "method": "baseline"}] * 2)
+    per_epoch = 1437 // cfg.batch_size * cfg.batch_size  # digits: 1,437 training images, the last batch dropped
+    assert row.jobs == 2 and row.flops_per_job == cfg.epochs * (per_epoch * 300 + 360 * 100)
+    assert row.flops == 2 * row.flops_per_job and row.total == 2 * cfg.epochs * (per_epoch * 2 + 360)
+
+
+def test_totals_and_hours_by_hand():
+    hour_at_peak = 494.5e12 * 3600  # one hour of the H200's dense TF32 peak (989 TFLOP/s with sparsity, halved)
+    rows = [P.Row("train", "a", 2, 10, "", flops_per_job=hour_at_peak),
+            P.Row("whitebox", "b", 1, 30, "", flops_per_job=2 * hour_at_peak, saving_per_job=6)]
+    rates = [P.Rate(), P.Rate("h200", "tf32", 0.25), P.Rate(rate=1e12)]
+    table = P.totals(rows, rates)
+    assert [t["rule"] for t in table] == ["train", "whitebox", "all"]
+    assert [t["image_passes"] for t in table] == [20, 30, 50] and [t["jobs"] for t in table] == [2, 1, 3]
+    assert [t["share"] for t in table] == [0.5, 0.5, 1.0]
+    # all: 4 peak-hours = 4 x 1.7802e18 = 7.12e18 FLOPs; at a quarter of the peak 16 hours; at 1 TFLOP/s
+    # 4 x 494.5 = 1,978 hours
+    assert table[-1]["hours"] == pytest.approx([4, 16, 1978])
+    assert table[0]["hours"] == pytest.approx([2, 8, 989])
+    text = P.markdown(rows, rates)
+    # 6 of the 50 passes expected to be skipped: 44, -12.0%
+    assert "| **all** | **3** | **50** | **44 (-12.0%)** | **7.12e18** | **100.0%** | **4** | **16** | **1.98e+03** |" \
+        in text
+    assert "at 0.25 x the H200 TF32 peak 494.5 TFLOP/s" in text and "at a measured 1,000 GFLOP/s" in text
+    for bad in [dict(device="tpu"), dict(device="v100", precision="tf32"), dict(utilisation=math.nan),
+                dict(utilisation=1.5), dict(rate=0.0), dict(rate=math.inf)]:
+        with pytest.raises(ValueError):
+            P.Rate(**bad)
+
+
+def test_store_keeps_measurements_for_the_same_code_and_inputs(tmp_path):
+    path, calls = tmp_path / "m.json", []
+
+    def compute():
+        calls.append(1)
+        return P.Passes(1, 2, 0, 3.0), {"pgd": (P.Passes(0, 1), P.Passes(2, 2, 0, 5.0))}, "measured", None
+
+    first = P.Bench(DEMO, 2, store=P.Store(path)).cached(("train", "x"), compute, ("width", 8))
+    again = P.Bench(DEMO, 2, store=P.Store(path))
+    assert again.cached(("train", "x"), compute, ("width", 8)) == first and len(calls) == 1 and again.reused == 1
+    P.Bench(DEMO, 2, store=P.Store(path)).cached(("train", "x"), compute, ("width", 16))  # other inputs: again
+    P.Bench(DEMO, 4, store=P.Store(path)).cached(("train", "x"), compute, ("width", 8))  # other images: again
+    assert len(calls) == 3
+    stored = json.loads(path.read_text())
+    stored["code"] = "other code"
+    path.write_text(json.dumps(stored))
+    assert P.Store(path).entries == {}  # another code version: nothing is reused
+    path.write_text("not json")
+    assert P.Store(path).entries == {}
+
+
+@pytest.fixture
+def captured(monkeypatch) -> dict:
+    seen: dict = {}
+
+    def report(config, name, rates, images, store, show_details):
+        seen.update(config=config, rates=list(rates), images=images, store=store, details=show_details)
+        return "the table"
+
+    monkeypatch.setattr(P, "report", report)
+    return seen
+
+
+def test_estimate_command_builds_the_rates(captured, tmp_path):
+    demo = str(REPO / "config" / "demo.yaml")
+    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--device", "a100", "--dtype", "bf16",
+                                       "--utilisation", "0.4", "--rate", "2e13", "--cache", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "the table"
+    assert captured["rates"] == [P.Rate("a100", "bf16"), P.Rate("a100", "bf16", 0.4), P.Rate(rate=2e13)]
+    assert captured["store"] == str(tmp_path / "c.json") and captured["config"] == DEMO
+    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--no-cache", "--details"])
+    assert captured["store"] is None and captured["details"] and captured["rates"] == [P.Rate()]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "tpu"], "unknown device 'tpu'"), (["--dtype", "fp8"], "unknown precision 'fp8'"),
+    (["--utilisation", "0"], "--utilisation"), (["--utilisation", "nan"], "got NaN"),
+    (["--rate", "inf"], "got infinity"), (["--images", "3"], "must be even"),
+    (["--configfile", "nowhere.yaml"], "nowhere.yaml"),
+])
+def test_estimate_command_refuses_bad_values(captured, args, message):
+    result = CliRunner().invoke(main, ["estimate", "--configfile", str(REPO / "config" / "demo.yaml"), *args])
+    assert result.exit_code == 2 and message in result.output and not captured
+
+
+def test_estimate_command_refuses_an_invalid_config(captured, tmp_path):
+    bad = dict(DEMO, model={"arch": "resnet18", "width": -1})
+    path = Path(tmp_path / "bad.yaml")
+    path.write_text(yaml.safe_dump(bad))
+    result = CliRunner().invoke(main, ["estimate", "--configfile", str(path)])
+    assert result.exit_code == 2 and "invalid config" in result.output and "width" in result.output
