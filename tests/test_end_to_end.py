@@ -85,7 +85,8 @@ def _check_model_cards(workdir: Path) -> None:
         info = json.loads(path.read_text())
         assert info["number_forward_passes"] == info["K"] == 2 and info["eps"] == "0.3"
         assert float(info["external"]) <= float(info["reported"]) <= float(info["clean_acc"])
-        assert set(info["masking_checks"]) == {"eps_growth", "unbounded", "transfer", "convergence"}
+        assert set(info["masking_checks"]) == {"eps_growth", "unbounded", "transfer", "convergence", "gradient_free",
+                                               "zero_gradients", "deterministic"}
         row = strong[(strong["method"] == info["method"]) & (strong["attack"] == "worst_case")]
         if len(row):  # the strong table reports % of the initially correct images
             assert float(info["worst_case_of_correct"]) == pytest.approx(row["value"].iloc[0], abs=0.005)
