@@ -13,7 +13,7 @@ from pdd.data import get_dataset
 from pdd.evaluation.attacks import AttackSettings, select_images
 from pdd.evaluation.member_transfer import Member, fooling_matrix
 from pdd.models import Ensemble, load_ensemble
-from pdd.reports.defences_table import build as build_defences
+from pdd.plan.outputs import OUTPUTS
 from pdd.training import TrainConfig, train
 
 CPU = torch.device("cpu")
@@ -71,7 +71,7 @@ def test_defences_table_by_hand(tmp_path: Path) -> None:
         pd.DataFrame({"dataset": "digits", "K": 3, "method": method, "seed": 0, "image": [0, 1],
                       "cosine": cosines}).to_csv(csv, index=False)
         inputs.append(str(csv))
-    build_defences(inputs, {"methods": ["gal", "baseline"]}, str(tmp_path / "t"), "")
+    OUTPUTS["table_ensemble_defences"].run(inputs, {"methods": ["gal", "baseline"]}, str(tmp_path / "t"), "")
     df = pd.read_csv(tmp_path / "t.csv")
     assert list(df["method"]) == ["gal", "baseline"]  # the spec's order
     gal = df.set_index("method").loc["gal"]
