@@ -124,66 +124,6 @@ FIELD_TYPES: dict[str, click.ParamType] = {
 }
 FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
 
-# Help of the dataclass fields' options (a field's own `metadata["help"]` takes precedence).
-FIELD_HELP: dict[str, str] = {
-    # TrainConfig
-    "dataset": "Dataset (pdd.data.DATASETS).",
-    "method": "Training method (pdd.methods.METHODS).",
-    "members": "Ensemble size K (>= 2).",
-    "arch": "Member architecture.",
-    "width": "Channels of the first stage (64 = standard).",
-    "seed": "Random seed.",
-    "epochs": "Training epochs.",
-    "batch_size": "Images per batch.",
-    "lr": "SGD learning rate (start of the cosine annealing).",
-    "momentum": "SGD momentum.",
-    "weight_decay": "SGD weight decay.",
-    "lr_min": "Cosine annealing floor.",
-    "augment": "Random crop (pad 4) + horizontal flip.",
-    "pdd_intervals": "PDD's number of intervals M (> K).",
-    "pdd_alpha": "PDD's keep rate of a member's priority interval.",
-    "pdd_beta": "PDD's scale of the other intervals' keep rates.",
-    "init_from": "Trained ensemble the method starts from (dverge: the baseline of the same dataset, K, arch, "
-                 "width and seed).",
-    # LossSettings
-    "deg_lambda": "DEG's weight of the gradient dispersion L_g (eq. 4).",
-    "adp_alpha": "ADP's weight of the ensemble entropy.",
-    "adp_beta": "ADP's weight of the log-determinant.",
-    "adv_eps": "Adversarial training L-inf budget.",
-    "adv_steps": "PGD steps of adversarial training.",
-    "gal_lambda": "GAL's weight of the coherence penalty.",
-    "trs_coeff": "TRS's weight of the gradient similarity.",
-    "trs_lamda": "TRS's weight of the per-sample smoothness term (the authors' 2.0 at batch-mean gradients, "
-                 "batch 128).",
-    "trs_scale": "TRS's weight of both terms.",
-    "trs_init_eps": "TRS gradient-norm PGD eps, first epoch.",
-    "trs_adv_eps": "TRS gradient-norm PGD eps, last epoch.",
-    "trs_steps": "TRS gradient-norm PGD steps (each eps/3).",
-    "dverge_eps": "DVERGE feature-distillation L-inf budget.",
-    "dverge_step": "DVERGE distillation step size.",
-    "dverge_steps": "DVERGE distillation steps.",
-    # AttackSettings
-    "steps": "BIM / PGD iterations.",
-    "step_fraction": "BIM / PGD step size / eps.",
-    "random_starts": "PGD random starts.",
-    "jsma_theta": "JSMA's perturbation per feature.",
-    "cw_confidence": "C&W confidence.",
-    "cw_learning_rate": "C&W learning rate.",
-    "cw_max_iter": "C&W iterations per binary-search step.",
-    "cw_binary_search_steps": "C&W binary-search steps over the constant.",
-    # StrongSettings
-    "apgd_iterations": "APGD iterations.",
-    "apgd_restarts": "APGD random restarts.",
-    "pgd_steps": "PGD step counts of the convergence check; repeatable.",
-    "pgd_restarts": "Random starts at the largest step count.",
-    "transfer_steps": "PGD steps on the surrogate.",
-    "diagnostic_eps": "Large eps of the eps-growth check.",
-    "diagnostic_max_accuracy": "Accuracy (% of initially correct) allowed at --diagnostic-eps.",
-    "unbounded_eps": "Eps of the unbounded-attack check.",
-    "diagnostic_steps": "PGD steps at the diagnostic eps values.",
-    "noise_images": "Tolerance of the transfer, convergence and gradient-free checks.",
-}
-
 
 def _field_option(field: Field, help: str | None = None) -> Decorator:
     """The option of one dataclass field: --field-name, the field's default (required without one), its click
@@ -192,7 +132,7 @@ def _field_option(field: Field, help: str | None = None) -> Decorator:
     default = field.default if field.default is not MISSING else None
     bound = field_bound(field.name, default)
     kind = FIELD_TYPES.get(field.name) or (Checked(bound) if bound else click.STRING)
-    text = help or field.metadata.get("help") or FIELD_HELP.get(field.name)
+    text = help or field.metadata.get("help")
     if isinstance(default, bool):
         return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True, help=text)
     return click.option(flag, *FIELD_FLAGS.get(field.name, ()), field.name, type=kind,
@@ -397,7 +337,7 @@ def exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 @main.command("prepare-data")
-@click.option("--dataset", required=True, type=FIELD_TYPES["dataset"], help=FIELD_HELP["dataset"])
+@_settings_options(TrainConfig, only=("dataset",))
 @_data_root_option("--root")
 @_out_option("JSON manifest to write (split sizes, source, checksums).", required=False)
 @click.option("--download/--no-download", default=True, show_default=True, help="Download what is missing.")
@@ -671,8 +611,7 @@ def transfer(surrogate_path: str, target_path: str | None, threat: str, external
               help="Independent ensemble for the transfer check (the config's oblivious surrogate).")
 @click.option("--eps", "eps_values", type=checked("strong_eps"), multiple=True, required=True,
               help="Budget in --norm (L-inf: at most 1; L2); repeatable.")
-@_settings_options(StrongSettings, help={"step_fraction": "PGD step size / eps.",
-                                         "seed": "Image subset and random starts."})
+@_settings_options(StrongSettings, help={"seed": "Image subset and random starts."})
 @_num_images_option
 @_data_root_option()
 @_out_option("Result JSON to write: the strong evaluation's records, then the job's cost record.")
@@ -839,9 +778,7 @@ def diversity(model_path: str | None, external: dict | None, num_images: int | N
 @_settings_options(TrainConfig, only=("members", "arch", "width", "pdd_intervals", "pdd_alpha", "pdd_beta", "seed"),
                    help={"seed": "Seed of the initial weights and of the timed batch."})
 @_settings_options(LossSettings)
-@_settings_options(TimingSettings, help={"steps": "Timed steps per method (median reported).",
-                                         "warmup": "Untimed steps per method first.",
-                                         "batch_size": "Images in the timed batch."})
+@_settings_options(TimingSettings)
 @_plugins_option
 @_data_root_option()
 @_out_option("Result JSON to write: seconds per step of each method, then the job's cost record.")

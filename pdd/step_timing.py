@@ -14,15 +14,16 @@ import torch
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.training import TrainConfig
+from pdd.validation import setting
 
 
 @dataclass(frozen=True)
 class TimingSettings:
     """How the timing table measures: timed steps per method (median reported), untimed warm-up steps, batch."""
 
-    steps: int = 20
-    warmup: int = 2
-    batch_size: int = 64
+    steps: int = setting(20, "Timed steps per method (the median is reported).")
+    warmup: int = setting(2, "Untimed warm-up steps per method.")
+    batch_size: int = setting(64, "Images per timed step (default: training.batch_size).")
 
 
 def sync(device: torch.device) -> None:

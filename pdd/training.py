@@ -23,7 +23,7 @@ from pdd.augment import random_crop_flip
 from pdd.io import torch_save, write_text
 from pdd.methods import PLUGINS, LossSettings, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
-from pdd.validation import check_fields
+from pdd.validation import check_fields, setting
 
 THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
@@ -38,30 +38,31 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """Everything that determines a trained ensemble (and so its checkpoint's validity on resume)."""
 
-    dataset: str
-    method: str
-    members: int
-    arch: str = "resnet18"
-    width: int = 64
-    seed: int = 0
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_min: float = 1e-4
-    augment: bool = False
-    pdd_intervals: int = 10
-    pdd_alpha: float = 0.9
-    pdd_beta: float = 0.1
+    dataset: str = setting(help="Dataset (pdd.data.DATASETS).")
+    method: str = setting(help="Training method (pdd.methods.METHODS).")
+    members: int = setting(help="Ensemble size K (>= 2).")
+    arch: str = setting("resnet18", "Member architecture.")
+    width: int = setting(64, "Channels of the first stage (64 = standard).")
+    seed: int = setting(0, "Random seed.")
+    epochs: int = setting(40, "Training epochs.")
+    batch_size: int = setting(64, "Images per batch.")
+    lr: float = setting(0.02, "SGD learning rate (start of the cosine annealing).")
+    momentum: float = setting(0.9, "SGD momentum.")
+    weight_decay: float = setting(5e-4, "SGD weight decay.")
+    lr_min: float = setting(1e-4, "Cosine annealing floor.")
+    augment: bool = setting(False, "Random crop (pad 4) + horizontal flip.")
+    pdd_intervals: int = setting(10, "PDD's number of intervals M (> K).")
+    pdd_alpha: float = setting(0.9, "PDD's keep rate of a member's priority interval.")
+    pdd_beta: float = setting(0.1, "PDD's scale of the other intervals' keep rates.")
     loss_settings: LossSettings = field(default_factory=LossSettings)
-    init_from: str | None = None  # trained ensemble the method starts from (DVERGE: the baseline)
+    init_from: str | None = setting(None, "Trained ensemble the method starts from (dverge: the baseline of the "
+                                          "same dataset, K, arch, width and seed).")
     # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
     # state saved with other values still resumes (THROUGHPUT_FIELDS).
-    channels_last: bool = field(default=False, metadata={
-        "help": "Throughput: keep weights (and so activations) in channels-last memory format (same results)."})
-    fuse_members: bool = field(default=False, metadata={
-        "help": "Throughput: run the K members' forward as one batched (vmap) computation (same results)."})
+    channels_last: bool = setting(
+        False, "Throughput: keep weights (and so activations) in channels-last memory format (same results).")
+    fuse_members: bool = setting(
+        False, "Throughput: run the K members' forward as one batched (vmap) computation (same results).")
 
     def __post_init__(self) -> None:
         check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else

@@ -9,7 +9,7 @@ range that means something for images in [0, 1]. Deliberately free of torch: the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -122,6 +122,12 @@ VALUE_BOUNDS: dict[str, Bound] = {
     "warmup": NON_NEGATIVE_COUNT,
     "model_seed": SEED,
 }
+
+
+def setting(default: Any = MISSING, help: str = "") -> Any:
+    """A settings dataclass field with its help, the one text the CLI's option, `pdd.api` and the config
+    reference show (`dataclasses.field` with `metadata["help"]`)."""
+    return field(default=default, metadata={"help": help})
 
 
 def field_bound(name: str, default: Any = None) -> Bound | None:

@@ -19,23 +19,23 @@ from torch.utils.data import Dataset
 
 from pdd.evaluation.records import pack_flags
 from pdd.models import Ensemble, LogMeanProb
-from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields
+from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields, setting
 
 
 @dataclass(frozen=True)
 class AttackSettings:
     """Fixed parameters of the paper's protocol; the varied one (eps, gamma or c) is passed separately."""
 
-    steps: int = 10              # BIM / PGD iterations
-    step_fraction: float = 0.1   # BIM / PGD step = eps * step_fraction
-    random_starts: int = 1       # PGD (BIM has none)
-    jsma_theta: float = 0.1
-    cw_confidence: float = 0.01
-    cw_learning_rate: float = 0.01
-    cw_max_iter: int = 1000
-    cw_binary_search_steps: int = 5
-    batch_size: int = 500
-    seed: int = 0                # JSMA target classes and PGD random start
+    steps: int = setting(10, "BIM / PGD iterations.")
+    step_fraction: float = setting(0.1, "BIM / PGD step size / eps.")
+    random_starts: int = setting(1, "PGD random starts.")
+    jsma_theta: float = setting(0.1, "JSMA's perturbation per feature.")
+    cw_confidence: float = setting(0.01, "C&W confidence.")
+    cw_learning_rate: float = setting(0.01, "C&W learning rate.")
+    cw_max_iter: int = setting(1000, "C&W iterations per binary-search step.")
+    cw_binary_search_steps: int = setting(5, "C&W binary-search steps over the constant.")
+    batch_size: int = setting(500, "Images per attack batch.")
+    seed: int = setting(0, "Seed of JSMA's target classes and PGD's random start.")
 
     def __post_init__(self) -> None:
         check_fields(self)  # finite numbers in their ranges (pdd.validation)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,45 +36,53 @@ from pdd.evaluation.attacks import AttackSettings, art_generate, generate, one_h
 from pdd.evaluation.mora import MIXES, NORMS, mora
 from pdd.evaluation.records import pack_flags
 from pdd.models import Ensemble
-from pdd.validation import LINF_EPS, check_fields
+from pdd.validation import LINF_EPS, check_fields, setting
 
 APGD_LOSSES = {"apgd_ce": "cross_entropy", "apgd_dlr": "difference_logits_ratio"}
 GRADIENT_FREE = ("square",)  # attacks that read only the model's scores (check (e) compares them with the rest)
 DETERMINISM_TOLERANCE = 1e-5  # log-probabilities; float kernels are deterministic on one input within this
 ART_NORMS = {"linf": np.inf, "l2": 2}
+# Budgets of diagnostics (a) eps growth and (b) unbounded, per norm: L-inf 0.5 and 1 (half and all of [0, 1]);
+# L2 4 (8x CIFAR-10's 0.5) and 1000 (beyond any two images' distance in [0, 1]^(3x64x64), about 110).
+DIAGNOSTIC_EPS = {"linf": (0.5, 1.0), "l2": (4.0, 1000.0)}
 
 
 @dataclass(frozen=True)
 class StrongSettings:
     """The strong evaluation's attacks and the thresholds of its diagnostics."""
 
-    apgd_iterations: int = 100
-    apgd_restarts: int = 5
-    pgd_steps: tuple[int, ...] = (10, 50, 200)  # one random start each; the last also with restarts
-    pgd_restarts: int = 5
-    step_fraction: float = 0.1          # PGD step = eps * step_fraction (the paper's eps / 10)
-    transfer_steps: int = 50            # PGD on the surrogate
-    diagnostic_eps: float = 0.5
-    diagnostic_max_accuracy: float = 5.0  # % of initially correct images allowed at diagnostic_eps
-    unbounded_eps: float = 1.0
-    diagnostic_steps: int = 200         # PGD steps at diagnostic_eps and unbounded_eps
-    noise_images: int = 1               # tolerance of the transfer, convergence and gradient-free checks
-    batch_size: int = 500
-    seed: int = 0
-    norm: str = field(default="linf", metadata={"help": "Threat model of every attack and diagnostic: linf or l2."})
-    apgd_targets: int = field(default=9, metadata={
-        "help": "APGD-T target classes (the top ones after the true class; fewer if the dataset has fewer)."})
-    mora_iterations: int = field(default=100, metadata={"help": "MORA iterations per mixing weight."})
-    mora_mixes: tuple[float, ...] = field(default=MIXES, metadata={
-        "help": "MORA mixing weights s in [0, 1], run in turn; repeatable."})
-    square_queries: int = field(default=5000, metadata={"help": "Square attack queries (iterations)."})
+    apgd_iterations: int = setting(100, "APGD iterations.")
+    apgd_restarts: int = setting(5, "APGD random restarts.")
+    pgd_steps: tuple[int, ...] = setting(
+        (10, 50, 200), "PGD step counts of the convergence check, one random start each; repeatable.")
+    pgd_restarts: int = setting(5, "Random starts at the largest step count.")
+    step_fraction: float = setting(0.1, "PGD step size / eps (the paper's eps / 10).")
+    transfer_steps: int = setting(50, "PGD steps on the surrogate.")
+    diagnostic_eps: float | None = setting(
+        None, "Large eps of the eps-growth check (default by norm: L-inf 0.5, L2 4).")
+    diagnostic_max_accuracy: float = setting(5.0, "Accuracy (% of initially correct) allowed at --diagnostic-eps.")
+    unbounded_eps: float | None = setting(
+        None, "Eps of the unbounded-attack check (default by norm: L-inf 1, L2 1000).")
+    diagnostic_steps: int = setting(200, "PGD steps at the diagnostic eps values.")
+    noise_images: int = setting(1, "Tolerance of the transfer, convergence and gradient-free checks.")
+    batch_size: int = setting(500, "Images per attack batch.")
+    seed: int = setting(0, "Seed of the random starts and of Square's random squares.")
+    norm: str = setting("linf", "Threat model of every attack and diagnostic: linf or l2.")
+    apgd_targets: int = setting(
+        9, "APGD-T target classes (the top ones after the true class; fewer if the dataset has fewer).")
+    mora_iterations: int = setting(100, "MORA iterations per mixing weight.")
+    mora_mixes: tuple[float, ...] = setting(MIXES, "MORA mixing weights s in [0, 1], run in turn; repeatable.")
+    square_queries: int = setting(5000, "Square attack queries (iterations).")
 
     def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        for name, default in zip(("diagnostic_eps", "unbounded_eps"), DIAGNOSTIC_EPS[self.norm], strict=True):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         check_fields(self)  # finite numbers in their ranges (pdd.validation)
         if not self.pgd_steps or list(self.pgd_steps) != sorted(set(self.pgd_steps)):
             raise ValueError(f"pgd_steps must be increasing and distinct, got {self.pgd_steps}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.norm == "linf":
             LINF_EPS.check("diagnostic_eps", self.diagnostic_eps)
         if not self.mora_mixes:

@@ -71,6 +71,22 @@ TIMING_KEYS: dict[str, Path] = {
 }
 
 
+def config_fields() -> dict[str, tuple[Any, str]]:
+    """{'a.b.c' config key: (its default, its help)} of every key this mapping reads, taken from the dataclass
+    fields, so the config reference shows each default from the one place it lives."""
+    loss_keys = [(f.name, ("adversarial_training", attack, f.name[4:]) if f.name.startswith("adv_")
+                  else tuple(f.name.split("_", 1))) for f in fields(LossSettings) for attack in ("fgsm", "pgd")]
+    found: dict[str, tuple[Any, str]] = {}
+    for cls, keys in ((TrainConfig, TRAINING_KEYS.items()), (AttackSettings, ATTACK_KEYS.items()),
+                      (TimingSettings, TIMING_KEYS.items()), (LossSettings, loss_keys),
+                      *((StrongSettings(norm=norm), keys.items()) for norm, keys in STRONG_KEYS_BY_NORM.items())):
+        helps = {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        for name, path in keys:
+            default = getattr(cls, name)  # an instance's (the per-norm budgets) or the class's default
+            found.setdefault(".".join(path), (list(default) if isinstance(default, tuple) else default, helps[name]))
+    return found
+
+
 def lookup(config: Mapping, path: Path, default: Any = MISSING) -> Any:
     """The config value at `path`, or `default` where a key on the way is absent (KeyError without one)."""
     node: Any = config

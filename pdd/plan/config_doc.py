@@ -1,6 +1,7 @@
 """config/README.md, generated: every shipped config (from its header comment) and every key of the config
-schema (its type, bounds, whether it is required, its default and its description), so the documentation of the
-config cannot drift from the schema that validates it.
+schema (its type, bounds, whether it is required, its default and its description; a setting's default and help
+from its dataclass field, through `pdd.plan.config`), so the documentation of the config cannot drift from the
+schema that validates it or the code that reads it.
 
     python -m pdd.plan.config_doc            # rewrite config/README.md
     python -m pdd.plan.config_doc --check    # exit 1 if config/README.md is not current
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+
+from pdd.plan.config import config_fields
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -124,10 +127,12 @@ def render(root: Path = REPO) -> str:
             "`<dataset>`, `<attack>`, `<method>`, `<K>` and `<name>` stand for keys you choose (a dataset name, an",
             "attack name, ...). Outputs (`tables.<name>`, `figures.<name>`) are named in `pdd/plan/outputs.py`.", "",
             "| Key | Type | Required | Default | Description |", "|---|---|---|---|---|"]
+    settings = config_fields()  # a setting's default and help live in its dataclass field, not in the schema
     for row in rows(schema):
-        default = "" if row["default"] is None else f"`{json.dumps(row['default'])}`"
+        value, help = settings.get(row["key"], (row["default"], ""))
+        default = "" if value is None else f"`{json.dumps(value)}`"
         out.append(f"| `{row['key']}` | {_cell(row['type'])} | {'yes' if row['required'] else ''} | {default} | "
-                   f"{_cell(row['description'])} |")
+                   f"{_cell(row['description'] or help)} |")
     return "\n".join(out) + "\n"
 
 
