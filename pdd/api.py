@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from pdd.evaluation.attacks import AttackSettings, check_attack, image_indices, run_attack, select_images
+from pdd.evaluation.attacks import AttackSettings, check_attack, protocol_images, run_attack
 from pdd.evaluation.external import ARCH, as_ensemble
-from pdd.evaluation.records import attack_record, ensemble_key, image_fields, keyed
+from pdd.evaluation.records import attack_record, ensemble_key, keyed
 from pdd.evaluation.statistics import mcnemar_p, wilson_interval  # noqa: F401  (public: pdd.api.wilson_interval)
 from pdd.validation import VALUE_BOUNDS, InvalidValue
 
@@ -49,8 +49,7 @@ def _images(dataset: str | Dataset | tuple[torch.Tensor, torch.Tensor], data_roo
     elif isinstance(dataset, tuple):
         x, y = dataset
         dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
-    x, y = select_images(dataset, num_images, seed)
-    return label, num_classes, x, y, image_fields(image_indices(len(dataset), num_images, seed), len(dataset))
+    return label, num_classes, *protocol_images(dataset, num_images, seed)
 
 
 def _settings(cls: type, given: object, name: str) -> object:
@@ -113,10 +112,6 @@ def evaluate(model: nn.Module | Sequence[nn.Module], dataset: str | Dataset | tu
     eps_bound = VALUE_BOUNDS["eps" if strong_options.get("norm", "linf") == "linf" else "strong_eps"]
     for eps in eps_values:
         eps_bound.check("strong['eps']", eps)
-    if "pgd_steps" in strong_options:
-        strong_options["pgd_steps"] = tuple(sorted(strong_options["pgd_steps"]))
-    if "mora_mixes" in strong_options:
-        strong_options["mora_mixes"] = tuple(float(m) for m in strong_options["mora_mixes"])
     strong_settings = _settings(StrongSettings, strong_options, "strong")
     dev = select_device(device) if isinstance(device, str) else device
     label, num_classes, x, y, images = _images(dataset, data_root, num_images, settings.seed)

@@ -511,14 +511,10 @@ def _images(dataset: str, split: str, data_root: str, num_images: int | None, se
 
 
 def _test_images(dataset: str, data_root: str, num_images: int | None, seed: int) -> tuple:
-    """`_images` of the test split, and which images they are by index (`pdd.evaluation.records.image_fields`)
-    for the records, so results on the same images can be paired."""
-    from pdd.evaluation.attacks import image_indices, select_images
-    from pdd.evaluation.records import image_fields
+    """The protocol's images of the test split and their indices (`pdd.evaluation.attacks.protocol_images`)."""
+    from pdd.evaluation.attacks import protocol_images
 
-    test = _split(dataset, "test", data_root)
-    x, y = select_images(test, num_images, seed)
-    return x, y, image_fields(image_indices(len(test), num_images, seed), len(test))
+    return protocol_images(_split(dataset, "test", data_root), num_images, seed)
 
 
 def _check_params(attack: str, params: tuple[float, ...]) -> None:
@@ -629,8 +625,7 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
     from pdd.evaluation.strong import evaluate
     from pdd.io import write_json
 
-    values = _take(StrongSettings, opts)
-    settings = _settings(StrongSettings, **{**values, "pgd_steps": tuple(sorted(values["pgd_steps"]))})
+    settings = _settings(StrongSettings, **_take(StrongSettings, opts))
     if settings.norm == "linf":
         for eps in eps_values:
             if VALUE_BOUNDS["eps"].problem(eps):

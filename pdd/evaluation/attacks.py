@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pdd.evaluation.records import pack_flags
+from pdd.evaluation.records import image_fields, pack_flags
 from pdd.models import Ensemble, LogMeanProb
 from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields, setting
 
@@ -137,6 +137,13 @@ def select_images(dataset: Dataset, num_images: int | None, seed: int = 0) -> tu
     order = image_indices(len(dataset), num_images, seed)
     xs, ys = zip(*(dataset[int(i)] for i in order))
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+
+
+def protocol_images(dataset: Dataset, num_images: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """`select_images`, and which images they are by index (`records.image_fields`) for the records, so that
+    results on the same images can be paired (the CLI and the API both record them)."""
+    x, y = select_images(dataset, num_images, seed)
+    return x, y, image_fields(image_indices(len(dataset), num_images, seed), len(dataset))
 
 
 @torch.inference_mode()

@@ -80,9 +80,13 @@ class StrongSettings:
         for name, default in zip(("diagnostic_eps", "unbounded_eps"), DIAGNOSTIC_EPS[self.norm], strict=True):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+        # Step counts in increasing order and mixing weights as floats, however given (a config's or the
+        # CLI's list, the API's tuple): every caller builds the settings through here.
+        object.__setattr__(self, "pgd_steps", tuple(sorted(self.pgd_steps)))
+        object.__setattr__(self, "mora_mixes", tuple(float(m) for m in self.mora_mixes))
         check_fields(self)  # finite numbers in their ranges (pdd.validation)
-        if not self.pgd_steps or list(self.pgd_steps) != sorted(set(self.pgd_steps)):
-            raise ValueError(f"pgd_steps must be increasing and distinct, got {self.pgd_steps}")
+        if not self.pgd_steps or len(set(self.pgd_steps)) != len(self.pgd_steps):
+            raise ValueError(f"pgd_steps must be distinct, got {self.pgd_steps}")
         if self.norm == "linf":
             LINF_EPS.check("diagnostic_eps", self.diagnostic_eps)
         if not self.mora_mixes:

@@ -213,12 +213,7 @@ def suite_protocol(config: Mapping, suite: str) -> dict:
 
 def strong_settings(config: Mapping, norm: str = "linf") -> StrongSettings:
     """The strong evaluation's attacks and diagnostics (config.strong_evaluation) in threat model `norm`."""
-    values = _values(config, STRONG_KEYS_BY_NORM[norm])
-    if "pgd_steps" in values:
-        values["pgd_steps"] = tuple(sorted(values["pgd_steps"]))
-    if "mora_mixes" in values:
-        values["mora_mixes"] = tuple(float(m) for m in values["mora_mixes"])
-    return StrongSettings(**values, norm=norm)
+    return StrongSettings(**_values(config, STRONG_KEYS_BY_NORM[norm]), norm=norm)
 
 
 def timing_settings(config: Mapping) -> TimingSettings:
