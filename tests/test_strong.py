@@ -16,6 +16,7 @@ from pdd.data import get_dataset
 from pdd.evaluation.attacks import AttackSettings, predict, run_attack, select_images
 from pdd.evaluation.strong import StrongSettings, apgd, attack_eps, diagnose, evaluate
 from pdd.models import Ensemble, load_ensemble
+from pdd.reports.model_cards import card
 from pdd.reports.strong_table import MASKING_WARNING, build_strong_table
 from pdd.reports.tables import read_results
 from pdd.training import TrainConfig, train
@@ -362,6 +363,11 @@ def test_l2_twin_stays_in_its_l2_ball_and_builds_its_own_table(tmp_path: Path) -
     assert found[("worst_case", 0.5)]["n_robust"] <= min(found[(a, 0.5)]["n_robust"] for a in
                                                         ("pgd_10", "apgd_ce", "apgd_t", "mora", "square"))
     assert found[("pgd_5", 1000.0)]["n_robust"] == 0  # unbounded L2 breaks everything
+    # Every record says its threat model, and the L2 model card is built from them (it raised before).
+    assert {r["norm"] for r in records} == {"l2"}
+    key = {"K": 3, "arch": "linear", "dataset": "digits", "method": "baseline", "seed": 0}
+    l2_card = card([{**key, **r} for r in records], 0.5, "L2")
+    assert l2_card["eps"] == "0.5" and l2_card["external"] == f"{found[('worst_case', 0.5)]['accuracy_all']:.2f}"
     df = build_strong_table(read_results([_write(tmp_path / "l2.json", records, "baseline")]),
                             REPO / "config" / "paper_results.csv", {"digits": "fashion_mnist"}, tmp_path / "t.csv",
                             tmp_path / "t.md", norm="l2")

@@ -423,4 +423,4 @@ def evaluate(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps_values: list
         records.append({"threat": "diagnostic", "attack": name, "param": d["param"], "metric": "passed",
                         "value": None if not_run else float(d["passed"]), "measure": None if not_run else d["value"],
                         "detail": d["detail"]})
-    return records
+    return [{**r, "norm": s.norm} for r in records]  # the threat model of every number (model cards, claims)
