@@ -725,6 +725,28 @@ def figure(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ..
     _build_output("figure", name, spec, paper_csv, out, inputs)
 
 
+@main.command("model-card")
+@click.option("--evaluation", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="One ensemble's strong evaluation (the JSON `pdd strong` writes).")
+@click.option("--eps", required=True, type=checked("strong_eps"), help="The budget the card reports.")
+@click.option("--threat-model", required=True, type=click.Choice(["Linf", "L2"]),
+              help="RobustBench's threat model, which must be the evaluation's norm.")
+@click.option("--width", type=checked("width"), help="The members' width, named in the card.")
+@_out_option("Card to write (RobustBench's model_info JSON).")
+def model_card(evaluation: str, eps: float, threat_model: str, width: int | None, out: str) -> None:
+    """Write a RobustBench-format model card.
+
+    One strongly evaluated ensemble at one eps; prints the card's robust accuracy and reliability.
+    """
+    import json
+
+    from pdd.reports.model_cards import write_card
+
+    _outputs(out=out)
+    info = write_card(evaluation, eps, threat_model, out, width)
+    click.echo(json.dumps({"external": info["external"], "unreliable": info["unreliable"]}))
+
+
 @main.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A pdd checkpoint.")
 @_external_options

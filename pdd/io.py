@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 STALE_SECONDS = 24 * 3600  # another machine's temporary untouched this long is a leftover (its pid is not ours)
 
 
@@ -100,6 +98,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` to `path` atomically."""
+    """`torch.save` to `path` atomically (torch imported here: the JSON writers need none)."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -15,6 +15,7 @@ COMMANDS = {
     "estimate": "The cost of a config's run before it starts.",
     "figure": "Draw a figure from its input files.",
     "member-transfer": "Member-to-member transfer of PGD, DVERGE's measure.",
+    "model-card": "Write a RobustBench-format model card.",
     "prepare-data": "Make a dataset loadable and verify it.",
     "strong": "Strong evaluation with gradient-masking checks.",
     "table": "Build a table from its input files.",

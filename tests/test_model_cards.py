@@ -20,7 +20,8 @@ from pdd.reports.model_cards import ROBUSTBENCH_FIELDS, card, card_name, threat_
 from conftest import REPO, tiny_config
 
 FAST = {"apgd_iterations": 5, "apgd_restarts": 1, "pgd_steps": (5, 10), "pgd_restarts": 2, "transfer_steps": 5,
-        "diagnostic_steps": 10}
+        "diagnostic_steps": 10, "apgd_targets": 2, "mora_iterations": 5, "mora_mixes": (0.0, 1.0),
+        "square_queries": 20}
 
 
 class NearestMean(nn.Module):
@@ -55,6 +56,17 @@ def test_benchmark_returns_the_strong_evaluations_fractions(capsys, tmp_path: Pa
     assert float(info["clean_acc"]) == pytest.approx(100 * clean, abs=0.005)
     assert float(info["external"]) == pytest.approx(100 * robust, abs=0.005)
     assert info["number_forward_passes"] == 1 and info["eps"] == "0.1" and list(info)[0] == "link"
+
+
+def test_benchmark_at_l2_writes_an_l2_card(tmp_path: Path) -> None:
+    """RobustBench's L2 threat model runs the L2 twin and files its card under L2 (it raised 'no L2 worst case'
+    when the strong evaluation's records did not say their norm)."""
+    clean, robust = benchmark(NearestMean(), n_examples=20, dataset="digits", threat_model="L2", eps=0.5,
+                              strong=FAST, to_disk=True, model_name="ncm",
+                              cards_dir=str(tmp_path))
+    info = json.loads((tmp_path / "digits" / "L2" / "ncm.json").read_text())
+    assert info["threat_model"] == "L2" and info["eps"] == "0.5" and 0 <= robust <= clean
+    assert float(info["external"]) == pytest.approx(100 * robust, abs=0.005)
 
 
 def test_benchmark_prints_the_masking_warnings(capsys) -> None:

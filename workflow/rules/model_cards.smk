@@ -2,7 +2,6 @@
 # (pdd/plan/cards.py says which; pdd/reports/model_cards.py writes them). Local and cheap: a JSON from a JSON.
 
 from pdd.plan.cards import CARD, card_source, cards
-from pdd.reports.model_cards import write_card
 
 
 wildcard_constraints:
@@ -23,13 +22,14 @@ rule model_card:
         CARD,
     log:
         f"{LOGS}/model_card/{{dataset}}_{{threat_model}}_{{method}}_{{arch}}_K{{K}}_seed{{seed}}_eps{{eps}}.log",
+    conda:
+        "../../envs/pdd.yaml"
     params:
-        eps=lambda w: float(w.eps),
         width=lambda w: plan.width(config, w.arch),
         code=fingerprint("pdd.reports.model_cards"),
-    run:
-        info = write_card(input[0], params.eps, wildcards.threat_model, output[0], params.width)
-        write_json(log[0], {"external": info["external"], "unreliable": info["unreliable"]})
+    shell:
+        "pdd model-card --evaluation {input:q} --eps {wildcards.eps} --threat-model {wildcards.threat_model}"
+        " --width {params.width} --out {output:q} > {log:q} 2>&1"
 
 
 rule all_model_cards:
