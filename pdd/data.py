@@ -161,19 +161,37 @@ def info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def _digits(split: str) -> TensorImages:
-    """scikit-learn's 8x8 digits scaled to [0, 1], with a fixed stratified train/test split."""
+def digits_split() -> dict[str, torch.Tensor]:
+    """scikit-learn's 8x8 digits (values 0-16) and the fixed stratified train/test split of their indices."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-    y = torch.tensor(bunch.target, dtype=torch.long)
     idx_train, idx_test = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=DIGITS_TEST_SIZE, stratify=y.numpy(), random_state=0
+        torch.arange(len(bunch.target)).numpy(), test_size=DIGITS_TEST_SIZE, stratify=bunch.target, random_state=0
     )
-    idx = torch.as_tensor(idx_train if split == "train" else idx_test)
-    return TensorImages(x[idx], y[idx], 10)
+    return {"images": torch.tensor(bunch.images, dtype=torch.uint8), "labels": torch.tensor(bunch.target),
+            "train": torch.as_tensor(idx_train), "test": torch.as_tensor(idx_test)}
+
+
+def _digits_cache(root: Path) -> Path:
+    """Where `prepare` keeps `digits_split()`: reading it skips importing scikit-learn (seconds per job)."""
+    return root / "digits" / "digits_split.pt"
+
+
+def _digits(split: str, root: Path) -> TensorImages:
+    """The digits scaled to [0, 1] (from the cache `prepare` writes under `root`, else from scikit-learn)."""
+    cache, arrays = _digits_cache(root), None
+    if cache.exists():
+        try:
+            arrays = torch.load(cache, weights_only=True)  # tensors only: nothing in the file can run
+        except Exception:  # noqa: BLE001  (a damaged cache is recomputed, never trusted)
+            arrays = None
+    if not isinstance(arrays, dict) or len(arrays.get("test", ())) != DIGITS_TEST_SIZE:
+        arrays = digits_split()
+    x = arrays["images"].float().div_(16.0).unsqueeze(1)
+    idx = arrays["train" if split == "train" else "test"]
+    return TensorImages(x[idx], arrays["labels"].long()[idx], 10)
 
 
 def _missing(name: str, root: Path, expected: Path) -> DatasetMissing:
@@ -198,7 +216,7 @@ def get_dataset(name: str, split: str, root: str | os.PathLike) -> Dataset:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     root, train = Path(root), split == "train"
     if name == "digits":
-        return _digits(split)
+        return _digits(split, root)
     if name == "fashion_mnist":
         try:
             return _as_float(_torchvision_datasets().FashionMNIST(root, train=train, download=False))
@@ -369,7 +387,10 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Prepar
     root.mkdir(parents=True, exist_ok=True)
     source, checksums = info(name).source, {}
     try:
-        if name == "fashion_mnist":
+        if name == "digits":
+            with atomic_path(_digits_cache(root)) as tmp:
+                torch.save(digits_split(), tmp)
+        elif name == "fashion_mnist":
             source, checksums = _prepare_fashion(root, download)
         elif name in CIFAR:
             source, checksums = _prepare_cifar(name, root, download)

@@ -749,6 +749,25 @@ def test_digits_prepare_needs_no_files(tmp_path):
     assert prepared.source == DATASETS["digits"].source and prepared.checksums == {}
 
 
+def test_prepared_digits_load_without_scikit_learn_and_equal_its_split(tmp_path):
+    """`prepare` caches the digits and their split, so each job skips importing scikit-learn (seconds); the
+    cached splits are exactly scikit-learn's, and a damaged cache is recomputed, not trusted."""
+    import subprocess
+    import sys
+
+    fresh = {split: get_dataset("digits", split, tmp_path) for split in ("train", "test")}
+    prepare("digits", tmp_path, download=False)
+    for split, expected in fresh.items():
+        cached = get_dataset("digits", split, tmp_path)
+        assert torch.equal(cached.images, expected.images) and torch.equal(cached.labels, expected.labels)
+    probe = (f"import sys; from pdd import data; data.get_dataset('digits', 'test', {str(tmp_path)!r}); "
+             "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    (tmp_path / "digits" / "digits_split.pt").write_bytes(b"not a tensor file")
+    assert torch.equal(get_dataset("digits", "test", tmp_path).images, fresh["test"].images)
+
+
 def test_unknown_dataset_and_split_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="imagenet_21k"):
         get_dataset("imagenet_21k", "train", tmp_path)
