@@ -20,6 +20,12 @@ def one_thread():
     yield
     torch.set_num_threads(1)
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow (workflow) test files first: `pytest -n 2` hands out whole files in this order, so the longest start
+    first and the two workers finish together instead of one running the end-to-end file alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept otherwise
+
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 
