@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from pdd.evaluation.flops import PEAKS, PRECISIONS
+from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.plan.projection import Rate, report
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ import torch
 from pdd import __version__
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
-from pdd.evaluation.flops import PEAKS, PRECISIONS
 from pdd.evaluation.mora import NORMS
+from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
