@@ -885,9 +885,12 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
               type=click.Path(dir_okay=False), help="Measurements kept between runs, valid while the code is the same.")
 @click.option("--no-cache", is_flag=True, help="Measure everything afresh and keep nothing.")
 @click.option("--details", is_flag=True, help="Also each group of identical jobs with its arithmetic.")
+@click.option("--full-width", is_flag=True,
+              help="Measure at the config's widths (minutes at paper width) instead of at widths 1-3 with the FLOPs "
+                   "extrapolated exactly.")
 @click.option("--threads", type=checked("threads"), help="CPU threads for torch (default: torch's own choice).")
 def estimate(configfile: str, device_name: str, precision: str, utilisation: float | None, rate: float | None,
-             images: int, cache: str, no_cache: bool, details: bool, threads: int | None) -> None:
+             images: int, cache: str, no_cache: bool, details: bool, full_width: bool, threads: int | None) -> None:
     """The cost of a config's run before it starts.
 
     Per rule and in total: model image-passes, FLOPs and hours at a device's data-sheet peak (a floor), at a
@@ -916,7 +919,8 @@ def estimate(configfile: str, device_name: str, precision: str, utilisation: flo
         rates.append(Rate(device_name, precision, utilisation))
     if rate is not None:
         rates.append(Rate(rate=rate))
-    click.echo(report(config, configfile, rates, images, None if no_cache else cache, show_details=details))
+    click.echo(report(config, configfile, rates, images, None if no_cache else cache, show_details=details,
+                      narrow=not full_width))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,46 @@ def test_totals_and_hours_by_hand():
             P.Rate(**bad)
 
 
+def test_quadratic_and_extrapolation_by_hand():
+    # f(w) = 5 w^2 + 3 w + 7 at 1, 2, 3 -> 15, 33, 61; at 64: 5 * 4096 + 192 + 7 = 20,679
+    assert P.quadratic_at([15, 33, 61], (1, 2, 3), 64) == 20_679
+    # exact where floats would round: values near 2^53 / 4000
+    big = [2**40 + 1, 2**41 + 3, 3 * 2**40 + 7]
+    assert P.quadratic_at(big, (1, 2, 3), 64) == float(Fraction(big[0]) * 1891 - Fraction(big[1]) * 3843
+                                                       + Fraction(big[2]) * 1953)
+    values = [(P.Passes(2, 1, 0.5, f), {"a": P.Passes(1, 1, 0, 2 * w), "how": "x"}, None)
+              for w, f in zip((1, 2, 3), (15, 33, 61))]
+    assert P.extrapolate(values, (1, 2, 3), 64) == (P.Passes(2, 1, 0.5, 20_679),
+                                                     {"a": P.Passes(1, 1, 0, 128), "how": "x"}, None)
+    with pytest.raises(P.WidthDependent, match="passes differ"):
+        P.extrapolate([P.Passes(1, 0), P.Passes(2, 0), P.Passes(1, 0)], (1, 2, 3), 64)
+    with pytest.raises(P.WidthDependent, match="differs"):
+        P.extrapolate(["1 pass", "2 passes", "1 pass"], (1, 2, 3), 64)
+
+
+def test_narrow_measurements_equal_the_real_width_ones():
+    """Measured at widths 1-3 and extrapolated to the demo's 8, every kind of measurement (a plain step, one with
+    inner steps and uncounted distillation passes, an attack through a surrogate, the strong evaluation's blocks,
+    the timing round) equals the measurement at width 8 exactly; C&W's line search depends on the model, so it
+    is measured at width 8 and listed."""
+    torch.set_num_threads(1)
+    narrow, full = P.Bench(DEMO, 2, narrow_from=4), P.Bench(DEMO, 2, narrow=False)
+    assert narrow.width_step == 8
+    plan.register_methods(DEMO)
+    for measure in (lambda b: b.train("digits", "resnet18", 3, "baseline"),
+                    lambda b: b.train("digits", "resnet18", 2, "dverge"),
+                    lambda b: b.attack("digits", 2, "pgd", "vgg16"),
+                    lambda b: b.attack("digits", 2, "cw"),
+                    lambda b: b.strong_blocks("digits", 2, False),
+                    lambda b: b.time_steps("digits", "resnet18", 2, ["baseline", "pdd_deg"])):
+        assert measure(narrow) == measure(full)
+    assert narrow.full_width == ["attack digits 2 cw "] and full.full_width == []
+    step = narrow.train("digits", "resnet18", 3, "baseline")[0]
+    narrow._step_at = 1
+    assert narrow.model("digits", "resnet18", 3).spec.width == 1 and narrow.width("vgg16") == 1
+    assert step.flops > 0
+
+
 def test_store_keeps_measurements_for_the_same_code_and_inputs(tmp_path):
     path, calls = tmp_path / "m.json", []
 
@@ -118,8 +159,9 @@ def test_store_keeps_measurements_for_the_same_code_and_inputs(tmp_path):
 def captured(monkeypatch) -> dict:
     seen: dict = {}
 
-    def report(config, name, rates, images, store, show_details):
-        seen.update(config=config, rates=list(rates), images=images, store=store, details=show_details)
+    def report(config, name, rates, images, store, show_details, narrow):
+        seen.update(config=config, rates=list(rates), images=images, store=store, details=show_details,
+                    narrow=narrow)
         return "the table"
 
     monkeypatch.setattr(P, "report", report)
@@ -134,8 +176,10 @@ def test_estimate_command_builds_the_rates(captured, tmp_path):
     assert result.output.strip() == "the table"
     assert captured["rates"] == [P.Rate("a100", "bf16"), P.Rate("a100", "bf16", 0.4), P.Rate(rate=2e13)]
     assert captured["store"] == str(tmp_path / "c.json") and captured["config"] == DEMO
-    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--no-cache", "--details"])
+    assert captured["narrow"]
+    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--no-cache", "--details", "--full-width"])
     assert captured["store"] is None and captured["details"] and captured["rates"] == [P.Rate()]
+    assert not captured["narrow"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -17,6 +17,15 @@ initial weights), then multiplied by the counts the config implies:
   and restarts, member-transfer PGD steps, timing steps), the passes are measured at two small counts and the
   line through them is evaluated at the config's count; the arithmetic is printed.
 
+Widths: the counted FLOPs of convolutions and matrix products are exactly a quadratic in the members' width (every
+channel count is a multiple of it), and the passes do not depend on it where no loop depends on the data. So each
+measurement runs at 1, 2 and 3 steps of the configured widths' greatest common divisor (widths 1, 2, 3 for a
+width-64 config; only from a divisor of NARROW_FROM = 16 up: below, three runs of tiny kernels cost more than one),
+checks that the passes agree at the three, and takes the FLOPs at the real width from the quadratic through them
+(exact rational arithmetic). A measurement whose passes differ between the three (a loop that depends on the
+model's outputs, e.g. C&W's line search) is measured again at the real widths. `Bench(narrow=False)` measures
+everything at the real widths (`benchmarks/project_cost.py --full-width`).
+
 Data-dependent loops are marked in the output: JSMA stops when an image reaches its target or its budget of
 gamma * features changed features (projected at floor(gamma * features / 2) + 1 iterations: two new features
 per iteration); C&W's line search runs 1-11 extra forwards per iteration (measured mean on these images); the
@@ -40,6 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -176,6 +186,46 @@ def line(at: Callable[[int], Passes]) -> tuple[Passes, Passes]:
     return one - slope, slope
 
 
+NARROW = (1, 2, 3)  # width steps measured at: three points fix a quadratic
+NARROW_FROM = 16  # narrower configs are measured as they are: three runs of tiny kernels cost more than one
+
+
+class WidthDependent(ValueError):
+    """A measurement's passes (or another non-FLOP value) differ between widths: it cannot be extrapolated."""
+
+
+def quadratic_at(values: list[float], at: tuple[int, ...], to: int) -> float:
+    """The quadratic through (at[i], values[i]) evaluated at `to` (Lagrange; exact rational arithmetic)."""
+    total = Fraction(0)
+    for i, (xi, yi) in enumerate(zip(at, values)):
+        weight = Fraction(1)
+        for j, xj in enumerate(at):
+            if j != i:
+                weight *= Fraction(to - xj, xi - xj)
+        total += weight * Fraction(yi)
+    return float(total)
+
+
+def extrapolate(values: list[object], at: tuple[int, ...], to: int) -> object:
+    """One measurement taken at width steps `at`, extrapolated to step `to`: FLOPs by the quadratic through them;
+    passes and every other value must be equal at all steps (else WidthDependent)."""
+    first = values[0]
+    if isinstance(first, Passes):
+        counts = {(v.forward, v.backward, v.extra) for v in values}
+        if len(counts) != 1:
+            raise WidthDependent(f"passes differ between width steps {at}: {sorted(counts)}")
+        return replace(first, flops=quadratic_at([v.flops for v in values], at, to))
+    if isinstance(first, tuple):
+        return tuple(extrapolate(list(parts), at, to) for parts in zip(*values))
+    if isinstance(first, dict):
+        if any(v.keys() != first.keys() for v in values):
+            raise WidthDependent("measured parts differ between width steps")
+        return {key: extrapolate([v[key] for v in values], at, to) for key in first}
+    if any(v != first for v in values):
+        raise WidthDependent(f"a measured value differs between width steps {at}: {values}")
+    return first
+
+
 def _encode(value: object) -> object:
     """A measurement (Passes, tuples and dicts of them, numbers, text, None) as JSON."""
     if isinstance(value, Passes):
@@ -235,7 +285,7 @@ class Store:
 @dataclass
 class Bench:
     """Builds paper-scale ensembles and synthetic images, and caches each measurement (in memory, and in
-    `store` across runs when given)."""
+    `store` across runs when given); with `narrow`, measures at narrow widths and extrapolates (module doc)."""
 
     config: dict
     images: int
@@ -244,12 +294,44 @@ class Bench:
     seconds: dict = field(default_factory=dict)
     store: Store | None = None
     reused: int = 0
+    narrow: bool = True
+    narrow_from: int = NARROW_FROM
+    full_width: list = field(default_factory=list)  # measurements that had to run at the real widths
+    _step_at: int | None = None  # the width step being measured (None: the real widths)
+
+    @property
+    def width_step(self) -> int:
+        """The configured widths' greatest common divisor: each arch's width is a whole number of steps."""
+        return math.gcd(*(spec["width"] for spec in [self.config["model"], *self.config["surrogates"].values()]))
+
+    def width(self, arch: str) -> int:
+        """The width an arch is built at now: the config's, or `_step_at` steps of `width_step` as many."""
+        real = plan.width(self.config, arch)
+        return real if self._step_at is None else real // self.width_step * self._step_at
 
     def model(self, dataset: str, arch: str, k: int, pdd: dict | None = None) -> Ensemble:
         info = data.info(dataset)
         torch.manual_seed(self.seed)
-        spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, plan.width(self.config, arch), pdd or {})
+        spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, self.width(arch), pdd or {})
         return Ensemble(spec).eval()
+
+    def _run(self, name: str, compute: Callable[[], object]) -> object:
+        """compute() at the real widths, or at the NARROW width steps, extrapolated (module doc)."""
+        if not self.narrow or self.width_step < max(self.narrow_from, max(NARROW) + 1):
+            return compute()
+        values = []
+        for step in NARROW:
+            self._step_at = step
+            try:
+                values.append(compute())
+            finally:
+                self._step_at = None
+        try:
+            return extrapolate(values, NARROW, self.width_step)
+        except WidthDependent as err:
+            print(f"  {name}: {err}; measuring at the real widths", file=sys.stderr)
+            self.full_width.append(name)
+            return compute()
 
     def batch(self, dataset: str, model: Ensemble | None = None, n: int | None = None):
         """n random images; labels = the model's own predictions (every image starts correctly classified,
@@ -270,7 +352,7 @@ class Bench:
                 self.cache[key], self.reused = stored, self.reused + 1
                 return stored
             start = time.perf_counter()
-            self.cache[key] = compute()
+            self.cache[key] = self._run(" ".join(map(str, key)), compute)
             self.seconds[key] = time.perf_counter() - start
             print(f"  measured {' '.join(map(str, key))}: {self.seconds[key]:.1f} s", file=sys.stderr)
             if self.store is not None:
@@ -463,7 +545,7 @@ class Bench:
         """Passes per batch image of one interleaved round (one step of every method)."""
         def compute():
             info = data.info(dataset)
-            spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, plan.width(self.config, arch))
+            spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, self.width(arch))
             p = plan.pdd_settings(self.config, k)
             pdd = {"num_intervals": p["pdd_intervals"], "alpha": p["pdd_alpha"], "beta": p["pdd_beta"]}
             settings = plan.loss_settings(self.config, methods)  # every method as its timing job runs it
@@ -831,12 +913,22 @@ def markdown(rows: list[Row], rates: Iterable[Rate] = (Rate(),)) -> str:
 
 
 def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), images: int = 2,
-           store: Path | str | None = None, show_details: bool = False) -> str:
+           store: Path | str | None = None, show_details: bool = False, narrow: bool = True) -> str:
     """The projection of `config` as markdown (what `pdd estimate` and `benchmarks/project_cost.py` print):
-    how it was measured, the per-group tables if `show_details`, the totals with hours at each of `rates`."""
+    how it was measured, the per-group tables if `show_details`, the totals with hours at each of `rates`;
+    `narrow`: measure at narrow widths and extrapolate (the module doc), else at the real widths."""
     start = time.perf_counter()
-    bench = Bench(config, images, store=Store(store) if store is not None else None)
+    bench = Bench(config, images, store=Store(store) if store is not None else None, narrow=narrow)
     rows = project(config, bench)
+    step = bench.width_step
+    if narrow and step >= max(bench.narrow_from, max(NARROW) + 1):
+        widths = "/".join(str(s * w // step) for w in (plan.width(config, plan.defended_arch(config)),) for s in NARROW)
+        how = (f" Measured at widths {widths} (and the surrogates' in proportion), the FLOPs extrapolated exactly to "
+               f"the real widths, the passes checked equal at the three"
+               + (f"; at the real widths, their passes depending on the model: {', '.join(bench.full_width)}."
+                  if bench.full_width else "."))
+    else:
+        how = ""
     surrogates = ", ".join(f"{s['arch']} {plan.width(config, s['arch'])}" for s in config["surrogates"].values())
     measured = len(bench.cache) - bench.reused
     kept = f"; {bench.reused} reused from {store} (same code)" if bench.reused else ""
@@ -846,7 +938,7 @@ def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), im
            f"{surrogates}), random initial weights, {torch.get_num_threads()} torch thread(s); {measured} "
            f"measurements run{kept}; {time.perf_counter() - start:.0f} s. FLOPs: matrix products and convolutions, "
            "forward and backward (`pdd.evaluation.flops`). Hours = FLOPs / rate: at a peak, a floor no run beats; "
-           "the strong evaluation's figures are upper bounds (restarts as if no image broke)."]
+           "the strong evaluation's figures are upper bounds (restarts as if no image broke)." + how]
     if show_details:
         out.append(details(rows))
     out += ["\n### Total\n", markdown(rows, rates)]
