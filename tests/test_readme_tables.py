@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdd.reports.readme import BEGIN, END, block, machine, main, update
+from pdd.reports.readme import BEGIN, END, block, machine, main, markers, update
 
 from conftest import REPO
 
@@ -61,6 +61,21 @@ def test_update_replaces_only_the_block(results: Path, tmp_path: Path) -> None:
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="expected one block"):
         update(readme, "x")
+
+
+def test_a_named_block_is_replaced_beside_the_demo_block(results: Path, tmp_path: Path) -> None:
+    begin, end = markers("fashion_mnist")
+    assert begin.startswith("<!-- readme-tables fashion_mnist: begin")
+    assert end == "<!-- readme-tables fashion_mnist: end -->"
+    readme = tmp_path / "README.md"
+    demo = BEGIN.format(command="x") + "\n| demo | table |\n" + END
+    named = begin.format(command="y") + "\n| old | table |\n" + end
+    readme.write_text(f"{demo}\n\nmiddle\n\n{named}\n")
+    assert main(["--results", str(results), "--block", "fashion_mnist", "--update", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"{demo}\n\nmiddle\n\n") and "| old | table |" not in text  # the demo block untouched
+    assert "--block fashion_mnist" in text and "| Baseline | 95.00 | 55.79 |" in text and text.endswith(f"{end}\n")
+    assert main(["--results", str(results), "--block", "a b"]) == 1  # a name that cannot be a marker
 
 
 def test_missing_results_are_an_error_not_an_empty_block(tmp_path: Path, capsys) -> None:
