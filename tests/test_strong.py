@@ -406,3 +406,19 @@ def test_misclassified_images_cost_the_strong_evaluation_no_attack_passes(models
     probes = 4
     assert counts[1] == (probes + (counts[0][0] - probes) // 2, counts[0][1] // 2)
     assert all(not r["robust"][20:].any() and r["robust"][:20].all() for r in results.values())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_attack_returning_non_finite_pixels_is_refused(bad: float) -> None:
+    """NaN compares false with every bound, so a NaN image would pass a plain range check and be scored."""
+    from pdd.evaluation.strong import _check_budget
+
+    x = torch.full((2, 1, 4, 4), 0.5)
+    x_adv = x.clone()
+    x_adv[1, 0, 2, 2] = bad
+    with pytest.raises(RuntimeError, match="non-finite"):
+        _check_budget("square", x, x_adv, 0.1, "linf")
+    _check_budget("square", x, x.clone(), 0.1, "l2")  # a finite image within the ball passes
+    x_adv[1, 0, 2, 2] = 0.7  # finite but outside the L-inf ball
+    with pytest.raises(RuntimeError, match="left its linf ball"):
+        _check_budget("square", x, x_adv, 0.1, "linf")

@@ -189,9 +189,12 @@ def still_correct(model: Ensemble, x_adv: torch.Tensor, y: torch.Tensor, device:
 
 
 def _check_budget(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str = "linf") -> None:
-    """An attack that leaves its L-inf / L2 ball or [0, 1] would make every number here meaningless."""
+    """An attack that leaves its L-inf / L2 ball or [0, 1], or returns NaN or infinite pixels (which every comparison
+    below would let through), would make every number here meaningless."""
     if not len(x):
         return
+    if not torch.isfinite(x_adv).all():
+        raise RuntimeError(f"{name} at eps {eps} returned non-finite pixels")
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax() if norm == "linf" else delta.norm(dim=1).amax()
     if size > eps * (1 + 1e-5) + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
