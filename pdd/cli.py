@@ -872,7 +872,7 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
 @click.option("--configfile", default="config/config.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="The workflow config to project (as snakemake's).")
 @click.option("--device", "device_name", default="h200", show_default=True, type=Registry(PEAKS, "device"),
-              help="Whose data-sheet peak the hours are at (pdd.evaluation.flops.PEAKS).")
+              help="Whose data-sheet peak the hours are at (pdd.evaluation.peaks.PEAKS).")
 @click.option("--dtype", "precision", default="tf32", show_default=True,
               type=Registry(PRECISIONS, "precision"), help="Which of the device's dense peaks.")
 @click.option("--utilisation", type=Checked(Bound(0, 1, low_open=True, meaning="a fraction of the peak")),

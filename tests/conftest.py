@@ -20,6 +20,7 @@ def one_thread():
     yield
     torch.set_num_threads(1)
 
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow (workflow) test files first: `pytest -n 2` hands out whole files in this order, so the longest start
     first and the two workers finish together instead of one running the end-to-end file alone at the end."""

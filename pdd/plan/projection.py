@@ -304,6 +304,11 @@ class Bench:
         """The configured widths' greatest common divisor: each arch's width is a whole number of steps."""
         return math.gcd(*(spec["width"] for spec in [self.config["model"], *self.config["surrogates"].values()]))
 
+    @property
+    def extrapolates(self) -> bool:
+        """Whether measurements run at the NARROW width steps (allowed, and the widths wide enough to gain)."""
+        return self.narrow and self.width_step >= max(self.narrow_from, max(NARROW) + 1)
+
     def width(self, arch: str) -> int:
         """The width an arch is built at now: the config's, or `_step_at` steps of `width_step` as many."""
         real = plan.width(self.config, arch)
@@ -317,7 +322,7 @@ class Bench:
 
     def _run(self, name: str, compute: Callable[[], object]) -> object:
         """compute() at the real widths, or at the NARROW width steps, extrapolated (module doc)."""
-        if not self.narrow or self.width_step < max(self.narrow_from, max(NARROW) + 1):
+        if not self.extrapolates:
             return compute()
         values = []
         for step in NARROW:
@@ -351,10 +356,10 @@ class Bench:
             if stored is not None:
                 self.cache[key], self.reused = stored, self.reused + 1
                 return stored
-            start = time.perf_counter()
-            self.cache[key] = self._run(" ".join(map(str, key)), compute)
+            start, label = time.perf_counter(), " ".join(map(str, key))
+            self.cache[key] = self._run(label, compute)
             self.seconds[key] = time.perf_counter() - start
-            print(f"  measured {' '.join(map(str, key))}: {self.seconds[key]:.1f} s", file=sys.stderr)
+            print(f"  measured {label}: {self.seconds[key]:.1f} s", file=sys.stderr)
             if self.store is not None:
                 self.store.put(name, self.cache[key])
         return self.cache[key]
@@ -856,7 +861,7 @@ def details(rows: list[Row]) -> str:
 
 @dataclass(frozen=True)
 class Rate:
-    """What the hours are computed at: `device`'s dense `precision` peak (`pdd.evaluation.flops.PEAKS`) times
+    """What the hours are computed at: `device`'s dense `precision` peak (`pdd.evaluation.peaks.PEAKS`) times
     `utilisation`, or a measured achieved `rate` in FLOP/s (then the device and utilisation are not used)."""
 
     device: str = "h200"
@@ -920,9 +925,9 @@ def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), im
     start = time.perf_counter()
     bench = Bench(config, images, store=Store(store) if store is not None else None, narrow=narrow)
     rows = project(config, bench)
-    step = bench.width_step
-    if narrow and step >= max(bench.narrow_from, max(NARROW) + 1):
-        widths = "/".join(str(s * w // step) for w in (plan.width(config, plan.defended_arch(config)),) for s in NARROW)
+    if bench.extrapolates:
+        width = plan.width(config, plan.defended_arch(config))
+        widths = "/".join(str(width // bench.width_step * step) for step in NARROW)
         how = (f" Measured at widths {widths} (and the surrogates' in proportion), the FLOPs extrapolated exactly to "
                f"the real widths, the passes checked equal at the three"
                + (f"; at the real widths, their passes depending on the model: {', '.join(bench.full_width)}."
