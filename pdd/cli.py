@@ -113,6 +113,22 @@ def checked(name: str) -> Checked:
 
 FINITE = Checked(Bound())
 
+
+class AttackRun(click.ParamType):
+    """An attack's name, or 'NAME=P1,P2,...' with its parameters (one --attack per attack of a job)."""
+
+    name = "attack[=params]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        name, given, text = value.partition("=")
+        name = Registry(ATTACKS, "attack").convert(name, param, ctx)
+        if not given:
+            return name, None
+        params = tuple(FINITE.convert(p, param, ctx) for p in text.split(",")) if text else ()
+        return name, params
+
 # Click types of dataclass fields that are not numbers (registries, paths); numeric fields take their range
 # from pdd.validation.FIELD_BOUNDS.
 FIELD_TYPES: dict[str, click.ParamType] = {
@@ -521,7 +537,8 @@ def _check_params(attack: str, params: tuple[float, ...]) -> None:
     """Every attack but 'none' needs --param, each inside the attack's range (its registry entry's bound: eps in
     (0, 1], JSMA's gamma in (0, 1], C&W's c > 0)."""
     if (attack == "none") != (not params):
-        raise click.UsageError("give --param for every attack except 'none', and none for 'none'")
+        raise click.UsageError(f"{attack}: give parameters (--param, or --attack NAME=P1,P2) for every attack "
+                               "except 'none', and none for 'none'")
     for param in params:
         try:
             check_param(attack, param)
@@ -530,44 +547,65 @@ def _check_params(attack: str, params: tuple[float, ...]) -> None:
 
 
 _attack_options = _options(
-    click.option("--attack", required=True, type=Registry(ATTACKS, "attack"),
-                 help="The paper's attack ('none': clean accuracy only)."),
+    click.option("--attack", "attacks", required=True, multiple=True, type=AttackRun(),
+                 help=f"The paper's attack ({', '.join(ATTACKS)}; 'none': clean accuracy only); several in one job "
+                      "as NAME=P1,P2 each (e.g. --attack fgsm=0.05,0.1 --attack none), each with its own --out."),
     click.option("--param", "params", type=FINITE, multiple=True,
-                 help="eps, JSMA's gamma or C&W's initial constant; repeatable; none for 'none'."),
+                 help="With one --attack NAME: eps, JSMA's gamma or C&W's initial constant; repeatable; none for "
+                      "'none'."),
     _num_images_option,
     _settings_options(AttackSettings, help={"seed": "Image subset, JSMA targets, random starts."}),
     _data_root_option(),
-    _out_option("Result JSON to write: one record per --param, then the job's cost record."),
+    click.option("--out", "outs", required=True, multiple=True, type=click.Path(dir_okay=False),
+                 help="Result JSON to write, one per --attack in the same order: one record per parameter, then "
+                      "that attack's cost record."),
     _runtime_options,
 )
 
 
+def _runs(attacks: tuple, params: tuple[float, ...], outs: tuple[str, ...]) -> list[tuple[str, tuple, str]]:
+    """(attack, its parameters, its result file) of each --attack: one job runs several on one loaded model,
+    so the process start (torch, ART) is paid once; --param only with a single bare --attack."""
+    if len(outs) != len(attacks):
+        raise click.UsageError(f"give one --out per --attack ({len(attacks)} attacks, {len(outs)} --out)")
+    if params and (len(attacks) > 1 or attacks[0][1] is not None):
+        raise click.UsageError("--param goes with a single --attack NAME; with several, write NAME=P1,P2")
+    names = [name for name, _ in attacks]
+    if len(set(names)) != len(names):
+        raise click.UsageError(f"each attack once per job, got {', '.join(names)}")
+    runs = [(name, given if given is not None else params, out) for (name, given), out in zip(attacks, outs)]
+    for name, values, _ in runs:
+        _check_params(name, values)
+    return runs
+
+
 def _attack(command: str, target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,
             external: dict | None = None) -> None:
-    """Run the attack of `pdd attack` / `pdd transfer` at each --param and write its records and cost."""
+    """Run each attack of `pdd attack` / `pdd transfer` at each of its parameters and write its records and cost
+    (`_runs`)."""
     from pdd.devices import select_device
     from pdd.evaluation.attacks import run_attack
     from pdd.evaluation.cost_meter import CostMeter
     from pdd.evaluation.records import attack_record, cost_record
     from pdd.io import write_json
 
-    attack, params = opts.pop("attack"), opts.pop("params")
-    _check_params(attack, params)
+    runs = _runs(opts.pop("attacks"), opts.pop("params"), opts.pop("outs"))
     settings = _settings(AttackSettings, **_take(AttackSettings, opts))
-    _outputs(out=opts["out"])
+    _outputs(**{"out" if len(runs) == 1 else f"out for {attack}": out for attack, _, out in runs})
     _threads(opts["threads"])
     device = select_device(opts["device"])
-    records = []
-    with CostMeter(device=device) as cost:
-        target, key = _load(target_path, device, external, surrogate_path)
-        surrogate = _load_surrogate(surrogate_path, device, key) if surrogate_path else None
-        x, y, images = _test_images(key["dataset"], opts["data_root"], opts["num_images"], settings.seed)
-        for param in params or [None]:
-            result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
-            records.append(attack_record(key, threat, attack, param, {**result, **images}))
-            click.echo(f"{attack} {param}: {records[-1]['value']:.2f}% ({result['images_per_second']:.1f} images/s)",
-                       err=True)
-    write_json(opts["out"], [*records, cost_record(key, command, cost)])
+    target, key = _load(target_path, device, external, surrogate_path)
+    surrogate = _load_surrogate(surrogate_path, device, key) if surrogate_path else None
+    x, y, images = _test_images(key["dataset"], opts["data_root"], opts["num_images"], settings.seed)
+    for attack, params, out in runs:
+        records = []
+        with CostMeter(device=device) as cost:
+            for param in params or [None]:
+                result = run_attack(target, x, y, attack, param or 0.0, settings, device, surrogate)
+                records.append(attack_record(key, threat, attack, param, {**result, **images}))
+                click.echo(f"{attack} {param}: {records[-1]['value']:.2f}% "
+                           f"({result['images_per_second']:.1f} images/s)", err=True)
+        write_json(out, [*records, cost_record(key, command, cost)])
 
 
 @main.command()

@@ -38,16 +38,16 @@ def test_every_attack_parameter_reaches_its_job(planned: str) -> None:
     """The C&W jobs of CIFAR-100 carry the paper's settings and the table's constant: 1000 iterations in the
     white-box suite, 2000 in the stronger-attack table's own suite."""
     cw = [line for line in planned.splitlines()
-          if "pdd attack" in line and "--attack cw" in line and "cifar100" in line]
+          if "pdd attack" in line and "--attack cw=" in line and "cifar100" in line]
     stronger = [c for c in cw if "/table_stronger_attacks/cw.json" in c]
     whitebox = [c for c in cw if "/whitebox/cw.json" in c]
     assert whitebox and stronger and len(whitebox) + len(stronger) == len(cw)
-    assert all("--cw-max-iter 1000" in c and "--cw-binary-search-steps 5" in c and "--param 0.01" in c
+    assert all("--cw-max-iter 1000" in c and "--cw-binary-search-steps 5" in c and "--attack cw=0.01 " in c
                for c in whitebox)
-    assert all("--cw-max-iter 2000" in c and "--steps 30" in c and "--param 0.01" in c for c in stronger)
+    assert all("--cw-max-iter 2000" in c and "--steps 30" in c and "--attack cw=0.01 " in c for c in stronger)
     pgd = [line for line in planned.splitlines()
-           if "--attack pgd " in line and "fashion_mnist" in line and "/whitebox/" in line]
-    assert pgd and all("--param 0.01 --param 0.02" in p and "--steps 10" in p for p in pgd)
+           if "--attack pgd=" in line and "fashion_mnist" in line and "/whitebox/pgd.json" in line]
+    assert pgd and all("--attack pgd=0.01,0.02 " in p and "--steps 10" in p for p in pgd)
 
 
 def test_black_box_table_uses_both_surrogate_families(planned: str) -> None:
@@ -72,7 +72,8 @@ def test_figure_4_sweeps_and_diversity_jobs(planned: str) -> None:
             assert (fig["dataset"], str(fig["K"]), method, "figure4_pgd_strength", attack) in jobs
     sweep = [line for line in planned.splitlines()
              if "figure4_pgd_strength/pgd_l2.json" in line and "pdd attack" in line]
-    assert sweep and all("--param 6.4" in s and "--param 0.1" in s for s in sweep)
+    params = [re.search(r"--attack pgd_l2=([\d.,]+)", s) for s in sweep]
+    assert sweep and all(p and {"0.1", "6.4"} <= set(p.group(1).split(",")) for p in params)
     diversity = set(re.findall(r"results/eval/(\w+)/resnet18/K(\d+)/(\w+)/seed0/diversity/entropy.json", planned))
     for dataset in CONFIG["tables"]["table1_entropy"]["datasets"]:
         for k in CONFIG["tables"]["table1_entropy"]["K"]:

@@ -71,7 +71,7 @@ def everything(finished_run: Path) -> set[Job]:
 
 def test_nothing_to_do_after_the_run(finished_run: Path, everything: set[Job]) -> None:
     assert _dry_run(finished_run, _config()) == set()
-    assert len(everything) == 15  # the full DAG, for the comparisons below
+    assert len(everything) == 11  # the full DAG, for the comparisons below: one white-box job per model and suite
 
 
 def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path, everything: set[Job]) -> None:
@@ -79,7 +79,9 @@ def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path
     cfg["pdd"]["alpha"] = 0.8
     planned = _dry_run(finished_run, cfg)
     pdd = {job for job in everything if "/pdd/" in job[1]}
-    assert {rule for rule, _ in pdd} == {"train", "whitebox"} and len(pdd) == 5  # train, none, fgsm, pgd, fig4 pgd
+    # train; none, fgsm and pgd in one job; Figure 4's pgd in its own suite's job
+    assert {rule for rule, _ in pdd} == {"train", "whitebox_fgsm_none_pgd", "whitebox_figure4_pgd_strength_pgd"}
+    assert len(pdd) == 3
     assert planned == pdd | {
         ("table", "results/tables/table2_whitebox_k3.csv"),
         ("table", "results/tables/timing.csv"),
@@ -90,15 +92,16 @@ def test_pdd_alpha_reruns_only_pdd_models_and_what_reads_them(finished_run: Path
     assert not any("/baseline/" in output for _, output in planned)
 
 
-def test_one_attack_eps_reruns_only_that_attack_and_its_table(finished_run: Path) -> None:
+def test_one_attack_eps_reruns_only_the_jobs_running_it_and_its_table(finished_run: Path) -> None:
     cfg = _config()
     cfg["attacks"]["digits"]["fgsm"] = [0.2]
     assert _dry_run(finished_run, cfg) == {
-        ("whitebox", "results/eval/digits/resnet18/K2/baseline/seed0/whitebox/fgsm.json"),
-        ("whitebox", "results/eval/digits/resnet18/K2/pdd/seed0/whitebox/fgsm.json"),
+        ("whitebox_fgsm_none_pgd", "results/eval/digits/resnet18/K2/baseline/seed0/whitebox/fgsm.json"),
+        ("whitebox_fgsm_none_pgd", "results/eval/digits/resnet18/K2/pdd/seed0/whitebox/fgsm.json"),
         ("table", "results/tables/table2_whitebox_k3.csv"),
         ("all", ""),
-    }  # no training, no other attack, no timing table, and Figure 4 (its own PGD jobs) untouched
+    }  # each model's white-box job (its suite's attacks run in one job); no training, no timing table, and
+    # Figure 4 (its own suite's job) untouched
 
 
 def _edited(module: str, line: str = "EDITED = 1") -> str:

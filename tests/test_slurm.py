@@ -25,7 +25,7 @@ import yaml
 from conftest import REPO, SNAKEFILE, tiny_config
 
 PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
-GPU_RULES = {"train", "whitebox", "transfer", "diversity"}  # at least these; _gpu_rules() reads the workflow
+GPU_RULES = {"train", "diversity", "strong"}  # at least these; _gpu_rules() reads the workflow
 BINARIES = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun"]
 PARTITION = "pddtest"
 
@@ -241,6 +241,10 @@ def test_profile_requests_a_gpu_for_every_gpu_rule() -> None:
     assert set(profile["default-resources"]) >= {"slurm_partition", "slurm_account"}
     gpu_rules = _gpu_rules()
     assert gpu_rules >= GPU_RULES and set(profile["set-resources"]) >= gpu_rules
+    # the attack jobs' rules are generated per set of attacks (named whitebox_..., transfer_...): they declare
+    # the GPU themselves
+    attack_rules = (REPO / "workflow" / "rules" / "evaluate.smk").read_text().split("for group in ATTACK_JOBS:")[1]
+    assert re.search(r"^\s+gpu=1,$", attack_rules.split("\nrule ")[0], re.M)
     for rule, res in profile["set-resources"].items():
         assert res["gpu"] == 1 and "runtime" not in res and "mem_mb" not in res, rule  # those live in the rules
         assert not re.search(r"--(gres|gpus)", res.get("slurm_extra", "")), rule  # the plugin forbids them there

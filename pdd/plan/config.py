@@ -305,13 +305,6 @@ def external_inputs(config: Mapping, method: str) -> list[str] | None:
     return None if e is None else [e["weights"]] + ([e["source"]] if "source" in e else [])
 
 
-def attack_args(config: Mapping, params: Iterable[float], protocol: Mapping | None = None) -> str:
-    """`pdd attack` / `pdd transfer` settings: the protocol, the image count and the attack's parameters."""
-    n = num_images(config, "evaluation")
-    args = as_args(attack_settings(config, protocol)) + (["--num-images", n] if n else [])
-    return quoted(args + [a for p in params for a in ("--param", p)])
-
-
 def suite_params(config: Mapping, suite: str, dataset: str, attack: str) -> list[float]:
     """The parameters of one attack job of an attack suite (none for 'none', clean accuracy only)."""
     return [] if attack == "none" else list(suite_attacks(config, suite, dataset)[attack])
@@ -322,14 +315,17 @@ def transfer_params(config: Mapping, attack: str) -> list[float]:
     return list(requested(config)["table4_blackbox"]["attacks"][attack])
 
 
-def suite_args(config: Mapping, suite: str, dataset: str, attack: str) -> str:
-    """One attack job of an attack suite ('none' = clean accuracy only)."""
-    return attack_args(config, suite_params(config, suite, dataset, attack), suite_protocol(config, suite))
-
-
-def transfer_args(config: Mapping, attack: str) -> str:
-    """A black-box job: table4_blackbox's parameters of `attack` under the white-box protocol."""
-    return attack_args(config, transfer_params(config, attack))
+def attack_job_args(config: Mapping, rule: str, folder: str, dataset: str, attacks: Iterable[str]) -> str:
+    """`pdd attack` / `pdd transfer` flags of one job running `attacks` into `folder` (an attack suite, or a
+    threat for 'transfer'): `--attack NAME=P1,P2` each ('none' bare), the protocol and the image count."""
+    runs = []
+    for attack in attacks:
+        params = transfer_params(config, attack) if rule == "transfer" else suite_params(config, folder, dataset,
+                                                                                          attack)
+        runs += ["--attack", f"{attack}={','.join(map(str, params))}" if params else attack]
+    n = num_images(config, "evaluation")
+    protocol = suite_protocol(config, folder) if rule == "whitebox" else None
+    return quoted(runs + as_args(attack_settings(config, protocol)) + (["--num-images", n] if n else []))
 
 
 def strong_eps(config: Mapping, dataset: str, norm: str = "linf") -> list[float]:

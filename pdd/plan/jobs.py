@@ -2,13 +2,80 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from pdd.plan.config import surrogate_path, train_start
 from pdd.plan.outputs import THREATS, inputs, requested
-from pdd.plan.paths import benchmark, cost_sources, job_of, model_path, parse_path
+from pdd.plan.paths import ATTACK_SEP, benchmark, cost_sources, job_of, model_path, parse_path
 
 
-def producer(path: str) -> tuple[str, str] | None:
-    """(rule, main output) of the job writing `path`; None for files no job writes (external weights)."""
+@dataclass(frozen=True)
+class AttackJobs:
+    """The white-box or transfer jobs that run the same attacks into one folder (an attack suite or a threat),
+    one job per model: a job runs its attacks on one loaded model and writes one result file per attack."""
+
+    kind: str  # the rule kind: "whitebox" or "transfer"
+    folder: str  # the suite or threat
+    attacks: tuple[str, ...]  # sorted
+    models: tuple[str, ...]  # "dataset/arch/K3/method/seed0", sorted
+
+    @property
+    def name(self) -> str:
+        """A Snakemake rule name, unique in the workflow."""
+        return "_".join([self.kind, *([self.folder] if self.folder != self.kind else []), *self.attacks])
+
+    @property
+    def stem(self) -> str:
+        """The job's name among its results (benchmark and log file names): its attacks joined."""
+        return ATTACK_SEP.join(self.attacks)
+
+    @property
+    def model_pattern(self) -> str:
+        """A regular expression matching exactly these models (the rule's `model` wildcard)."""
+        return "|".join(re.escape(m) for m in self.models)
+
+
+def attack_jobs(config: dict) -> list[AttackJobs]:
+    """Every attack job the requested outputs need, grouped by (rule, folder, attacks): a model's attacks in one
+    folder run in one job, so a process start (torch, ART: seconds) is paid per model and folder, not per attack."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for name in requested(config):
+        for path in inputs(config, name):
+            if path.startswith("results/eval/") and _attack_rule(path):
+                model, folder, file = path.removeprefix("results/eval/").rsplit("/", 2)
+                wanted.setdefault((model, folder), set()).add(file.removesuffix(".json"))
+    groups: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for (model, folder), attacks in wanted.items():
+        rule = "transfer" if folder in THREATS else "whitebox"
+        groups.setdefault((rule, folder, tuple(sorted(attacks))), []).append(model)
+    return [AttackJobs(rule, folder, attacks, tuple(sorted(models)))
+            for (rule, folder, attacks), models in sorted(groups.items())]
+
+
+def _attack_rule(path: str) -> str | None:
+    """'whitebox' or 'transfer' for a result of an attack job, else None."""
+    suite = parse_path(path).get("suite")
+    if suite is None or suite in ("diversity", "strong", "strong_l2", "member_transfer"):
+        return None
+    return "transfer" if suite in THREATS else "whitebox"
+
+
+def attack_job_index(config: dict) -> dict[str, str]:
+    """{result file: its job's main output} for every attack job: the main output names the job's attacks
+    (`AttackJobs.stem`) where its benchmark and log live."""
+    index = {}
+    for group in attack_jobs(config):
+        for model in group.models:
+            folder = f"results/eval/{model}/{group.folder}"
+            for attack in group.attacks:
+                index[f"{folder}/{attack}.json"] = f"{folder}/{group.stem}.json"
+    return index
+
+
+def producer(path: str, attack_index: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(rule, main output) of the job writing `path`; None for files no job writes (external weights).
+    `attack_index` (`attack_job_index`) maps an attack's result to its job; without it, each attack is its own."""
     if path.startswith("results/models/"):
         return ("train", path.rsplit("/", 1)[0] + "/ensemble.pt")
     if path.startswith("results/data/"):
@@ -22,8 +89,9 @@ def producer(path: str) -> tuple[str, str] | None:
     if kind == "diversity":
         return ("diversity", path.rsplit("/", 1)[0] + "/per_image.csv")
     rules = {"strong": "strong", "strong_l2": "strong", "member_transfer": "member_transfer"}
-    rule = rules.get(kind, "transfer" if kind in THREATS else "whitebox")
-    return (rule, path)
+    if kind in rules:
+        return (rules[kind], path)
+    return (_attack_rule(path), (attack_index or {}).get(path, path))
 
 
 def upstream(config: dict, rule: str, path: str) -> list[str]:
@@ -48,9 +116,9 @@ def upstream(config: dict, rule: str, path: str) -> list[str]:
 def output_jobs(config: dict, name: str) -> set[tuple[str, str]]:
     """Every job (rule, main output) output `name` needs, trainings and data preparation included."""
     jobs: set[tuple[str, str]] = set()
-    todo = list(inputs(config, name))
+    todo, index = list(inputs(config, name)), attack_job_index(config)
     while todo:
-        job = producer(todo.pop())
+        job = producer(todo.pop(), index)
         if job and job not in jobs:
             jobs.add(job)
             todo += upstream(config, *job)

@@ -276,11 +276,6 @@ def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[floa
     return dataset_attacks(config, dataset) if suite == "whitebox" else requested(config)[suite]["attacks"]
 
 
-def suites(config: dict) -> list[str]:
-    """Attack suites with jobs of their own: 'whitebox' and every requested output with its own attacks."""
-    return ["whitebox", *[n for n in requested(config) if "own_attacks" in OUTPUTS[n].needs]]
-
-
 def targets(config: dict, kind: str) -> list[str]:
     """The files of every requested output of `kind` ('table': csv, md, tex; 'figure': png, pdf)."""
     exts = ("csv", "md", "tex") if kind == "table" else ("png", "pdf")

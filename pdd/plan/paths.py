@@ -8,6 +8,7 @@ EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
 JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's input: {output: benchmark files}
 STRONG_NORMS = {"strong": "linf", "strong_l2": "l2"}  # the strong evaluation's folder of each threat model
+ATTACK_SEP = "+"  # joins the attacks of one attack job in its benchmark and log names ("fgsm+pgd")
 
 
 def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:
@@ -57,4 +58,7 @@ def cost_sources(rule: str, path: str) -> list[str]:
         return [path.replace("ensemble.pt", "cost.json")]
     if rule == "diversity":
         return [path.replace("per_image.csv", "entropy.json")]
+    if rule in ("whitebox", "transfer"):  # one file per attack of the job, each with that attack's cost record
+        folder, stem = path.removesuffix(".json").rsplit("/", 1)
+        return [f"{folder}/{attack}.json" for attack in stem.split(ATTACK_SEP)]
     return [] if rule == "prepare_data" else [path]

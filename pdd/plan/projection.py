@@ -78,7 +78,7 @@ from pdd.models import Ensemble, EnsembleSpec
 from pdd.plan import config as plan
 from pdd.plan.jobs import output_jobs
 from pdd.plan.outputs import requested, variant
-from pdd.plan.paths import STRONG_NORMS, parse_path
+from pdd.plan.paths import ATTACK_SEP, STRONG_NORMS, parse_path
 from pdd.step_timing import time_methods
 from pdd.training import accuracy
 
@@ -594,7 +594,8 @@ def strong_formula(blocks: dict, s: StrongSettings, eps_count: int, apgd_losses:
 @dataclass
 class Row:
     """One group of identical jobs: how many, what one unit costs (measured), units per job, the arithmetic;
-    `flops_per_job` is the FLOPs the same arithmetic gives from the FLOPs measured with the passes."""
+    `flops_per_job` is the FLOPs the same arithmetic gives from the FLOPs measured with the passes. An attack row
+    counts the runs of one attack, and `job_ids` names the jobs they run in (a job runs several attacks)."""
 
     rule: str
     label: str
@@ -604,6 +605,7 @@ class Row:
     note: str = ""
     flops_per_job: float = 0.0
     saving_per_job: float = 0.0  # expected passes not spent on misclassified images (clean error x crafted passes)
+    job_ids: frozenset = frozenset()
 
     @property
     def total(self) -> float:
@@ -633,8 +635,18 @@ def jobs_of(config: dict) -> dict[str, list[dict]]:
         jobs |= output_jobs(config, name)
     found: dict[str, list[dict]] = {}
     for rule, path in sorted(jobs):
-        found.setdefault(rule, []).append(parse_path(path))
+        fields = parse_path(path)
+        if rule in ("whitebox", "transfer"):  # one entry per attack the job runs, each naming its job
+            found.setdefault(rule, []).extend({**fields, "attack": attack, "job": path}
+                                              for attack in fields["attack"].split(ATTACK_SEP))
+        else:
+            found.setdefault(rule, []).append(fields)
     return found
+
+
+def job_count(rows: list[Row]) -> int:
+    """Jobs behind `rows`: attack rows share jobs (their `job_ids`), the others count their own."""
+    return len({j for r in rows for j in r.job_ids}) + sum(r.jobs for r in rows if not r.job_ids)
 
 
 def group(items: Iterable[dict], keys: tuple[str, ...]) -> dict[tuple, int]:
@@ -708,6 +720,8 @@ def clean_saving(dataset: str, crafted_passes: float, scope: str = "") -> tuple[
 def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list[Row]:
     rows = []
     for (dataset, k, suite, attack), count in sorted(group(jobs, ("dataset", "K", "suite", "attack")).items()):
+        job_ids = frozenset(j["job"] for j in jobs if (j["dataset"], j["K"], j["suite"], j["attack"]) ==
+                            (dataset, k, suite, attack))
         if rule == "transfer":
             params = plan.transfer_params(config, attack)
             settings, surrogate_arch = plan.attack_settings(config), plan.surrogate_arch(config, suite)
@@ -730,7 +744,7 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
             label += f" (params {', '.join(f'{p:g}' for p in params)})"
         arithmetic = f"{n:,} images x [{' + '.join(terms)}] = {sci(per_job)}"
         saving, note = clean_saving(dataset, crafted)
-        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), flops, saving))
+        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), flops, saving, job_ids))
     return rows
 
 
@@ -849,10 +863,10 @@ def details(rows: list[Row]) -> str:
     for rule in dict.fromkeys(r.rule for r in rows):
         mine = [r for r in rows if r.rule == rule]
         saved = sum(r.saving for r in mine)
-        out += [f"\n### {rule}: {sum(r.jobs for r in mine)} jobs, {sci(sum(r.total for r in mine))} image-passes, "
+        out += [f"\n### {rule}: {job_count(mine)} jobs, {sci(sum(r.total for r in mine))} image-passes, "
                 f"{sci(sum(r.flops for r in mine))} FLOPs"
                 + (f" ({sci(saved)} fewer passes expected: misclassified images skipped)" if saved else "") + "\n",
-                "| jobs of | jobs | image-passes per job (arithmetic) | image-passes | FLOPs | note |",
+                "| jobs of | jobs (attacks: runs) | image-passes per job (arithmetic) | image-passes | FLOPs | note |",
                 "|---|---:|---|---:|---:|---|"]
         out += [f"| {r.label} | {r.jobs} | {r.arithmetic} | {sci(r.total)} | {sci(r.flops)} | {r.note} |"
                 for r in mine]
@@ -890,7 +904,7 @@ def totals(rows: list[Row], rates: Iterable[Rate] = ()) -> list[dict]:
     for rule in [*dict.fromkeys(r.rule for r in rows), "all"]:
         mine = [r for r in rows if rule in ("all", r.rule)]
         value = sum(r.flops for r in mine)
-        out.append({"rule": rule, "jobs": sum(r.jobs for r in mine), "image_passes": sum(r.total for r in mine),
+        out.append({"rule": rule, "jobs": job_count(mine), "image_passes": sum(r.total for r in mine),
                     "saving": sum(r.saving for r in mine),
                     "flops": value, "share": value / all_flops if all_flops else 0.0,
                     "hours": [rate.hours(value) for rate in rates]})

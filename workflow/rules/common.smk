@@ -2,6 +2,7 @@
 # requested output needs. Input functions are named get_<what>, as in the Snakemake workflow template.
 
 import os
+from types import SimpleNamespace
 
 from pdd.fingerprint import fingerprint
 from pdd.io import write_json
@@ -9,7 +10,7 @@ from pdd.plan import config as plan
 from pdd.plan import outputs as registry
 from pdd.plan import paths
 from pdd.plan.checks import problems
-from pdd.plan.jobs import cost_inputs, jobs_per_output
+from pdd.plan.jobs import attack_jobs, cost_inputs, jobs_per_output
 
 _problems = problems(config)
 if _problems:
@@ -33,6 +34,7 @@ CODE = {
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
 }
 OUTPUTS = registry.requested(config)
+ATTACK_JOBS = attack_jobs(config)
 MODEL_DIR = paths.MODEL_DIR
 EVAL_DIR = paths.EVAL_DIR
 TABLES = "results/tables"
@@ -47,9 +49,6 @@ wildcard_constraints:
     K=r"\d+",
     method=r"[a-z_]+(-M\d+)?",
     seed=r"\d+",
-    attack=r"[a-z_0-9]+",
-    threat="|".join(registry.THREATS),
-    suite="|".join(registry.suites(config)),
 
 
 def model(dataset, K, method, seed, arch=None):
@@ -101,14 +100,40 @@ def get_timing_args(w):
     return plan.timing_args(config, int(w.K), w.arch)
 
 
-def get_suite_args(w):
-    """Attack flags of one job of an attack suite ('none' = clean accuracy only)."""
-    return plan.suite_args(config, w.suite, w.dataset, w.attack)
+def model_fields(w):
+    """The fields of an attack job's `model` wildcard ("dataset/arch/K3/method/seed0"), as attributes."""
+    return SimpleNamespace(**paths.parse_path(f"results/models/{w.model}/ensemble.pt"))
 
 
-def get_transfer_args(w):
-    """Attack flags of one black-box job (table4_blackbox's parameters)."""
-    return plan.transfer_args(config, w.attack)
+def attack_job_inputs(group):
+    """An attack job's inputs: the evaluated model; for a transfer job also the threat's surrogate."""
+
+    def inputs(w):
+        m = model_fields(w)
+        found = {"model": get_model_input(m)}
+        if group.kind == "transfer":
+            found["surrogate"] = get_surrogate(group.folder, m.dataset, m.K, m.method, m.seed)
+        return found
+
+    return inputs
+
+
+def attack_job_command(group):
+    """`attack --model ...` or `transfer --surrogate ... --target ... --threat ...` of an attack job, quoted."""
+
+    def command(w):
+        m = model_fields(w)
+        if group.kind == "whitebox":
+            return f"attack {get_model_args(m)}"
+        surrogate = get_surrogate(group.folder, m.dataset, m.K, m.method, m.seed)
+        return f"transfer --surrogate {plan.quoted([surrogate])} {get_model_args(m, '--target')} --threat {group.folder}"
+
+    return command
+
+
+def attack_job_args(group):
+    """An attack job's flags: each attack with its parameters, the protocol, the image count."""
+    return lambda w: plan.attack_job_args(config, group.kind, group.folder, model_fields(w).dataset, group.attacks)
 
 
 def get_member_transfer_args(w):

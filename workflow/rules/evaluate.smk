@@ -1,57 +1,38 @@
-rule whitebox:
-    input:
-        get_model_input,
-    output:
-        f"{EVAL_DIR}/{{suite}}/{{attack}}.json",
-    log:
-        f"{LOGS}/whitebox/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{suite}}_{{attack}}.log",
-    benchmark:
-        paths.benchmark("whitebox", f"{EVAL_DIR}/{{suite}}/{{attack}}.json")
-    conda:
-        "../../envs/pdd.yaml"
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=1,
-        runtime=12 * 60,
-        mem_mb=16000,
-    params:
-        args=get_suite_args,
-        model=get_model_args,
-        data_root=RUNTIME["data_root"],
-        device=RUNTIME["device"],
-        code=CODE["attack"],
-    shell:
-        "pdd attack {params.model} --attack {wildcards.attack} {params.args} --data-root {params.data_root:q}"
-        " --device {params.device:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+# One job per model and folder (attack suite or threat) runs that folder's attacks on one loaded model and writes
+# one result file per attack (pdd.plan.jobs.attack_jobs): one rule per set of attacks, its `model` wildcard
+# limited to the models that need exactly that set.
+for group in ATTACK_JOBS:
 
-
-rule transfer:
-    input:
-        surrogate=lambda w: get_surrogate(w.threat, w.dataset, w.K, w.method, w.seed),
-        target=get_model_input,
-    output:
-        f"{EVAL_DIR}/{{threat}}/{{attack}}.json",
-    log:
-        f"{LOGS}/transfer/{{dataset}}_{{arch}}_K{{K}}_{{method}}_seed{{seed}}_{{threat}}_{{attack}}.log",
-    benchmark:
-        paths.benchmark("transfer", f"{EVAL_DIR}/{{threat}}/{{attack}}.json")
-    conda:
-        "../../envs/pdd.yaml"
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=1,
-        runtime=12 * 60,
-        mem_mb=16000,
-    params:
-        args=get_transfer_args,
-        target=lambda w: get_model_args(w, "--target"),
-        data_root=RUNTIME["data_root"],
-        device=RUNTIME["device"],
-        code=CODE["attack"],
-    shell:
-        "pdd transfer --surrogate {input.surrogate:q} {params.target} --threat {wildcards.threat}"
-        " --attack {wildcards.attack} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
-        " --threads {threads} --out {output:q} > {log:q} 2>&1"
+    rule:
+        name:
+            group.name
+        input:
+            unpack(attack_job_inputs(group)),
+        output:
+            [f"results/eval/{{model}}/{group.folder}/{attack}.json" for attack in group.attacks],
+        log:
+            f"{LOGS}/{group.kind}/{{model}}/{group.folder}/{group.stem}.log",
+        benchmark:
+            paths.benchmark(group.kind, f"results/eval/{{model}}/{group.folder}/{group.stem}.json")
+        wildcard_constraints:
+            model=group.model_pattern,
+        conda:
+            "../../envs/pdd.yaml"
+        threads: RUNTIME["threads"]
+        resources:
+            gpu=1,
+            runtime=12 * 60,
+            mem_mb=16000,
+        params:
+            command=attack_job_command(group),
+            args=attack_job_args(group),
+            outs=lambda w, output: plan.quoted(a for path in output for a in ("--out", path)),
+            data_root=RUNTIME["data_root"],
+            device=RUNTIME["device"],
+            code=CODE["attack"],
+        shell:
+            "pdd {params.command} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
+            " --threads {threads} {params.outs} > {log:q} 2>&1"
 
 
 rule diversity:
