@@ -6,12 +6,15 @@
 Every figure is the wall time of a fresh `python` process (what Snakemake pays per job), median of `--reps`;
 `--before DIR` runs the same commands with PYTHONPATH=DIR (e.g. `git archive <commit> | tar -x -C DIR`),
 alternating the two checkouts run by run so that the machine's load hits both alike. The tiny jobs: `pdd
-train` of a K = 2, width-2 baseline on the digits for one epoch, and `pdd attack` FGSM on 20 test images of it.
+train` of a K = 2, width-2 baseline on the digits for one epoch, and `pdd attack` FGSM on 20 test images of it;
+then FGSM, BIM and PGD on those images as three jobs (three processes, as the workflow ran them before) and as
+one job (`--attack NAME=P` three times, as it runs them now; '-' for a checkout without that form).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -33,30 +36,39 @@ ENTRY_IMPORTS = {
 }
 
 
-def commands(work: Path) -> dict[str, list[str]]:
-    """The measured commands (fresh interpreters)."""
+ATTACKS = ("fgsm", "bim", "pgd")  # the one-job-or-three comparison
+
+
+def commands(work: Path) -> dict[str, list[list[str]]]:
+    """The measured commands: each a sequence of fresh interpreters."""
     py = sys.executable
     model = work / "m.pt"
-    out = {name: [py, "-c", code] for name, code in ENTRY_IMPORTS.items()}
-    out["pdd --help"] = [py, "-m", "pdd.cli", "--help"]
-    out["tiny train job"] = [py, "-m", "pdd.cli", "train", "--dataset", "digits", "--method", "baseline",
-                             "--members", "2", "--width", "2", "--epochs", "1", "--device", "cpu", "--threads", "1",
-                             "--out", str(model), "--log", str(work / "log.csv")]
-    out["tiny attack job"] = [py, "-m", "pdd.cli", "attack", "--model", str(model), "--attack", "fgsm", "--param",
-                              "0.1", "--num-images", "20", "--device", "cpu", "--threads", "1",
-                              "--out", str(work / "attack.json")]
+    out = {name: [[py, "-c", code]] for name, code in ENTRY_IMPORTS.items()}
+    out["pdd --help"] = [[py, "-m", "pdd.cli", "--help"]]
+    out["tiny train job"] = [[py, "-m", "pdd.cli", "train", "--dataset", "digits", "--method", "baseline",
+                              "--members", "2", "--width", "2", "--epochs", "1", "--device", "cpu", "--threads", "1",
+                              "--out", str(model), "--log", str(work / "log.csv")]]
+    attack = [py, "-m", "pdd.cli", "attack", "--model", str(model), "--num-images", "20", "--device", "cpu",
+              "--threads", "1"]
+    out["tiny attack job"] = [attack + ["--attack", "fgsm", "--param", "0.1", "--out", str(work / "attack.json")]]
+    out["FGSM, BIM, PGD: three jobs"] = [attack + ["--attack", a, "--param", "0.1", "--out", str(work / f"{a}.json")]
+                                         for a in ATTACKS]
+    out["FGSM, BIM, PGD: one job"] = [attack + [x for a in ATTACKS for x in ("--attack", f"{a}=0.1")]
+                                      + [x for a in ATTACKS for x in ("--out", str(work / f"one_{a}.json"))]]
     return out
 
 
-def run(cmd: list[str], pythonpath: Path, cwd: Path) -> float:
-    """Wall seconds of one fresh process running `cmd` with pdd imported from `pythonpath`."""
+def run(cmds: list[list[str]], pythonpath: Path, cwd: Path) -> float:
+    """Wall seconds of fresh processes running `cmds` one after another with pdd imported from `pythonpath`;
+    NaN if a command fails (a checkout without the command's form)."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    return seconds
+    for cmd in cmds:
+        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return math.nan
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -85,9 +97,10 @@ def main() -> None:
     print("|---|" + "---:|" * (len(names) + (1 if args.before else 0)))
     for label in cmds["this checkout"]:
         med = {n: statistics.median(times[label, n]) for n in names}
-        cells = [f"{med[n]:.2f}" for n in reversed(names)]
+        cells = ["-" if math.isnan(med[n]) else f"{med[n]:.2f}" for n in reversed(names)]
         if args.before:
-            cells.append(f"{med['before'] - med['this checkout']:.2f}")
+            saved = med["before"] - med["this checkout"]
+            cells.append("-" if math.isnan(saved) else f"{saved:.2f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -23,8 +23,8 @@ DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 
 def test_train_config_reads_the_recipe_pdd_and_the_methods_own_settings() -> None:
     cfg = plan.train_config(DEMO, "digits", 5, "pdd_deg", 0)
-    # demo.yaml by hand: digits 5 epochs, no augmentation; training lr 0.05 ... batch 128; width 8; M = 20 at K = 5
-    assert (cfg.epochs, cfg.augment, cfg.lr, cfg.lr_min, cfg.batch_size, cfg.width) == (5, False, 0.05, 1e-4, 128, 8)
+    # demo.yaml by hand: digits 4 epochs, no augmentation; training lr 0.08 ... batch 128; width 8; M = 20 at K = 5
+    assert (cfg.epochs, cfg.augment, cfg.lr, cfg.lr_min, cfg.batch_size, cfg.width) == (4, False, 0.08, 1e-4, 128, 8)
     assert (cfg.pdd_intervals, cfg.pdd_alpha, cfg.pdd_beta) == (20, 0.9, 0.1)
     assert cfg.loss_settings.deg_lambda == 0.01
     assert plan.train_config(DEMO, "digits", 3, "pdd-M40", 0).pdd_intervals == 40   # figure_intervals' variant
@@ -55,8 +55,8 @@ def test_strong_and_attack_settings_map_every_key() -> None:
     assert plan.strong_eps(DEMO, "digits", "l2") == [0.5] and plan.strong_eps(DEMO, "digits") == [0.1]
     args = plan.strong_args(DEMO, "digits", "l2")
     assert "--norm l2" in args and "--eps 0.5" in args
-    a = plan.attack_settings(DEMO, {"steps": 30, "cw_max_iter": 20})
-    assert (a.steps, a.cw_max_iter, a.cw_binary_search_steps, a.jsma_theta) == (30, 20, 2, 0.1)
+    a = plan.attack_settings(DEMO, {"steps": 30, "cw_max_iter": 6})
+    assert (a.steps, a.cw_max_iter, a.cw_binary_search_steps, a.jsma_theta) == (30, 6, 2, 0.1)
 
 
 def _train_args(cfg: dict) -> dict[tuple, str]:
