@@ -23,8 +23,8 @@ DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 
 def test_train_config_reads_the_recipe_pdd_and_the_methods_own_settings() -> None:
     cfg = plan.train_config(DEMO, "digits", 5, "pdd_deg", 0)
-    # demo.yaml by hand: digits 4 epochs, no augmentation; training lr 0.08 ... batch 128; width 8; M = 20 at K = 5
-    assert (cfg.epochs, cfg.augment, cfg.lr, cfg.lr_min, cfg.batch_size, cfg.width) == (4, False, 0.08, 1e-4, 128, 8)
+    # demo.yaml by hand: digits 3 epochs, no augmentation; training lr 0.1 ... batch 128; width 8; M = 20 at K = 5
+    assert (cfg.epochs, cfg.augment, cfg.lr, cfg.lr_min, cfg.batch_size, cfg.width) == (3, False, 0.1, 1e-4, 128, 8)
     assert (cfg.pdd_intervals, cfg.pdd_alpha, cfg.pdd_beta) == (20, 0.9, 0.1)
     assert cfg.loss_settings.deg_lambda == 0.01
     assert plan.train_config(DEMO, "digits", 3, "pdd-M40", 0).pdd_intervals == 40   # figure_intervals' variant
@@ -46,12 +46,12 @@ def test_absent_keys_take_the_dataclass_default_once() -> None:
 
 def test_strong_and_attack_settings_map_every_key() -> None:
     s = plan.strong_settings(DEMO)
-    assert (s.apgd_iterations, s.apgd_restarts, s.pgd_steps, s.pgd_restarts) == (10, 1, (10, 20), 2)
+    assert (s.apgd_iterations, s.apgd_restarts, s.pgd_steps, s.pgd_restarts) == (8, 1, (10, 20), 2)
     assert (s.diagnostic_eps, s.diagnostic_max_accuracy, s.unbounded_eps, s.diagnostic_steps) == (0.5, 5.0, 1.0, 10)
     assert (s.norm, s.apgd_targets, s.mora_iterations, s.mora_mixes, s.square_queries) == (
-        "linf", 3, 10, (0.0, 0.25, 0.5, 0.75, 1.0), 25)
+        "linf", 3, 8, (0.0, 0.25, 0.5, 0.75, 1.0), 20)
     l2 = plan.strong_settings(DEMO, "l2")  # the L2 twin: its own diagnostic budgets, the rest shared
-    assert (l2.norm, l2.diagnostic_eps, l2.unbounded_eps, l2.mora_iterations) == ("l2", 4.0, 1000.0, 10)
+    assert (l2.norm, l2.diagnostic_eps, l2.unbounded_eps, l2.mora_iterations) == ("l2", 4.0, 1000.0, 8)
     assert plan.strong_eps(DEMO, "digits", "l2") == [0.5] and plan.strong_eps(DEMO, "digits") == [0.1]
     args = plan.strong_args(DEMO, "digits", "l2")
     assert "--norm l2" in args and "--eps 0.5" in args
