@@ -3,6 +3,7 @@ against `pdd.evaluation.flops` on the same code, hours by hand, the stored measu
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from fractions import Fraction
@@ -117,9 +118,11 @@ def test_narrow_measurements_equal_the_real_width_ones():
     the timing round) equals the measurement at width 8 exactly; C&W's line search depends on the model, so it
     is measured at width 8 and listed."""
     torch.set_num_threads(1)
-    narrow, full = P.Bench(DEMO, 2, narrow_from=4), P.Bench(DEMO, 2, narrow=False)
+    config = copy.deepcopy(DEMO)
+    config["surrogates"]["adaptive"]["width"] = 8  # every arch at width 8: one width step of 8 (the demo's is 4)
+    narrow, full = P.Bench(config, 2, narrow_from=4), P.Bench(config, 2, narrow=False)
     assert narrow.width_step == 8
-    plan.register_methods(DEMO)
+    plan.register_methods(config)
     for measure in (lambda b: b.train("digits", "resnet18", 3, "baseline"),
                     lambda b: b.train("digits", "resnet18", 2, "dverge"),
                     lambda b: b.attack("digits", 2, "pgd", "vgg16"),

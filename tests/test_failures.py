@@ -123,6 +123,9 @@ def test_killed_training_resumes_after_restart(tmp_path: Path) -> None:
 
 def test_failing_attack_leaves_no_output(tmp_path: Path) -> None:
     work = _workdir(tmp_path, 1)
+    cfg = yaml.safe_load((work / "tiny.yaml").read_text())  # Table 2 of the baseline: its white-box attack job
+    cfg["tables"]["table2_whitebox_k3"] = {"datasets": ["digits"], "K": [2], "methods": ["baseline"]}
+    (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     # A trained ensemble's files, planted (no training run needed): the checkpoint is cut short, as by a
     # full disk or an interrupted copy. Snakemake takes them as given and runs only the attack.
     (work / "results" / "data").mkdir(parents=True)

@@ -282,7 +282,7 @@ def test_workflow_runs_on_slurm(slurm_cluster: Cluster, tmp_path: Path) -> None:
         logs = list((work / ".snakemake" / "slurm_logs").glob(f"rule_*/**/{job_id}.log"))
         assert len(logs) == 1 and "Finished job" in logs[0].read_text(), job_id
     assert sorted((rule, len(ids)) for rule, ids in by_rule.items()) == [("time_steps", 1), ("train", 1),
-                                                                          ("whitebox", 2)]
+                                                                          ("whitebox_fgsm_none", 1)]
     assert {"prepare_data", "table"}.isdisjoint(by_rule)        # localrules stay on the submit host
     if (os.cpu_count() or 1) >= 2:  # two CPUs, two GPUs: two GPU jobs ran side by side at some point, so the
         spans = [(job["StartTime"], job["EndTime"]) for job in jobs.values()]
