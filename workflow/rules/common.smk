@@ -126,7 +126,9 @@ def attack_job_command(group):
         if group.kind == "whitebox":
             return f"attack {get_model_args(m)}"
         surrogate = get_surrogate(group.folder, m.dataset, m.K, m.method, m.seed)
-        return f"transfer --surrogate {plan.quoted([surrogate])} {get_model_args(m, '--target')} --threat {group.folder}"
+        return (
+            f"transfer --surrogate {plan.quoted([surrogate])} {get_model_args(m, '--target')} --threat {group.folder}"
+        )
 
     return command
 
