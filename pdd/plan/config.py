@@ -315,16 +315,17 @@ def transfer_params(config: Mapping, attack: str) -> list[float]:
     return list(requested(config)["table4_blackbox"]["attacks"][attack])
 
 
-def attack_job_args(config: Mapping, rule: str, folder: str, dataset: str, attacks: Iterable[str]) -> str:
-    """`pdd attack` / `pdd transfer` flags of one job running `attacks` into `folder` (an attack suite, or a
-    threat for 'transfer'): `--attack NAME=P1,P2` each ('none' bare), the protocol and the image count."""
+def attack_job_args(config: Mapping, kind: str, folder: str, dataset: str, attacks: Iterable[str]) -> str:
+    """`pdd attack` / `pdd transfer` flags of one job of `kind` ('whitebox' or 'transfer') running `attacks` into
+    `folder` (an attack suite, or a threat): `--attack NAME=P1,P2` each ('none' bare), the protocol and the
+    image count."""
     runs = []
     for attack in attacks:
-        params = transfer_params(config, attack) if rule == "transfer" else suite_params(config, folder, dataset,
+        params = transfer_params(config, attack) if kind == "transfer" else suite_params(config, folder, dataset,
                                                                                           attack)
         runs += ["--attack", f"{attack}={','.join(map(str, params))}" if params else attack]
     n = num_images(config, "evaluation")
-    protocol = suite_protocol(config, folder) if rule == "whitebox" else None
+    protocol = suite_protocol(config, folder) if kind == "whitebox" else None
     return quoted(runs + as_args(attack_settings(config, protocol)) + (["--num-images", n] if n else []))
 
 

@@ -9,6 +9,8 @@ from pdd.plan.config import surrogate_path, train_start
 from pdd.plan.outputs import THREATS, inputs, requested
 from pdd.plan.paths import ATTACK_SEP, benchmark, cost_sources, job_of, model_path, parse_path
 
+ATTACK_RULES = ("whitebox", "transfer")  # the rule kinds whose jobs run several attacks (`AttackJobs`)
+
 
 @dataclass(frozen=True)
 class AttackJobs:
@@ -39,26 +41,18 @@ class AttackJobs:
 def attack_jobs(config: dict) -> list[AttackJobs]:
     """Every attack job the requested outputs need, grouped by (rule, folder, attacks): a model's attacks in one
     folder run in one job, so a process start (torch, ART: seconds) is paid per model and folder, not per attack."""
-    wanted: dict[tuple[str, str], set[str]] = {}
+    wanted: dict[tuple[str, str, str], set[str]] = {}
     for name in requested(config):
         for path in inputs(config, name):
-            if path.startswith("results/eval/") and _attack_rule(path):
+            job = producer(path)
+            if job and job[0] in ATTACK_RULES:
                 model, folder, file = path.removeprefix("results/eval/").rsplit("/", 2)
-                wanted.setdefault((model, folder), set()).add(file.removesuffix(".json"))
+                wanted.setdefault((job[0], model, folder), set()).add(file.removesuffix(".json"))
     groups: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
-    for (model, folder), attacks in wanted.items():
-        rule = "transfer" if folder in THREATS else "whitebox"
-        groups.setdefault((rule, folder, tuple(sorted(attacks))), []).append(model)
-    return [AttackJobs(rule, folder, attacks, tuple(sorted(models)))
-            for (rule, folder, attacks), models in sorted(groups.items())]
-
-
-def _attack_rule(path: str) -> str | None:
-    """'whitebox' or 'transfer' for a result of an attack job, else None."""
-    suite = parse_path(path).get("suite")
-    if suite is None or suite in ("diversity", "strong", "strong_l2", "member_transfer"):
-        return None
-    return "transfer" if suite in THREATS else "whitebox"
+    for (kind, model, folder), attacks in wanted.items():
+        groups.setdefault((kind, folder, tuple(sorted(attacks))), []).append(model)
+    return [AttackJobs(kind, folder, attacks, tuple(sorted(models)))
+            for (kind, folder, attacks), models in sorted(groups.items())]
 
 
 def attack_job_index(config: dict) -> dict[str, str]:
@@ -91,7 +85,7 @@ def producer(path: str, attack_index: dict[str, str] | None = None) -> tuple[str
     rules = {"strong": "strong", "strong_l2": "strong", "member_transfer": "member_transfer"}
     if kind in rules:
         return (rules[kind], path)
-    return (_attack_rule(path), (attack_index or {}).get(path, path))
+    return ("transfer" if kind in THREATS else "whitebox", (attack_index or {}).get(path, path))
 
 
 def upstream(config: dict, rule: str, path: str) -> list[str]:

@@ -76,7 +76,7 @@ from pdd.evaluation.strong import (
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.plan import config as plan
-from pdd.plan.jobs import output_jobs
+from pdd.plan.jobs import ATTACK_RULES, output_jobs
 from pdd.plan.outputs import requested, variant
 from pdd.plan.paths import ATTACK_SEP, STRONG_NORMS, parse_path
 from pdd.step_timing import time_methods
@@ -636,7 +636,7 @@ def jobs_of(config: dict) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for rule, path in sorted(jobs):
         fields = parse_path(path)
-        if rule in ("whitebox", "transfer"):  # one entry per attack the job runs, each naming its job
+        if rule in ATTACK_RULES:  # one entry per attack the job runs, each naming its job
             found.setdefault(rule, []).extend({**fields, "attack": attack, "job": path}
                                               for attack in fields["attack"].split(ATTACK_SEP))
         else:
