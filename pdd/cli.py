@@ -533,9 +533,9 @@ def _test_images(dataset: str, data_root: str, num_images: int | None, seed: int
     return protocol_images(_split(dataset, "test", data_root), num_images, seed)
 
 
-def _check_params(attack: str, params: tuple[float, ...]) -> None:
-    """Every attack but 'none' needs --param, each inside the attack's range (its registry entry's bound: eps in
-    (0, 1], JSMA's gamma in (0, 1], C&W's c > 0)."""
+def _check_params(attack: str, params: tuple[float, ...], option: str = "--param") -> None:
+    """Every attack but 'none' needs parameters, each inside the attack's range (its registry entry's bound: eps
+    in (0, 1], JSMA's gamma in (0, 1], C&W's c > 0); `option` is where they were given, named in the error."""
     if (attack == "none") != (not params):
         raise click.UsageError(f"{attack}: give parameters (--param, or --attack NAME=P1,P2) for every attack "
                                "except 'none', and none for 'none'")
@@ -543,7 +543,7 @@ def _check_params(attack: str, params: tuple[float, ...]) -> None:
         try:
             check_param(attack, param)
         except InvalidValue as err:
-            raise click.BadParameter(err.problem, param_hint="'--param'") from err
+            raise click.BadParameter(err.problem, param_hint=f"'{option}'") from err
 
 
 _attack_options = _options(
@@ -573,10 +573,9 @@ def _runs(attacks: tuple, params: tuple[float, ...], outs: tuple[str, ...]) -> l
     names = [name for name, _ in attacks]
     if len(set(names)) != len(names):
         raise click.UsageError(f"each attack once per job, got {', '.join(names)}")
-    runs = [(name, given if given is not None else params, out) for (name, given), out in zip(attacks, outs)]
-    for name, values, _ in runs:
-        _check_params(name, values)
-    return runs
+    for name, given in attacks:
+        _check_params(name, params if given is None else given, "--param" if given is None else "--attack")
+    return [(name, params if given is None else given, out) for (name, given), out in zip(attacks, outs)]
 
 
 def _attack(command: str, target_path: str | None, surrogate_path: str | None, threat: str, opts: dict,

@@ -122,14 +122,16 @@ def test_every_attack_but_none_has_a_parameter_range() -> None:
     assert set(PARAM_BOUNDS) == set(ATTACKS) - {"none"}
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["--param", "--attack NAME=P"])
 @pytest.mark.parametrize("attack, param", _param_cases())
-def test_bad_attack_parameter_is_one_line(tmp_path: Path, attack: str, param: float) -> None:
+def test_bad_attack_parameter_is_one_line(tmp_path: Path, attack: str, param: float, inline: bool) -> None:
     dummy = tmp_path / "m.pt"
     dummy.write_bytes(b"")
-    result = CliRunner().invoke(main, ["attack", "--model", str(dummy), "--attack", attack, "--param", str(param),
+    given = ["--attack", f"{attack}={param}"] if inline else ["--attack", attack, "--param", str(param)]
+    result = CliRunner().invoke(main, ["attack", "--model", str(dummy), *given,
                                        "--out", str(tmp_path / "out" / "r.json")])
     line = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and "--param" in line
+    assert result.exit_code == 2 and ("--attack" if inline else "--param") in line
     assert str(param).lower().lstrip("-") in line.lower().replace("infinity", "inf"), line
     assert not (tmp_path / "out").exists()
 
