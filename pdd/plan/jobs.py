@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 from pdd.plan.config import surrogate_path, train_start
 from pdd.plan.outputs import THREATS, inputs, requested
-from pdd.plan.paths import ATTACK_SEP, benchmark, cost_sources, job_of, model_path, parse_path
-
-ATTACK_RULES = ("whitebox", "transfer")  # the rule kinds whose jobs run several attacks (`AttackJobs`)
+from pdd.plan.paths import ATTACK_RULES, ATTACK_SEP, benchmark, cost_sources, job_of, model_path, parse_path
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
 JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's input: {output: benchmark files}
 STRONG_NORMS = {"strong": "linf", "strong_l2": "l2"}  # the strong evaluation's folder of each threat model
 ATTACK_SEP = "+"  # joins the attacks of one attack job in its benchmark and log names ("fgsm+pgd")
+ATTACK_RULES = ("whitebox", "transfer")  # the rule kinds whose jobs run several attacks (pdd.plan.jobs.AttackJobs)
 
 
 def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:
@@ -58,7 +59,7 @@ def cost_sources(rule: str, path: str) -> list[str]:
         return [path.replace("ensemble.pt", "cost.json")]
     if rule == "diversity":
         return [path.replace("per_image.csv", "entropy.json")]
-    if rule in ("whitebox", "transfer"):  # one file per attack of the job, each with that attack's cost record
+    if rule in ATTACK_RULES:  # one file per attack of the job, each with that attack's cost record
         folder, stem = path.removesuffix(".json").rsplit("/", 1)
         return [f"{folder}/{attack}.json" for attack in stem.split(ATTACK_SEP)]
     return [] if rule == "prepare_data" else [path]

@@ -76,9 +76,9 @@ from pdd.evaluation.strong import (
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.plan import config as plan
-from pdd.plan.jobs import ATTACK_RULES, output_jobs
+from pdd.plan.jobs import output_jobs
 from pdd.plan.outputs import requested, variant
-from pdd.plan.paths import ATTACK_SEP, STRONG_NORMS, parse_path
+from pdd.plan.paths import ATTACK_RULES, ATTACK_SEP, STRONG_NORMS, parse_path
 from pdd.step_timing import time_methods
 from pdd.training import accuracy
 
