@@ -3,7 +3,7 @@ per rule; `pdd estimate` prints the same totals (without the per-group tables un
 
 Run by hand (not collected by pytest), e.g.
 
-    python benchmarks/project_cost.py                      # the paper config (widths 1-3, FLOPs extrapolated)
+    python benchmarks/project_cost.py                      # the paper config (a narrow width, FLOPs scaled)
     python benchmarks/project_cost.py --full-width         # every measurement at width 64: about 27 min here
     python benchmarks/project_cost.py --config config/demo.yaml --images 4
     python benchmarks/project_cost.py --device a100 --dtype bf16 --utilisation 0.4
@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
     parser.add_argument("--images", type=int, default=2, help="images per measurement (even: TRS halves the batch)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1, help="measurements taken at once, one process each")
     parser.add_argument("--device", choices=list(PEAKS), default="h200")
     parser.add_argument("--dtype", choices=list(PRECISIONS), default="tf32")
     parser.add_argument("--utilisation", type=float, help="also hours at this fraction of the peak")
     parser.add_argument("--rate", type=float, help="also hours at this measured rate, FLOP/s")
     parser.add_argument("--cache", help="JSON file of stored measurements to reuse and extend")
     parser.add_argument("--full-width", action="store_true",
-                        help="measure at the config's widths instead of at widths 1-3 with the FLOPs extrapolated")
+                        help="measure at the config's widths instead of once at a narrow width with the FLOPs scaled")
     args = parser.parse_args(argv)
     if args.images < 2 or args.images % 2:
         parser.error("--images must be even and at least 2")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         rates.append(Rate(rate=args.rate))
     config = yaml.safe_load(Path(args.config).read_text())
     print(report(config, os.path.relpath(args.config, REPO), rates, args.images, args.cache, show_details=True,
-                 narrow=not args.full_width))
+                 narrow=not args.full_width, processes=args.processes))
     print(f"\n(load average {os.getloadavg()[0]:.1f})")
 
 

@@ -923,11 +923,14 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
 @click.option("--no-cache", is_flag=True, help="Measure everything afresh and keep nothing.")
 @click.option("--details", is_flag=True, help="Also each group of identical jobs with its arithmetic.")
 @click.option("--full-width", is_flag=True,
-              help="Measure at the config's widths (minutes at paper width) instead of at widths 1-3 with the FLOPs "
-                   "extrapolated exactly.")
+              help="Measure at the config's widths (minutes at paper width) instead of once at a narrow width with the "
+                   "FLOPs scaled exactly.")
 @click.option("--threads", type=checked("threads"), help="CPU threads for torch (default: torch's own choice).")
+@click.option("--processes", type=Checked(Bound(1, integer=True)), default=None,
+              help="Measurements taken at once, one process each  [default: the CPUs this process may use, at most 8]")
 def estimate(configfile: str, device_name: str, precision: str, utilisation: float | None, rate: float | None,
-             images: int, cache: str, no_cache: bool, details: bool, full_width: bool, threads: int | None) -> None:
+             images: int, cache: str, no_cache: bool, details: bool, full_width: bool, threads: int | None,
+             processes: int | None) -> None:
     """The cost of a config's run before it starts.
 
     Per rule and in total: model image-passes, FLOPs and hours at a device's data-sheet peak (a floor), at a
@@ -956,8 +959,10 @@ def estimate(configfile: str, device_name: str, precision: str, utilisation: flo
         rates.append(Rate(device_name, precision, utilisation))
     if rate is not None:
         rates.append(Rate(rate=rate))
+    if processes is None:
+        processes = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     click.echo(report(config, configfile, rates, images, None if no_cache else cache, show_details=details,
-                      narrow=not full_width))
+                      narrow=not full_width, processes=processes))
 
 
 if __name__ == "__main__":

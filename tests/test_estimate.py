@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -95,46 +94,100 @@ def test_totals_and_hours_by_hand():
             P.Rate(**bad)
 
 
-def test_quadratic_and_extrapolation_by_hand():
-    # f(w) = 5 w^2 + 3 w + 7 at 1, 2, 3 -> 15, 33, 61; at 64: 5 * 4096 + 192 + 7 = 20,679
-    assert P.quadratic_at([15, 33, 61], (1, 2, 3), 64) == 20_679
-    # exact where floats would round: values near 2^53 / 4000
-    big = [2**40 + 1, 2**41 + 3, 3 * 2**40 + 7]
-    assert P.quadratic_at(big, (1, 2, 3), 64) == float(Fraction(big[0]) * 1891 - Fraction(big[1]) * 3843
-                                                       + Fraction(big[2]) * 1953)
-    values = [(P.Passes(2, 1, 0.5, f), {"a": P.Passes(1, 1, 0, 2 * w), "how": "x"}, None)
-              for w, f in zip((1, 2, 3), (15, 33, 61))]
-    assert P.extrapolate(values, (1, 2, 3), 64) == (P.Passes(2, 1, 0.5, 20_679),
-                                                     {"a": P.Passes(1, 1, 0, 128), "how": "x"}, None)
-    with pytest.raises(P.WidthDependent, match="passes differ"):
-        P.extrapolate([P.Passes(1, 0), P.Passes(2, 0), P.Passes(1, 0)], (1, 2, 3), 64)
-    with pytest.raises(P.WidthDependent, match="differs"):
-        P.extrapolate(["1 pass", "2 passes", "1 pass"], (1, 2, 3), 64)
-
-
 def test_narrow_measurements_equal_the_real_width_ones():
-    """Measured at widths 1-3 and extrapolated to the demo's 8, every kind of measurement (a plain step, one with
-    inner steps and uncounted distillation passes, an attack through a surrogate, the strong evaluation's blocks,
-    the timing round) equals the measurement at width 8 exactly; C&W's line search depends on the model, so it
-    is measured at width 8 and listed."""
+    """Measured once at width 3 with every operator's FLOPs scaled to the real width 8, every kind of
+    measurement (a plain step; second-order steps (DEG, TRS); inner steps and uncounted distillation passes
+    (DVERGE); ADP's Gram matrix; an attack through a surrogate; the strong evaluation's blocks; diversity; the
+    timing round) equals the measurement at width 8 exactly. C&W's line search depends on the model: its FLOPs
+    agree per pass, its passes are the narrow model's."""
     torch.set_num_threads(1)
     config = copy.deepcopy(DEMO)
     config["surrogates"]["adaptive"]["width"] = 8  # every arch at width 8: one width step of 8 (the demo's is 4)
     narrow, full = P.Bench(config, 2, narrow_from=4), P.Bench(config, 2, narrow=False)
-    assert narrow.width_step == 8
+    assert narrow.width_step == 8 and narrow.narrow_step("digits")[0] == 3  # 1 channel
     plan.register_methods(config)
     for measure in (lambda b: b.train("digits", "resnet18", 3, "baseline"),
+                    lambda b: b.train("digits", "resnet18", 2, "deg"),
+                    lambda b: b.train("digits", "resnet18", 2, "trs"),
                     lambda b: b.train("digits", "resnet18", 2, "dverge"),
+                    lambda b: b.train("digits", "resnet18", 3, "adp"),
                     lambda b: b.attack("digits", 2, "pgd", "vgg16"),
-                    lambda b: b.attack("digits", 2, "cw"),
                     lambda b: b.strong_blocks("digits", 2, False),
+                    lambda b: b.diversity("digits", 2),
                     lambda b: b.time_steps("digits", "resnet18", 2, ["baseline", "pdd_deg"])):
         assert measure(narrow) == measure(full)
-    assert narrow.full_width == ["attack digits 2 cw "] and full.full_width == []
+    assert narrow.full_width == [] and full.full_width == []
+    cw_narrow, cw_full = narrow.attack("digits", 2, "cw"), full.attack("digits", 2, "cw")
+    for part in ("c0", "per_search", "per_iteration"):
+        assert cw_narrow[part].backward == cw_full[part].backward
     step = narrow.train("digits", "resnet18", 3, "baseline")[0]
-    narrow._step_at = 1
-    assert narrow.model("digits", "resnet18", 3).spec.width == 1 and narrow.width("vgg16") == 1
+    narrow._step_at = 3
+    assert narrow.model("digits", "resnet18", 3).spec.width == 3 and narrow.width("vgg16") == 3
     assert step.flops > 0
+
+
+def test_prefetch_takes_every_measurement_in_worker_processes(tmp_path):
+    """`requests` lists every measurement the rows take (after `prefetch` in 2 processes, `project` measures
+    nothing more), the rows equal those measured one after another here, and the store keeps each one."""
+    torch.set_num_threads(1)  # the workers' thread count: the same float kernels, the same data-dependent loops
+    config = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    plan.register_methods(config)
+    serial = P.Bench(config, 2)
+    expected = P.project(config, serial)
+    parallel = P.Bench(config, 2, store=P.Store(tmp_path / "m.json"))
+    P.prefetch(parallel, config, P.jobs_of(config), 2)
+    assert parallel.processes_used == 2 and set(parallel.cache) == set(serial.cache)
+    parallel.seconds.clear()
+    assert P.project(config, parallel, 2) == expected and not parallel.seconds  # nothing measured again
+    assert len(P.Store(tmp_path / "m.json").entries) == len(serial.cache)
+    again = P.Bench(config, 2, store=P.Store(tmp_path / "m.json"))
+    P.prefetch(again, config, P.jobs_of(config), 2)  # all stored: nothing to measure, no process started
+    assert again.processes_used == 1 and again.reused == len(serial.cache) and not again.seconds
+
+
+def test_strong_formula_equals_the_strong_evaluation_itself():
+    """The strong evaluation's passes and FLOPs composed from its measured blocks (`strong_formula`) equal what
+    `evaluate` itself spends at 1-2 steps, restarts, targets, mixes and queries (the check --details prints)."""
+    torch.set_num_threads(1)
+    composed, direct = P.Bench(DEMO, 2).strong_blocks("digits", 3, True)["check"]
+    assert composed.forward == direct.forward and composed.backward == direct.backward
+    assert composed.flops == pytest.approx(direct.flops, rel=1e-12) and direct.total > 0
+
+
+def test_width_scale_by_hand():
+    """A 3x3 convolution 4 -> 8 channels (narrow) stands for 64 -> 128 (real): its FLOPs, forward and backward,
+    times 64 * 128 / 32; a linear head 32 -> 10 for 512 -> 10: times 16; a product on no weight keeps its FLOPs;
+    the narrow step is the first above the images per measurement with unambiguous shapes (3 for 1-channel
+    images, 4 for 3-channel ones)."""
+    scale = P.WidthScale.between([(8, 4, 3, 3), (10, 32)], [(128, 64, 3, 3), (10, 512)])
+    conv, linear = torch.nn.Conv2d(4, 8, 3, stride=2, bias=False), torch.nn.Linear(32, 10)
+    x, z = torch.rand(2, 4, 7, 7, requires_grad=True), torch.rand(2, 32)
+    with F.FlopCounter(scale) as counter:
+        conv(x).sum().backward()
+    assert counter.total == 3 * (2 * 2 * 8 * 4 * 9 * 3 * 3) * 64 * 128 // 32  # forward, input and weight grads
+    with F.FlopCounter(scale) as counter:  # a double backward: the weight gradient's convolution is [4, 8, 4, 4]
+        (g,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+    with F.FlopCounter() as narrow:
+        (g,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+    assert counter.total == narrow.total * 64 * 128 // 32
+    with F.FlopCounter(scale) as counter:
+        linear(z).sum().backward()
+    assert counter.total == 2 * (2 * 2 * 32 * 10) * 16  # forward and weight grad (z needs no gradient)
+    with F.FlopCounter(scale) as counter:
+        torch.rand(2, 3, 9) @ torch.rand(2, 9, 3)
+    assert counter.total == 2 * 2 * 3 * 9 * 3
+    with pytest.raises(P.WidthDependent), F.FlopCounter(scale):
+        torch.nn.functional.conv2d(torch.rand(1, 1, 5, 5), torch.rand(3, 1, 3, 3))
+    wide = copy.deepcopy(DEMO)
+    for spec in [wide["model"], *wide["surrogates"].values()]:
+        spec["width"] = 64
+    assert P.Bench(wide, 2).narrow_step("fashion_mnist")[0] == 3 and P.Bench(wide, 2).narrow_step("cifar10")[0] == 4
+    # 4 images: from step 5, where 2 x 5 channels would pass for the 10 classes
+    assert P.Bench(wide, 4).narrow_step("fashion_mnist")[0] == 6
+    assert P.WidthScale.between(P.parameter_shapes("cifar10", "resnet18", 3),
+                                P.parameter_shapes("cifar10", "resnet18", 64)) is None  # 3 channels in, 3 out
 
 
 def test_store_keeps_measurements_for_the_same_code_and_inputs(tmp_path):
@@ -162,9 +215,9 @@ def test_store_keeps_measurements_for_the_same_code_and_inputs(tmp_path):
 def captured(monkeypatch) -> dict:
     seen: dict = {}
 
-    def report(config, name, rates, images, store, show_details, narrow):
+    def report(config, name, rates, images, store, show_details, narrow, processes):
         seen.update(config=config, rates=list(rates), images=images, store=store, details=show_details,
-                    narrow=narrow)
+                    narrow=narrow, processes=processes)
         return "the table"
 
     monkeypatch.setattr(P, "report", report)
@@ -179,16 +232,17 @@ def test_estimate_command_builds_the_rates(captured, tmp_path):
     assert result.output.strip() == "the table"
     assert captured["rates"] == [P.Rate("a100", "bf16"), P.Rate("a100", "bf16", 0.4), P.Rate(rate=2e13)]
     assert captured["store"] == str(tmp_path / "c.json") and captured["config"] == DEMO
-    assert captured["narrow"]
-    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--no-cache", "--details", "--full-width"])
+    assert captured["narrow"] and 1 <= captured["processes"] <= 8
+    result = CliRunner().invoke(main, ["estimate", "--configfile", demo, "--no-cache", "--details", "--full-width",
+                                       "--processes", "3"])
     assert captured["store"] is None and captured["details"] and captured["rates"] == [P.Rate()]
-    assert not captured["narrow"]
+    assert not captured["narrow"] and captured["processes"] == 3
 
 
 @pytest.mark.parametrize("args,message", [
     (["--device", "tpu"], "unknown device 'tpu'"), (["--dtype", "fp8"], "unknown precision 'fp8'"),
     (["--utilisation", "0"], "--utilisation"), (["--utilisation", "nan"], "got NaN"),
-    (["--rate", "inf"], "got infinity"), (["--images", "3"], "must be even"),
+    (["--rate", "inf"], "got infinity"), (["--images", "3"], "must be even"), (["--processes", "0"], "--processes"),
     (["--configfile", "nowhere.yaml"], "nowhere.yaml"),
 ])
 def test_estimate_command_refuses_bad_values(captured, args, message):

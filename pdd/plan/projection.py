@@ -17,14 +17,15 @@ initial weights), then multiplied by the counts the config implies:
   and restarts, member-transfer PGD steps, timing steps), the passes are measured at two small counts and the
   line through them is evaluated at the config's count; the arithmetic is printed.
 
-Widths: the counted FLOPs of convolutions and matrix products are exactly a quadratic in the members' width (every
-channel count is a multiple of it), and the passes do not depend on it where no loop depends on the data. So each
-measurement runs at 1, 2 and 3 steps of the configured widths' greatest common divisor (widths 1, 2, 3 for a
-width-64 config; only from a divisor of NARROW_FROM = 16 up: below, three runs of tiny kernels cost more than one),
-checks that the passes agree at the three, and takes the FLOPs at the real width from the quadratic through them
-(exact rational arithmetic). A measurement whose passes differ between the three (a loop that depends on the
-model's outputs, e.g. C&W's line search) is measured again at the real widths. `Bench(narrow=False)` measures
-everything at the real widths (`benchmarks/project_cost.py --full-width`).
+Widths: the passes do not depend on the members' width where no loop depends on the data, and every counted
+operator's FLOPs are proportional to the product of one weight-shaped tensor's dimensions (`WidthScale`). So each
+measurement runs once, at a narrow width step (a step of the configured widths' greatest common divisor: the
+first above the images per measurement at which every weight shape names its real one unambiguously, 3 or 4 for
+a width-64 config), and each operator's FLOPs are scaled to the real widths as counted (exact integers). Only
+from a width step of NARROW_FROM = 16 up: below, a narrower run gains little. An operator that cannot be scaled
+sends its measurement to the real widths (listed in the output). Data-dependent loops (C&W's line search) run
+as often as on the narrow model; their count on random weights is an illustration either way.
+`Bench(narrow=False)` measures everything at the real widths (`benchmarks/project_cost.py --full-width`).
 
 Data-dependent loops are marked in the output: JSMA stops when an image reaches its target or its budget of
 gamma * features changed features (projected at floor(gamma * features / 2) + 1 iterations: two new features
@@ -165,11 +166,12 @@ def uncounted_member_passes(model: Ensemble) -> Iterator[list[float]]:
         del model.forward, model.features, model.member_feature
 
 
-def measure(run: Callable[[], object], images: int, model: Ensemble | None = None) -> Passes:
+def measure(run: Callable[[], object], images: int, model: Ensemble | None = None,
+            scale: WidthScale | None = None) -> Passes:
     """Image-passes per image of `run()` (every ensemble it runs), plus the passes CostMeter cannot see, and
-    its FLOPs per image counted in the same run."""
+    its FLOPs per image counted in the same run (each operator's scaled by `scale` when given)."""
     extra = [0.0]
-    with CostMeter() as cost, FlopCounter() as counter:
+    with CostMeter() as cost, FlopCounter(scale) as counter:
         if model is not None:
             with uncounted_member_passes(model) as extra:
                 run()
@@ -186,44 +188,87 @@ def line(at: Callable[[int], Passes]) -> tuple[Passes, Passes]:
     return one - slope, slope
 
 
-NARROW = (1, 2, 3)  # width steps measured at: three points fix a quadratic
-NARROW_FROM = 16  # narrower configs are measured as they are: three runs of tiny kernels cost more than one
+NARROW_FROM = 16  # narrower configs are measured as they are: a narrower run gains little
+
+
+class Missing(LookupError):
+    """A measurement neither cached nor stored, met while probing (`prefetch`)."""
 
 
 class WidthDependent(ValueError):
-    """A measurement's passes (or another non-FLOP value) differ between widths: it cannot be extrapolated."""
+    """An operator's FLOPs cannot be scaled from the narrow widths: the measurement runs at the real widths."""
 
 
-def quadratic_at(values: list[float], at: tuple[int, ...], to: int) -> float:
-    """The quadratic through (at[i], values[i]) evaluated at `to` (Lagrange; exact rational arithmetic)."""
-    total = Fraction(0)
-    for i, (xi, yi) in enumerate(zip(at, values)):
-        weight = Fraction(1)
-        for j, xj in enumerate(at):
-            if j != i:
-                weight *= Fraction(to - xj, xi - xj)
-        total += weight * Fraction(yi)
-    return float(total)
+ATEN = torch.ops.aten
+CONVOLUTIONS = (ATEN.convolution, ATEN._convolution, ATEN.convolution_backward)
 
 
-def extrapolate(values: list[object], at: tuple[int, ...], to: int) -> object:
-    """One measurement taken at width steps `at`, extrapolated to step `to`: FLOPs by the quadratic through them;
-    passes and every other value must be equal at all steps (else WidthDependent)."""
-    first = values[0]
-    if isinstance(first, Passes):
-        counts = {(v.forward, v.backward, v.extra) for v in values}
-        if len(counts) != 1:
-            raise WidthDependent(f"passes differ between width steps {at}: {sorted(counts)}")
-        return replace(first, flops=quadratic_at([v.flops for v in values], at, to))
-    if isinstance(first, tuple):
-        return tuple(extrapolate(list(parts), at, to) for parts in zip(*values))
-    if isinstance(first, dict):
-        if any(v.keys() != first.keys() for v in values):
-            raise WidthDependent("measured parts differ between width steps")
-        return {key: extrapolate([v[key] for v in values], at, to) for key in first}
-    if any(v != first for v in values):
-        raise WidthDependent(f"a measured value differs between width steps {at}: {values}")
-    return first
+def parameter_shapes(dataset: str, arch: str, width: int) -> list[tuple[int, ...]]:
+    """The shapes of an ensemble member's convolution and linear weights (built on the meta device: no memory,
+    no initialisation), in a fixed order."""
+    info = data.info(dataset)
+    with torch.device("meta"):
+        model = Ensemble(EnsembleSpec(arch, 2, info.num_classes, info.in_channels, width))
+    return [tuple(w.shape) for w in [*model.members[0].parameters(), model.heads[0].weight] if w.dim() >= 2]
+
+
+class WidthScale:
+    """The FLOPs an operator run on narrow models would have on the real ones.
+
+    Every counted operator is a convolution or a matrix product (forward, backward, or of a second-order
+    backward) whose FLOPs are proportional to the product of one weight-shaped tensor's dimensions (a layer's
+    weight, its gradient, or a product shaped like it) times dimensions that do not depend on the width
+    (images, spatial size, class scores). So real FLOPs = narrow FLOPs x prod(real shape) / prod(narrow shape),
+    the shapes paired through `shapes` (every narrow weight shape -> its real one; a matrix also transposed, a
+    convolution's first two dimensions also swapped). Which tensor: a convolution's weight slot; where that is
+    not a weight (the weight gradient of a strided convolution's double backward: a convolution whose output is
+    [C_in, C_out, k', k'] with k' >= k), its output's two channel dimensions through `channels`; a matrix
+    product's operand or output of a weight's shape, and if none is (ADP's Gram matrix of class scores), its
+    FLOPs unchanged. A convolution on neither raises WidthDependent."""
+
+    def __init__(self, shapes: dict[tuple[int, ...], tuple[int, ...]], channels: dict[int, int]):
+        self.shapes, self.channels = shapes, channels
+
+    @classmethod
+    def between(cls, narrow: list[tuple[int, ...]], real: list[tuple[int, ...]]) -> WidthScale | None:
+        """The scale from paired weight shapes, or None where a narrow shape or channel count would stand for
+        two real ones (e.g. at width 1 with 1-channel images: the first and an inner 3x3 convolution)."""
+        shapes: dict[tuple, tuple] = {}
+        channels: dict[int, int] = {}
+        for small, big in zip(narrow, real):
+            pairs = [(small, big)]
+            if len(small) == 2:
+                pairs.append((small[::-1], big[::-1]))
+            if len(small) == 4:
+                pairs.append(((small[1], small[0], *small[2:]), (big[1], big[0], *big[2:])))
+            for a, b in pairs:
+                if shapes.setdefault(a, b) != b:
+                    return None
+            for a, b in zip(small[:2], big[:2]):
+                if channels.setdefault(a, b) != b:
+                    return None
+        return cls(shapes, channels)
+
+    def _ratio(self, small: tuple[int, ...], big: tuple[int, ...], flops: int) -> int | float:
+        scaled = Fraction(flops) * math.prod(big) / math.prod(small)
+        return int(scaled) if scaled.denominator == 1 else float(scaled)
+
+    def __call__(self, func, args: tuple, out: object, flops: int) -> int | float:
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
+        if func._overloadpacket in CONVOLUTIONS:
+            weight = tuple(args[2 if func._overloadpacket is ATEN.convolution_backward else 1].shape)
+            if weight in self.shapes:
+                return self._ratio(weight, self.shapes[weight], flops)
+            pair = tuple(outs[0].shape[:2]) if outs and outs[0].dim() == 4 else ()
+            if len(pair) == 2 and all(c in self.channels for c in pair):
+                return self._ratio(pair, tuple(self.channels[c] for c in pair), flops)
+            shapes = [tuple(t.shape) for t in [*args, *outs] if isinstance(t, torch.Tensor)]
+            raise WidthDependent(f"{func} on no weight-shaped tensor: {shapes}")
+        for tensor in [*(a for a in reversed(args) if isinstance(a, torch.Tensor)), *outs]:
+            shape = tuple(tensor.shape)
+            if shape in self.shapes:
+                return self._ratio(shape, self.shapes[shape], flops)
+        return flops
 
 
 def _encode(value: object) -> object:
@@ -250,11 +295,12 @@ def _decode(value: object) -> object:
 def code_version() -> str:
     """What a stored measurement is valid for: the projection's code (and every package module it imports,
     `pdd.fingerprint`), torch's (its FLOP formulas, autograd) and ART's (its attacks' passes)."""
-    import art
+    from importlib.metadata import version  # not `import art`: seconds, for its version string
 
     from pdd.fingerprint import fingerprint
 
-    return f"{fingerprint('pdd.plan.projection')} torch {torch.__version__} art {art.__version__}"
+    art = version("adversarial-robustness-toolbox")
+    return f"{fingerprint('pdd.plan.projection')} torch {torch.__version__} art {art}"
 
 
 class Store:
@@ -285,7 +331,7 @@ class Store:
 @dataclass
 class Bench:
     """Builds paper-scale ensembles and synthetic images, and caches each measurement (in memory, and in
-    `store` across runs when given); with `narrow`, measures at narrow widths and extrapolates (module doc)."""
+    `store` across runs when given); with `narrow`, measures at a narrow width and scales the FLOPs (module doc)."""
 
     config: dict
     images: int
@@ -298,6 +344,12 @@ class Bench:
     narrow_from: int = NARROW_FROM
     full_width: list = field(default_factory=list)  # measurements that had to run at the real widths
     _step_at: int | None = None  # the width step being measured (None: the real widths)
+    _scale: WidthScale | None = None  # how the FLOPs counted at `_step_at` become the real widths' ones
+    _steps: dict = field(default_factory=dict)  # dataset -> (narrow step, its WidthScale) or None
+    probing: bool = False  # cached() raises Missing instead of measuring (`prefetch`)
+    names: dict = field(default_factory=dict)  # key -> the name it is stored under
+    processes_used: int = 1  # how many processes `prefetch` measured in
+    check_formula: bool = False  # also measure `evaluate` itself beside the strong evaluation's formula (once)
 
     @property
     def width_step(self) -> int:
@@ -305,9 +357,32 @@ class Bench:
         return math.gcd(*(spec["width"] for spec in [self.config["model"], *self.config["surrogates"].values()]))
 
     @property
-    def extrapolates(self) -> bool:
-        """Whether measurements run at the NARROW width steps (allowed, and the widths wide enough to gain)."""
-        return self.narrow and self.width_step >= max(self.narrow_from, max(NARROW) + 1)
+    def narrows(self) -> bool:
+        """Whether measurements run at a narrow width step, the FLOPs scaled (allowed, and wide enough to gain)."""
+        return self.narrow and self.width_step >= self.narrow_from
+
+    def narrow_step(self, dataset: str) -> tuple[int, WidthScale] | None:
+        """The smallest width step at which every arch's weight shapes and channel counts name their real ones
+        unambiguously and every channel count exceeds the images per measurement (so no activation's or
+        gradient's shape can pass for a weight's), with its WidthScale; None if no step below the real one does.
+        With 2 images: step 3 for 1-channel images, 4 for 3-channel ones."""
+        if dataset not in self._steps:
+            archs = list(dict.fromkeys([plan.defended_arch(self.config),
+                                        *(s["arch"] for s in self.config["surrogates"].values())]))
+            real = [s for arch in archs for s in parameter_shapes(dataset, arch, plan.width(self.config, arch))]
+            self._steps[dataset] = None
+            for step in range(self.images + 1, self.width_step):
+                narrow = [s for arch in archs for s in parameter_shapes(
+                    dataset, arch, plan.width(self.config, arch) // self.width_step * step)]
+                scale = WidthScale.between(narrow, real)
+                if scale is not None:
+                    self._steps[dataset] = step, scale
+                    break
+        return self._steps[dataset]
+
+    def measure(self, run: Callable[[], object], images: int, model: Ensemble | None = None) -> Passes:
+        """`measure` with the FLOPs scaled to the real widths when measuring at a narrow step."""
+        return measure(run, images, model, self._scale)
 
     def width(self, arch: str) -> int:
         """The width an arch is built at now: the config's, or `_step_at` steps of `width_step` as many."""
@@ -320,23 +395,21 @@ class Bench:
         spec = EnsembleSpec(arch, k, info.num_classes, info.in_channels, self.width(arch), pdd or {})
         return Ensemble(spec).eval()
 
-    def _run(self, name: str, compute: Callable[[], object]) -> object:
-        """compute() at the real widths, or at the NARROW width steps, extrapolated (module doc)."""
-        if not self.extrapolates:
+    def _run(self, name: str, dataset: str, compute: Callable[[], object]) -> object:
+        """compute() once at the dataset's narrow step with the FLOPs scaled to the real widths (module doc),
+        else, or where an operator cannot be scaled, at the real widths."""
+        narrow = self.narrow_step(dataset) if self.narrows else None
+        if narrow is None:
             return compute()
-        values = []
-        for step in NARROW:
-            self._step_at = step
-            try:
-                values.append(compute())
-            finally:
-                self._step_at = None
+        self._step_at, self._scale = narrow
         try:
-            return extrapolate(values, NARROW, self.width_step)
+            return compute()
         except WidthDependent as err:
             print(f"  {name}: {err}; measuring at the real widths", file=sys.stderr)
             self.full_width.append(name)
-            return compute()
+        finally:
+            self._step_at, self._scale = None, None
+        return compute()
 
     def batch(self, dataset: str, model: Ensemble | None = None, n: int | None = None):
         """n random images; labels = the model's own predictions (every image starts correctly classified,
@@ -351,13 +424,15 @@ class Bench:
         """compute(), once per key; `inputs`: the config's settings it reads (part of the stored key)."""
         if key not in self.cache:
             digest = hashlib.sha256(repr((inputs, self.images, self.seed)).encode()).hexdigest()[:16]
-            name = f"{' '.join(map(str, key))} | {digest}"
+            name = self.names[key] = f"{' '.join(map(str, key))} | {digest}"
             stored = self.store.get(name) if self.store is not None else None
             if stored is not None:
                 self.cache[key], self.reused = stored, self.reused + 1
                 return stored
+            if self.probing:
+                raise Missing(key)
             start, label = time.perf_counter(), " ".join(map(str, key))
-            self.cache[key] = self._run(label, compute)
+            self.cache[key] = self._run(label, key[1], compute)
             self.seconds[key] = time.perf_counter() - start
             print(f"  measured {label}: {self.seconds[key]:.1f} s", file=sys.stderr)
             if self.store is not None:
@@ -383,7 +458,7 @@ class Bench:
         optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                       for group in m.parameter_groups(model)]
         x, y = self.batch(dataset)
-        return measure(lambda: m.step(model, optimizers, x, y), len(y), model)
+        return self.measure(lambda: m.step(model, optimizers, x, y), len(y), model)
 
     def train(self, dataset: str, arch: str, k: int, method: str) -> tuple[Passes, Passes, str, int | None]:
         """(passes per training image at the config's inner steps, passes per test image of the epoch's
@@ -407,7 +482,7 @@ class Bench:
                             "distillation passes (forward + backward, in ensemble passes) per train image")
             model = self.model(dataset, arch, k)
             x, y = self.batch(dataset)
-            evaluation = measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
+            evaluation = self.measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
             return step, evaluation, how, count
 
         cfg = plan.train_config(self.config, dataset, k, method, 0, arch)
@@ -433,7 +508,7 @@ class Bench:
 
             def run(param: float, **settings) -> Passes:
                 s = self.attack_settings(**settings)
-                return measure(lambda: run_attack(target, x, y, attack, param, s, CPU, surrogate), len(y))
+                return self.measure(lambda: run_attack(target, x, y, attack, param, s, CPU, surrogate), len(y))
 
             features = x[0].numel()
             cost = ATTACKS[attack].cost
@@ -465,8 +540,8 @@ class Bench:
     def strong_blocks(self, dataset: str, k: int, check: bool) -> dict:
         """Per image: PGD (intercept, per step) on the target and on the oblivious surrogate, APGD (c0, per
         restart, per iteration), one prediction; with `check`, the composed formula beside `evaluate` itself at
-        1-2 steps (measured), as "check"."""
-        key = ("strong", dataset, k)
+        1-2 steps (measured), as "check" (a measurement of its own: --details asks for it)."""
+        key = ("strong", dataset, k, *(["checked"] if check else []))
 
         def compute():
             arch = plan.defended_arch(self.config)
@@ -482,15 +557,15 @@ class Bench:
                                          "square_queries": 1, **changes})
 
             def pgd_on(model: Ensemble) -> tuple[Passes, Passes]:
-                return line(lambda s: measure(lambda: pgd(model, x, y, TINY_EPS, s, 0, settings(), CPU), n))
+                return line(lambda s: self.measure(lambda: pgd(model, x, y, TINY_EPS, s, 0, settings(), CPU), n))
 
             blocks = {"pgd": pgd_on(target), "transfer": pgd_on(surrogate),
-                      "predict": measure(lambda: predict(target, x, CPU), n), "check": None}
+                      "predict": self.measure(lambda: predict(target, x, CPU), n), "check": None}
 
             def grid(run: Callable[[int, int], object]) -> tuple[Passes, Passes, Passes]:
                 """(c0, per outer unit, per iteration) of passes c0 + outer x (per outer + iterations x per
                 iteration), from runs at (iterations, outer) = (1, 1), (2, 1), (1, 2)."""
-                at = {(i, o): measure(lambda: run(i, o), n) for i, o in ((1, 1), (2, 1), (1, 2))}
+                at = {(i, o): self.measure(lambda: run(i, o), n) for i, o in ((1, 1), (2, 1), (1, 2))}
                 per_iteration = at[2, 1] - at[1, 1]
                 per_outer = at[1, 2] - at[1, 1] - per_iteration
                 return at[1, 1] - per_outer - per_iteration, per_outer, per_iteration
@@ -500,11 +575,11 @@ class Bench:
             blocks["apgd_t"] = grid(lambda i, t: apgd_targeted(target, x, y, TINY_EPS,
                                                                settings(apgd_iterations=i, apgd_targets=t), CPU))
             blocks["mora"] = grid(lambda i, m: mora(target, x, y, TINY_EPS, "linf", i, (0.5,) * m, 0, len(y)))
-            blocks["square"] = line(lambda q: measure(lambda: square(target, x, y, TINY_EPS, settings(square_queries=q),
-                                                                     CPU), n))
-            blocks["flags"] = measure(lambda: (zero_gradient_images(target, x, y, CPU, n),
+            blocks["square"] = line(lambda q: self.measure(
+                lambda: square(target, x, y, TINY_EPS, settings(square_queries=q), CPU), n))
+            blocks["flags"] = self.measure(lambda: (zero_gradient_images(target, x, y, CPU, n),
                                                output_change(target, x, CPU, n)), n)
-            blocks["change"] = measure(lambda: output_change(target, x, CPU, n), n)  # runs on every image
+            blocks["change"] = self.measure(lambda: output_change(target, x, CPU, n), n)  # runs on every image
             if check:
                 small = settings(apgd_iterations=2, apgd_restarts=2, pgd_steps=(1, 2), pgd_restarts=2,
                                  transfer_steps=2, diagnostic_steps=2, apgd_targets=2, mora_iterations=2,
@@ -512,7 +587,7 @@ class Bench:
                 losses = 2 if data.info(dataset).num_classes >= 3 else 1
                 composed = strong_formula(blocks, small, eps_count=1, apgd_losses=losses,
                                           classes=data.info(dataset).num_classes)
-                direct = measure(lambda: evaluate(target, x, y, [TINY_EPS], small, CPU, surrogate), n)
+                direct = self.measure(lambda: evaluate(target, x, y, [TINY_EPS], small, CPU, surrogate), n)
                 blocks["check"] = (composed, direct)
             return blocks
 
@@ -524,7 +599,7 @@ class Bench:
         def compute():
             target = self.model(dataset, plan.defended_arch(self.config), k)
             x, _ = self.batch(dataset)
-            return measure(lambda: predict(target, x, CPU), len(x))
+            return self.measure(lambda: predict(target, x, CPU), len(x))
 
         return self.cached(("predict", dataset, k), compute, self.arch_width(plan.defended_arch(self.config)))
 
@@ -532,7 +607,7 @@ class Bench:
         def compute():
             model = self.model(dataset, plan.defended_arch(self.config), k)
             x, y = self.batch(dataset)
-            return measure(lambda: diversity_per_image(model, x, y, CPU), len(y), model)
+            return self.measure(lambda: diversity_per_image(model, x, y, CPU), len(y), model)
 
         return self.cached(("diversity", dataset, k), compute, self.arch_width(plan.defended_arch(self.config)))
 
@@ -540,7 +615,7 @@ class Bench:
         def compute():
             model = self.model(dataset, plan.defended_arch(self.config), k)
             x, y = self.batch(dataset, Member(model, 0))  # member 0 correct on every image: all are crafted
-            return line(lambda s: measure(lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s),
+            return line(lambda s: self.measure(lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s),
                                                                  CPU), len(y)))
 
         return self.cached(("member_transfer", dataset, k), compute,
@@ -555,7 +630,7 @@ class Bench:
             pdd = {"num_intervals": p["pdd_intervals"], "alpha": p["pdd_alpha"], "beta": p["pdd_beta"]}
             settings = plan.loss_settings(self.config, methods)  # every method as its timing job runs it
             x, y = self.batch(dataset)
-            return measure(lambda: time_methods(methods, spec, pdd, settings, x, y, 0, 1, seed=self.seed), len(y))
+            return self.measure(lambda: time_methods(methods, spec, pdd, settings, x, y, 0, 1, seed=self.seed), len(y))
 
         return self.cached(("time_steps", dataset, k), compute,
                            (self.arch_width(arch), methods, plan.pdd_settings(self.config, k),
@@ -755,7 +830,7 @@ def strong_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
     for index, ((dataset, k, suite), count) in enumerate(sorted(group(jobs, ("dataset", "K", "suite")).items())):
         norm = STRONG_NORMS[suite]
         settings = plan.strong_settings(config, norm)
-        blocks = bench.strong_blocks(dataset, k, check=index == 0)  # one check of the formula suffices
+        blocks = bench.strong_blocks(dataset, k, check=bench.check_formula and index == 0)  # one check suffices
         classes = data.info(dataset).num_classes
         losses = 2 if classes >= 3 else 1
         eps_count = len(plan.strong_eps(config, dataset, norm))
@@ -834,10 +909,103 @@ def time_steps_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
     return rows
 
 
-def project(config: dict, bench: Bench) -> list[Row]:
-    """Every row of the config's jobs (its own training methods registered first, as the workflow does)."""
+REQUEST_ORDER = ("strong_blocks", "time_steps", "attack", "train", "member_transfer", "diversity", "predict")
+
+
+def requests(config: dict, jobs: dict[str, list[dict]], check: bool = False) -> list[tuple[str, tuple]]:
+    """Every measurement the row builders below take, as (Bench method, arguments), longest kinds first (strong
+    evaluation, timing, attacks with C&W first): what `prefetch` spreads over processes. A measurement missing
+    here is still taken, by `project` itself, one after another (tests/test_estimate.py checks none is)."""
+    found: list[tuple[str, tuple]] = []
+    trained = set()
+    for (dataset, arch, k, method) in sorted(group(jobs.get("train", []), ("dataset", "arch", "K", "method"))):
+        if (dataset, arch, k, variant(method)[0]) not in trained:  # PDD's M variants: one measurement (Bench.train)
+            trained.add((dataset, arch, k, variant(method)[0]))
+            found.append(("train", (dataset, arch, k, method)))
+    for rule in ("whitebox", "transfer"):
+        for (dataset, k, suite, attack) in sorted(group(jobs.get(rule, []), ("dataset", "K", "suite", "attack"))):
+            surrogate = plan.surrogate_arch(config, suite) if rule == "transfer" else None
+            found += [("attack", (dataset, k, attack, surrogate)), ("predict", (dataset, k))]
+    for index, (dataset, k, _) in enumerate(sorted(group(jobs.get("strong", []), ("dataset", "K", "suite")))):
+        found.append(("strong_blocks", (dataset, k, check and index == 0)))
+    for dataset, k in sorted(group(jobs.get("diversity", []), ("dataset", "K"))):
+        found.append(("diversity", (dataset, k)))
+    if jobs.get("member_transfer"):
+        eps = requested(config)["figure_member_transfer"]["eps"]
+        found += [("member_transfer", (dataset, k, eps))
+                  for dataset, k in sorted(group(jobs["member_transfer"], ("dataset", "K")))]
+    methods = list(plan.timing_methods(config)) if jobs.get("time_steps") else []
+    for dataset, arch, k in sorted(group(jobs.get("time_steps", []), ("dataset", "arch", "K"))):
+        found.append(("time_steps", (dataset, arch, k, methods)))
+    unique = list({repr(r): r for r in found}.values())
+    return sorted(unique, key=lambda r: (REQUEST_ORDER.index(r[0]), r[0] != "attack" or r[1][2] != "cw"))
+
+
+_WORKER: list[Bench] = []  # the Bench of a prefetch worker process
+
+
+def _start_worker(config: dict, images: int, seed: int, narrow: bool, narrow_from: int) -> None:
+    torch.set_num_threads(1)  # the processes are the parallelism: tiny kernels gain nothing from threads
+    plan.register_methods(config)
+    _WORKER.append(Bench(config, images, seed, narrow=narrow, narrow_from=narrow_from))
+
+
+def _take(request: tuple[str, tuple]) -> tuple[list[tuple], list[str]]:
+    """One measurement in a worker: [(key, stored name, value, seconds)] and the ones run at the real widths."""
+    bench = _WORKER[0]
+    bench.cache.clear()
+    bench.full_width.clear()
+    kind, args = request
+    getattr(bench, kind)(*args)
+    return ([(key, bench.names[key], value, bench.seconds[key]) for key, value in bench.cache.items()],
+            list(bench.full_width))
+
+
+def prefetch(bench: Bench, config: dict, jobs: dict[str, list[dict]], processes: int) -> None:
+    """Take the measurements `project` will need and neither memory nor the store holds, in `processes` worker
+    processes at once (one torch thread each), into `bench`'s cache and store."""
+    if bench.narrows:  # each dataset's narrow step, for the report (shapes on the meta device: instant)
+        for dataset in sorted({j["dataset"] for found in jobs.values() for j in found}):
+            bench.narrow_step(dataset)
+    wanted = requests(config, jobs, bench.check_formula)
+    if not bench.cache and (bench.store is None or not bench.store.entries):
+        missing = wanted  # cold: nothing to look up
+    else:
+        missing = []
+        bench.probing = True
+        try:
+            for kind, args in wanted:
+                try:
+                    getattr(bench, kind)(*args)
+                except Missing:
+                    missing.append((kind, args))
+        finally:
+            bench.probing = False
+    if processes < 2 or len(missing) < 2:
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_all_start_methods, get_context
+
+    # fork where there is one (Linux, as DataLoader workers): the workers start with torch and pdd imported
+    context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+    setup = (config, bench.images, bench.seed, bench.narrow, bench.narrow_from)
+    bench.processes_used = min(processes, len(missing))
+    with ProcessPoolExecutor(bench.processes_used, context, _start_worker, setup) as pool:
+        for measured, full_width in pool.map(_take, missing):
+            for key, name, value, seconds in measured:
+                if key not in bench.cache:
+                    bench.cache[key], bench.seconds[key], bench.names[key] = value, seconds, name
+                    if bench.store is not None:
+                        bench.store.put(name, value)
+            bench.full_width += full_width
+
+
+def project(config: dict, bench: Bench, processes: int = 1) -> list[Row]:
+    """Every row of the config's jobs (its own training methods registered first, as the workflow does); the
+    measurements taken in `processes` processes at once first (`prefetch`)."""
     plan.register_methods(config)
     jobs = jobs_of(config)
+    prefetch(bench, config, jobs, processes)
     rows: list[Row] = []
     builders = {"train": lambda j: train_rows(bench, config, j),
                 "whitebox": lambda j: attack_rows(bench, config, "whitebox", j),
@@ -932,30 +1100,36 @@ def markdown(rows: list[Row], rates: Iterable[Rate] = (Rate(),)) -> str:
 
 
 def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), images: int = 2,
-           store: Path | str | None = None, show_details: bool = False, narrow: bool = True) -> str:
+           store: Path | str | None = None, show_details: bool = False, narrow: bool = True,
+           processes: int = 1) -> str:
     """The projection of `config` as markdown (what `pdd estimate` and `benchmarks/project_cost.py` print):
     how it was measured, the per-group tables if `show_details`, the totals with hours at each of `rates`;
-    `narrow`: measure at narrow widths and extrapolate (the module doc), else at the real widths."""
+    `narrow`: measure at a narrow width, the FLOPs scaled (the module doc), else at the real widths;
+    `processes`: measurements taken at once."""
     start = time.perf_counter()
-    bench = Bench(config, images, store=Store(store) if store is not None else None, narrow=narrow)
-    rows = project(config, bench)
-    if bench.extrapolates:
+    bench = Bench(config, images, store=Store(store) if store is not None else None, narrow=narrow,
+                  check_formula=show_details)  # the check is a note of the details
+    rows = project(config, bench, processes)
+    if bench.narrows:
         width = plan.width(config, plan.defended_arch(config))
-        widths = "/".join(str(width // bench.width_step * step) for step in NARROW)
-        how = (f" Measured at widths {widths} (and the surrogates' in proportion), the FLOPs extrapolated exactly to "
-               f"the real widths, the passes checked equal at the three"
-               + (f"; at the real widths, their passes depending on the model: {', '.join(bench.full_width)}."
+        steps = {d: n[0] for d, n in bench._steps.items() if n is not None}
+        at = ", ".join(f"{d} {width // bench.width_step * step}" for d, step in sorted(steps.items()))
+        how = (f" Measured once at a narrow width (model width {at}; the surrogates' in proportion), each operator's "
+               "FLOPs scaled exactly to the real widths (`WidthScale`)"
+               + (f"; at the real widths, an operator not scalable: {', '.join(bench.full_width)}."
                   if bench.full_width else "."))
     else:
         how = ""
     surrogates = ", ".join(f"{s['arch']} {plan.width(config, s['arch'])}" for s in config["surrogates"].values())
+    threads = (f"{bench.processes_used} processes of 1 torch thread" if bench.processes_used > 1 else
+               f"{torch.get_num_threads()} torch thread(s)")
     measured = len(bench.cache) - bench.reused
     kept = f"; {bench.reused} reused from {store} (same code)" if bench.reused else ""
     out = [f"# Projected cost of {config_name}\n",
            f"Passes and FLOPs per unit measured on the job kinds' own code: {images} synthetic images per "
            f"measurement at paper scale (model width {plan.width(config, plan.defended_arch(config))}; surrogates "
-           f"{surrogates}), random initial weights, {torch.get_num_threads()} torch thread(s); {measured} "
-           f"measurements run{kept}; {time.perf_counter() - start:.0f} s. FLOPs: matrix products and convolutions, "
+           f"{surrogates}), random initial weights, {threads}; {measured} measurements run{kept}; "
+           f"{time.perf_counter() - start:.0f} s. FLOPs: matrix products and convolutions, "
            "forward and backward (`pdd.evaluation.flops`). Hours = FLOPs / rate: at a peak, a floor no run beats; "
            "the strong evaluation's figures are upper bounds (restarts as if no image broke)." + how]
     if show_details:
