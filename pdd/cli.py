@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields
 from typing import Any
@@ -19,6 +18,22 @@ import click
 import torch
 
 from pdd import __version__
+from pdd.cli_common import (  # noqa: F401  (Registry, Checked, FINITE and _check_input: also pdd.cli's names)
+    DEBUG_HINT,
+    FINITE,
+    Checked,
+    Decorator,
+    Main,
+    Registry,
+    _debugging,
+    _one_line,
+    _options,
+    _out_option,
+    _outputs,
+    _set_debug,
+    checked,
+    exit_on_sigterm,
+)
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
 from pdd.evaluation.mora import NORMS
@@ -26,26 +41,11 @@ from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
-from pdd.plan.outputs import OUTPUTS, THREATS
+from pdd.plan.outputs import THREATS
+from pdd.report_cli import REPORTS, _check_input  # noqa: F401  (_check_input: also pdd.cli's name)
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
 from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, check_param, field_bound
-
-Decorator = Callable[[Callable], Callable]
-
-
-class Registry(click.Choice):
-    """A choice among a registry's names (listed in --help); a bad name is 'unknown <what> ...; expected one
-    of ...'."""
-
-    def __init__(self, names: Iterable[str], what: str):
-        super().__init__(list(names))
-        self.what = what
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value in self.choices:
-            return value
-        self.fail(f"unknown {self.what} {value!r}; expected one of {', '.join(map(str, self.choices))}", param, ctx)
 
 
 class MethodName(Registry):
@@ -84,34 +84,6 @@ _plugins_option = click.option(
     help="Training methods from your own code: the config's `methods` entries as JSON, "
          '{"<name>": {"module": "pkg.mod:Class"} or {"file": "x.py", "class": "Class"}, "settings": {...}}. '
          "Loading them runs their code.")
-
-
-class Checked(click.ParamType):
-    """A number inside a `pdd.validation.Bound` (finite: NaN and infinities are refused by name); the same
-    table the dataclasses, the API and the config checks use."""
-
-    def __init__(self, bound: Bound):
-        self.bound = bound
-        self.name = "integer" if bound.integer else "float"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                value = int(value) if self.bound.integer else float(value)
-            except ValueError:
-                self.fail(f"must be {self.bound.describe()}, got {value!r}", param, ctx)
-        problem = self.bound.problem(value)
-        if problem:
-            self.fail(problem, param, ctx)
-        return value
-
-
-def checked(name: str) -> Checked:
-    """The click type of the numeric value `name` (a dataclass field or one of `VALUE_BOUNDS`)."""
-    return Checked(field_bound(name))
-
-
-FINITE = Checked(Bound())
 
 
 class AttackRun(click.ParamType):
@@ -188,25 +160,10 @@ def _settings(cls: type, **values: Any) -> Any:
         raise click.UsageError(str(err)) from err
 
 
-def _options(*options: Decorator) -> Decorator:
-    """Several options as one decorator, in the order given (as --help lists them)."""
-    def decorate(command: Callable) -> Callable:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
-
-
 def _data_root_option(*aliases: str) -> Decorator:
     """--data-root (and `aliases`): where the datasets are, as every data-reading command takes it."""
     return click.option("--data-root", *aliases, "data_root", default="resources", show_default=True,
                         type=click.Path(file_okay=False), help="Where the datasets are (pdd prepare-data's root).")
-
-
-def _out_option(help: str, required: bool = True) -> Decorator:
-    """--out: the file a command writes (atomically, at the end)."""
-    return click.option("--out", required=required, type=click.Path(dir_okay=False), help=help)
 
 
 _num_images_option = click.option("--num-images", type=checked("num_images"),
@@ -256,83 +213,6 @@ def _check_device(request: str) -> str:
     return request
 
 
-def _outputs(**paths: str | None) -> None:
-    """Before any work: the output files a command will write (keyword: option name, '_' for '-') are
-    distinct, not folders, and writable (in their folder, or in the nearest existing folder above it, where it
-    will be created); temporaries that killed runs left beside them are removed."""
-    from pdd.io import remove_stale_temporaries
-
-    given = {f"--{k.replace('_', '-')}": os.path.abspath(v) for k, v in paths.items() if v}
-    seen: dict[str, str] = {}
-    for option, path in given.items():
-        if path in seen:
-            raise click.UsageError(f"{seen[path]} and {option} are the same file {path}: give each output its own "
-                                   "path")
-        seen[path] = option
-        if os.path.isdir(path):
-            raise click.BadParameter(f"{path} is a folder; give a file path", param_hint=f"'{option}'")
-        folder = os.path.dirname(path)
-        while not os.path.exists(folder):
-            folder = os.path.dirname(folder)
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-            raise click.ClickException(f"{option} {path}: cannot write in {folder} (not a writable folder)")
-        remove_stale_temporaries(path)
-
-
-DEBUG_HINT = "PDD_DEBUG=1 (or pdd --debug ...) shows the traceback"
-
-
-def _debugging() -> bool:
-    """Whether tracebacks are wanted: PDD_DEBUG set (not '0') or `pdd --debug`."""
-    return os.environ.get("PDD_DEBUG", "0") not in ("", "0") or _DEBUG["on"]
-
-
-_DEBUG = {"on": False}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-class Main(click.Group):
-    """The `pdd` group: every error is one line `pdd: error: ...` on stderr, exit status 2 for a usage error and
-    1 for a failure; with PDD_DEBUG=1 or --debug an unexpected error shows its traceback instead."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        _DEBUG["on"] = False
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as err:  # `pdd` alone: its help, as click shows it
-            err.show()
-            sys.exit(err.exit_code)
-        except click.ClickException as err:
-            if _debugging():
-                traceback.print_exc()
-            click.echo(f"pdd: error: {_one_line(err.format_message())}", err=True)
-            sys.exit(err.exit_code)
-        except click.Abort:
-            click.echo("pdd: error: aborted", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("pdd: error: interrupted", err=True)
-            sys.exit(130)
-        except Exception as err:
-            if _debugging():
-                raise
-            known = isinstance(err, (ValueError, OSError, RuntimeError)) and str(err)
-            text = str(err) if known else f"{type(err).__name__}: {err}"
-            click.echo(f"pdd: error: {_one_line(text)} ({DEBUG_HINT})", err=True)
-            sys.exit(1)
-        if not standalone_mode:
-            return result
-        sys.exit(result if isinstance(result, int) else 0)
-
-
-def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    _DEBUG["on"] = _DEBUG["on"] or value
-
-
 @click.group(cls=Main)
 @click.version_option(__version__)
 @click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
@@ -346,10 +226,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
 
 
-def exit_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM (Snakemake cancelling, SLURM's time limit) exits through Python, so that unfinished atomic writes
-    remove their temporary files instead of leaving them beside the outputs."""
-    sys.exit(128 + signum)
+for _report in REPORTS:  # pdd.report_cli's table, figure and model-card (also run there, without torch)
+    main.add_command(_report)
 
 
 @main.command("prepare-data")
@@ -682,106 +560,6 @@ def strong(model_path: str | None, external: dict | None, surrogate_path: str | 
             label = f"{r['attack']} {'' if r['param'] is None else r['param']}"
             value = "   n/a" if r["value"] is None else f"{r['value']:6.2f}"  # a check that could not run
             click.echo(f"{r['threat']:<18} {label:<22} {value}  {r.get('detail', '')}", err=True)
-
-
-def _build_output(kind: str, name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
-    """Build registry output NAME of `kind` from its input files; a bad spec is a one-line error."""
-    import json
-
-    try:
-        settings = {"name": name, **json.loads(spec)}
-    except (json.JSONDecodeError, TypeError) as err:  # TypeError: JSON that is not an object
-        raise click.BadParameter(f"not a JSON object: {err}", param_hint="'--spec'") from err
-    if not inputs:
-        raise click.UsageError(f"{name} needs its input files (the result JSON / CSV files of its jobs)")
-    for path in inputs:
-        _check_input(path)
-    for suffix in OUTPUT_SUFFIXES[kind]:
-        _outputs(out=f"{out}.{suffix}")
-    try:
-        OUTPUTS[name].run(list(inputs), settings, out, paper_csv)
-    except (KeyError, IndexError, StopIteration, TypeError, ValueError) as err:  # inputs of another kind or layout
-        what = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
-        raise click.ClickException(f"cannot build {name} from its inputs ({what}); are they the outputs of the "
-                                   f"jobs it reads (pdd.plan.outputs.OUTPUTS[{name!r}])? ({DEBUG_HINT})") from err
-    click.echo(f"{name}: written under {out}.*", err=True)
-
-
-OUTPUT_SUFFIXES = {"table": ("csv", "md", "tex"), "figure": ("png", "pdf")}
-
-
-def _check_input(path: str) -> None:
-    """A JSON or CSV input of `pdd table` / `pdd figure` is complete text (other inputs, e.g. checkpoints, are
-    read by the builder): else one line naming it."""
-    import json
-
-    if not path.endswith((".json", ".csv")):
-        return
-    try:
-        text = open(path, encoding="utf-8").read()
-    except UnicodeDecodeError:
-        raise click.BadParameter(f"{path} is not a text file", param_hint="'INPUTS'") from None
-    if path.endswith(".json"):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as err:
-            raise click.BadParameter(f"{path} is not complete JSON ({err})", param_hint="'INPUTS'") from None
-
-
-def _output_options(kind: str) -> Decorator:
-    """The options of `pdd table` / `pdd figure`: --name among the registry's outputs of `kind`, and the rest."""
-    return _options(
-        click.option("--name", required=True, type=Registry([n for n, o in OUTPUTS.items() if o.kind == kind], kind),
-                     help=f"The {kind} to build (pdd.plan.outputs.OUTPUTS)."),
-        click.option("--spec", default="{}", show_default=True,
-                     help="The output's config entry as JSON (methods, datasets, reference, ...)."),
-        click.option("--paper", "paper_csv", required=True, type=click.Path(exists=True, dir_okay=False),
-                     help="The paper's numbers (config/paper_results.csv)."),
-        click.option("--out", required=True, help="Output path without extension."),
-        click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False)),
-    )
-
-
-@main.command()
-@_output_options("table")
-def table(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
-    """Build a table from its input files.
-
-    Writes OUT.csv, OUT.md and OUT.tex, as the workflow's `table` rule does.
-    """
-    _build_output("table", name, spec, paper_csv, out, inputs)
-
-
-@main.command()
-@_output_options("figure")
-def figure(name: str, spec: str, paper_csv: str, out: str, inputs: tuple[str, ...]) -> None:
-    """Draw a figure from its input files.
-
-    Writes OUT.png and OUT.pdf, as the workflow's `figure` rule does.
-    """
-    _build_output("figure", name, spec, paper_csv, out, inputs)
-
-
-@main.command("model-card")
-@click.option("--evaluation", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="One ensemble's strong evaluation (the JSON `pdd strong` writes).")
-@click.option("--eps", required=True, type=checked("strong_eps"), help="The budget the card reports.")
-@click.option("--threat-model", required=True, type=click.Choice(["Linf", "L2"]),
-              help="RobustBench's threat model, which must be the evaluation's norm.")
-@click.option("--width", type=checked("width"), help="The members' width, named in the card.")
-@_out_option("Card to write (RobustBench's model_info JSON).")
-def model_card(evaluation: str, eps: float, threat_model: str, width: int | None, out: str) -> None:
-    """Write a RobustBench-format model card.
-
-    One strongly evaluated ensemble at one eps; prints the card's robust accuracy and reliability.
-    """
-    import json
-
-    from pdd.reports.model_cards import write_card
-
-    _outputs(out=out)
-    info = write_card(evaluation, eps, threat_model, out, width)
-    click.echo(json.dumps({"external": info["external"], "unreliable": info["unreliable"]}))
 
 
 @main.command()

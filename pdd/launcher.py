@@ -1,5 +1,6 @@
 """The `pdd` console script: `pdd`, `pdd --help` and `pdd --version` answered from a table, in a fraction of a second;
-everything else goes to `pdd.cli`, whose options need the registries and so torch (seconds to import).
+`pdd table`, `pdd figure` and `pdd model-card` go to `pdd.report_cli` (no torch); everything else goes to `pdd.cli`,
+whose options need the registries and so torch (seconds to import).
 
 `tests/test_validation.py` checks that this help is exactly `pdd.cli.main`'s, so the table cannot drift.
 """
@@ -46,10 +47,18 @@ def help_group():
     return group
 
 
+REPORTS = ("table", "figure", "model-card")  # pdd.report_cli's commands: they need no torch
+
+
 def main() -> None:
-    """`pdd`: the quick answers here, the rest through `pdd.cli.main`."""
+    """`pdd`: the quick answers here, the report commands through `pdd.report_cli.main` (no torch), the rest
+    through `pdd.cli.main`."""
     if sys.argv[1:] in QUICK:
         help_group().main(prog_name="pdd")
+    if sys.argv[1:2] and sys.argv[1] in REPORTS:
+        from pdd.report_cli import main as reports
+
+        reports(prog_name="pdd")
     from pdd.cli import main as cli
 
     cli(prog_name="pdd")

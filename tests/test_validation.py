@@ -336,7 +336,9 @@ def test_table_inputs_are_complete_text_and_checkpoints_pass(tmp_path: Path) -> 
 
 
 def test_debug_flag_and_env_show_tracebacks(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_build_output", lambda *a: (_ for _ in ()).throw(KeyError("boom")))
+    from pdd import report_cli
+
+    monkeypatch.setattr(report_cli, "_build_output", lambda *a: (_ for _ in ()).throw(KeyError("boom")))
     args = ["table", "--name", "table1_entropy", "--paper", str(REPO / "config" / "paper_results.csv"), "--out", "t"]
     plain = CliRunner().invoke(main, args)
     assert plain.exit_code == 1 and "KeyError: 'boom'" in _one_error_line(plain.stderr)
@@ -417,3 +419,19 @@ def test_quick_help_is_exactly_the_cli_help(args: list[str]) -> None:
     quick = CliRunner().invoke(help_group(), args, prog_name="pdd")
     full = CliRunner().invoke(main, args, prog_name="pdd")
     assert (quick.output, quick.exit_code) == (full.output, full.exit_code)
+
+
+@pytest.mark.parametrize("command", ["table", "figure", "model-card"])
+def test_report_commands_run_without_torch_and_as_pdd_cli(command: str, tmp_path: Path) -> None:
+    """The console script sends the report commands to pdd.report_cli, which imports no torch (a second or more
+    per report job); they are the same commands as pdd.cli's: the same help, the same one-line errors."""
+    from pdd import report_cli
+
+    code = ("import sys\nsys.argv = ['pdd', %r, '--help']\nfrom pdd.launcher import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)" % command)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout
+    assert out.endswith("torch imported: False\n") and f"Usage: pdd {command} [OPTIONS]" in out
+    for args in (["--help"], ["--out", str(tmp_path / "x")]):
+        light = CliRunner().invoke(report_cli.main, [command, *args], prog_name="pdd")
+        full = CliRunner().invoke(main, [command, *args], prog_name="pdd")
+        assert (light.output, light.exit_code) == (full.output, full.exit_code)

@@ -8,122 +8,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pdd.evaluation.attack_registry import ATTACKS, Attack, AttackSettings, check_attack  # noqa: F401 (re-exported)
 from pdd.evaluation.records import image_fields, pack_flags
 from pdd.models import Ensemble, LogMeanProb
-from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields, setting
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """Fixed parameters of the paper's protocol; the varied one (eps, gamma or c) is passed separately."""
-
-    steps: int = setting(10, "BIM / PGD iterations.")
-    step_fraction: float = setting(0.1, "BIM / PGD step size / eps.")
-    random_starts: int = setting(1, "PGD random starts.")
-    jsma_theta: float = setting(0.1, "JSMA's perturbation per feature.")
-    cw_confidence: float = setting(0.01, "C&W confidence.")
-    cw_learning_rate: float = setting(0.01, "C&W learning rate.")
-    cw_max_iter: int = setting(1000, "C&W iterations per binary-search step.")
-    cw_binary_search_steps: int = setting(5, "C&W binary-search steps over the constant.")
-    batch_size: int = setting(500, "Images per attack batch.")
-    seed: int = setting(0, "Seed of JSMA's target classes and PGD's random start.")
-
-    def __post_init__(self) -> None:
-        check_fields(self)  # finite numbers in their ranges (pdd.validation)
-
-
-@dataclass(frozen=True)
-class Attack:
-    """One attack of the paper's protocol: what its parameter means, how ART builds it, how its cost grows.
-
-    Adding an attack = one entry in `ATTACKS` (and its parameters in the config's attack lists); the CLI, the
-    API, the config checks, the tables' labels and the cost projection read it.
-    """
-
-    name: str
-    display: str                      # its name in tables and figures
-    norm: str | None                  # the norm its budget is measured in: 'L-inf', 'L2', 'L0'; None: no budget
-    param: str | None                 # what its parameter is called in tables ('L-inf eps', 'gamma', 'c'); None: none
-    bound: Bound | None = None        # the meaningful values of its parameter (pdd.validation); None: takes none
-    iterations: str | None = None     # the AttackSettings field counting its iterations (stronger-attack tables)
-    cost: str = "fixed"               # how the projection counts its passes: fixed, per_step, per_iteration, cw
-    targeted: bool = False            # crafted towards random target classes from the seed
-    build: Callable[[float, Any, AttackSettings], Any] | None = None  # (param, ART classifier, settings) -> attack
-
-    def check(self, params: Iterable[float], name: str = "param") -> None:
-        """'none' takes no parameter and the others at least one, each finite inside `bound` (InvalidValue, a
-        ValueError naming `name`, otherwise)."""
-        params = list(params)
-        if (self.bound is None) != (not params):
-            raise InvalidValue(name, params, f"{self.name} " + ("takes no parameter" if self.bound is None else
-                                                                f"needs at least one parameter ({self.param})"))
-        for value in params:
-            if problem := self.bound.problem(value):
-                raise InvalidValue(name, value, f"{self.name}: {problem}")
-
-
-def _evasion():
-    """ART's evasion attacks (imported on first use: importing ART is slow)."""
-    from art.attacks import evasion
-
-    return evasion
-
-
-def _fgsm(eps: float, classifier, s: AttackSettings):
-    return _evasion().FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=s.batch_size)
-
-
-def _bim(eps: float, classifier, s: AttackSettings):
-    return _evasion().BasicIterativeMethod(classifier, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
-                                           batch_size=s.batch_size, verbose=False)
-
-
-def _pgd(norm: float) -> Callable[[float, Any, AttackSettings], Any]:
-    def build(eps: float, classifier, s: AttackSettings):
-        return _evasion().ProjectedGradientDescent(
-            classifier, norm=norm, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
-            num_random_init=s.random_starts, batch_size=s.batch_size, verbose=False)
-
-    return build
-
-
-def _jsma(gamma: float, classifier, s: AttackSettings):
-    return _evasion().SaliencyMapMethod(classifier, theta=s.jsma_theta, gamma=gamma, batch_size=s.batch_size,
-                                        verbose=False)
-
-
-def _cw(c: float, classifier, s: AttackSettings):
-    return _evasion().CarliniL2Method(
-        classifier, confidence=s.cw_confidence, learning_rate=s.cw_learning_rate,
-        binary_search_steps=s.cw_binary_search_steps, max_iter=s.cw_max_iter, initial_const=c,
-        batch_size=s.batch_size, verbose=False)
-
-
-ATTACKS: dict[str, Attack] = {a.name: a for a in (
-    Attack("none", "No attack", None, None),
-    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS, build=_fgsm),
-    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_bim),
-    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_pgd(np.inf)),
-    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step", build=_pgd(2)),
-    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True, build=_jsma),
-    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw", build=_cw),
-)}
-
-
-def check_attack(name: str) -> Attack:
-    """The registry entry of attack `name`, or a clear error listing the known ones."""
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
-    return ATTACKS[name]
 
 
 def image_indices(size: int, num_images: int | None, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.evaluation.attacks import ATTACKS as ATTACK_REGISTRY
+from pdd.evaluation.attack_registry import ATTACKS as ATTACK_REGISTRY
 from pdd.io import write_text
 from pdd.plan.outputs import variant
 
