@@ -480,13 +480,20 @@ class Bench:
                 if step.extra:
                     how += (f"; outside the ledger: {a.extra:.4g} + {count} x {b.extra:.4g} single-member "
                             "distillation passes (forward + backward, in ensemble passes) per train image")
-            model = self.model(dataset, arch, k)
-            x, y = self.batch(dataset)
-            evaluation = self.measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
-            return step, evaluation, how, count
+            return step, how, count
 
         cfg = plan.train_config(self.config, dataset, k, method, 0, arch)
-        return self.cached(key, compute, (cfg.spec(), cfg.epochs, self.loss_settings(base)))
+        step, how, count = self.cached(key, compute, (cfg.spec(), cfg.epochs, self.loss_settings(base)))
+        return step, self.evaluation(dataset, arch, k), how, count
+
+    def evaluation(self, dataset: str, arch: str, k: int) -> Passes:
+        """Passes per test image of a training job's end-of-epoch evaluation (the same for every method)."""
+        def compute():
+            model = self.model(dataset, arch, k)
+            x, y = self.batch(dataset)
+            return self.measure(lambda: accuracy(model, TensorDataset(x, y), CPU), len(y))
+
+        return self.cached(("evaluation", dataset, arch, k), compute, self.arch_width(arch))
 
     # --- attacks --------------------------------------------------------------------------------------------
 
@@ -909,7 +916,8 @@ def time_steps_rows(bench: Bench, config: dict, jobs: list[dict]) -> list[Row]:
     return rows
 
 
-REQUEST_ORDER = ("strong_blocks", "time_steps", "attack", "train", "member_transfer", "diversity", "predict")
+REQUEST_ORDER = ("strong_blocks", "time_steps", "attack", "train", "member_transfer", "diversity", "predict",
+                 "evaluation")
 
 
 def requests(config: dict, jobs: dict[str, list[dict]], check: bool = False) -> list[tuple[str, tuple]]:
@@ -951,14 +959,15 @@ def _start_worker(config: dict, images: int, seed: int, narrow: bool, narrow_fro
 
 
 def _take(request: tuple[str, tuple]) -> tuple[list[tuple], list[str]]:
-    """One measurement in a worker: [(key, stored name, value, seconds)] and the ones run at the real widths."""
+    """One measurement in a worker: the blocks it measured, [(key, stored name, value, seconds)], and the ones
+    run at the real widths (blocks it shares with an earlier request, e.g. a training job's evaluation, are
+    reused from the worker's memory and not sent again)."""
     bench = _WORKER[0]
-    bench.cache.clear()
-    bench.full_width.clear()
+    before, bench.full_width = set(bench.cache), []
     kind, args = request
     getattr(bench, kind)(*args)
-    return ([(key, bench.names[key], value, bench.seconds[key]) for key, value in bench.cache.items()],
-            list(bench.full_width))
+    return ([(key, bench.names[key], value, bench.seconds[key]) for key, value in bench.cache.items()
+             if key not in before], bench.full_width)
 
 
 def prefetch(bench: Bench, config: dict, jobs: dict[str, list[dict]], processes: int) -> None:
