@@ -7,6 +7,7 @@ attack (the paper's convention, official code) and over all attacked images.
 from __future__ import annotations
 
 import functools
+import random
 import time
 
 import numpy as np
@@ -135,8 +136,10 @@ def jsma_targets(labels: torch.Tensor, num_classes: int, seed: int) -> np.ndarra
 def art_generate(model: Ensemble, x: torch.Tensor, labels: np.ndarray, make_attack, seed: int,
                  device: torch.device) -> torch.Tensor:
     """Run the ART attack `make_attack(classifier)` on x with one-hot `labels` (targets for a targeted
-    attack), seeded, and return the examples clipped to [0, 1]."""
+    attack), seeded, and return the examples clipped to [0, 1]. Seeded: numpy's, torch's and Python's random
+    numbers (ART's L2 Square draws from Python's `random` too)."""
     classifier = art_classifier(model, tuple(x.shape[1:]), model.spec.num_classes, device)
+    random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     x_adv = make_attack(classifier).generate(x.numpy().astype(np.float32), y=labels)
