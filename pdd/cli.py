@@ -18,14 +18,12 @@ import click
 import torch
 
 from pdd import __version__
-from pdd.cli_common import (  # noqa: F401  (Registry, Checked, FINITE and _check_input: also pdd.cli's names)
-    DEBUG_HINT,
+from pdd.cli_common import (
     FINITE,
     Checked,
     Decorator,
     Main,
     Registry,
-    _debugging,
     _one_line,
     _options,
     _out_option,

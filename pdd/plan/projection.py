@@ -585,7 +585,7 @@ class Bench:
             blocks["square"] = line(lambda q: self.measure(
                 lambda: square(target, x, y, TINY_EPS, settings(square_queries=q), CPU), n))
             blocks["flags"] = self.measure(lambda: (zero_gradient_images(target, x, y, CPU, n),
-                                               output_change(target, x, CPU, n)), n)
+                                                    output_change(target, x, CPU, n)), n)
             blocks["change"] = self.measure(lambda: output_change(target, x, CPU, n), n)  # runs on every image
             if check:
                 small = settings(apgd_iterations=2, apgd_restarts=2, pgd_steps=(1, 2), pgd_restarts=2,
@@ -622,8 +622,8 @@ class Bench:
         def compute():
             model = self.model(dataset, plan.defended_arch(self.config), k)
             x, y = self.batch(dataset, Member(model, 0))  # member 0 correct on every image: all are crafted
-            return line(lambda s: self.measure(lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s),
-                                                                 CPU), len(y)))
+            return line(lambda s: self.measure(
+                lambda: fooling_matrix(model, x, y, eps, self.attack_settings(steps=s), CPU), len(y)))
 
         return self.cached(("member_transfer", dataset, k), compute,
                            (self.arch_width(plan.defended_arch(self.config)), eps, self.attack_settings()))
@@ -925,11 +925,10 @@ def requests(config: dict, jobs: dict[str, list[dict]], check: bool = False) -> 
     evaluation, timing, attacks with C&W first): what `prefetch` spreads over processes. A measurement missing
     here is still taken, by `project` itself, one after another (tests/test_estimate.py checks none is)."""
     found: list[tuple[str, tuple]] = []
-    trained = set()
+    trained: dict[tuple, str] = {}  # PDD's M variants share one measurement (Bench.train's key): the first
     for (dataset, arch, k, method) in sorted(group(jobs.get("train", []), ("dataset", "arch", "K", "method"))):
-        if (dataset, arch, k, variant(method)[0]) not in trained:  # PDD's M variants: one measurement (Bench.train)
-            trained.add((dataset, arch, k, variant(method)[0]))
-            found.append(("train", (dataset, arch, k, method)))
+        trained.setdefault((dataset, arch, k, variant(method)[0]), method)
+    found += [("train", (dataset, arch, k, method)) for (dataset, arch, k, _), method in trained.items()]
     for rule in ("whitebox", "transfer"):
         for (dataset, k, suite, attack) in sorted(group(jobs.get(rule, []), ("dataset", "K", "suite", "attack"))):
             surrogate = plan.surrogate_arch(config, suite) if rule == "transfer" else None
