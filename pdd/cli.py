@@ -245,7 +245,7 @@ def prepare_data(dataset: str, data_root: str, out: str | None, download: bool) 
     _outputs(out=out)
     try:
         prepared = data.prepare(dataset, data_root, download)
-    except (data.DatasetMissing, ValueError) as err:  # DatasetCorrupt is a ValueError
+    except (data.DatasetMissing, data.TorchvisionUnusable, ValueError) as err:  # DatasetCorrupt: a ValueError
         raise click.ClickException(str(err)) from err
     click.echo(f"{dataset}: {prepared.sizes} from {prepared.source}")
     if out:
@@ -391,7 +391,7 @@ def _split(dataset: str, split: str, data_root: str):
 
     try:
         return data.get_dataset(dataset, split, data_root)
-    except (data.DatasetMissing, data.DatasetCorrupt) as err:
+    except (data.DatasetMissing, data.DatasetCorrupt, data.TorchvisionUnusable) as err:
         raise click.ClickException(str(err)) from err
 
 

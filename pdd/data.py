@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import os
 import shutil
 import struct
@@ -81,6 +82,11 @@ class DatasetCorrupt(ValueError):
     """The dataset's files are there but their content is not the expected one."""
 
 
+class TorchvisionUnusable(RuntimeError):
+    """torchvision, which reads Fashion-MNIST, CIFAR and Tiny-ImageNet, cannot be imported (not installed, or
+    built for another torch): its own error, not a missing dataset."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What `prepare` made available: split sizes, where the files came from, verified checksums."""
@@ -132,25 +138,30 @@ class TinyImageNet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
-        from torchvision.transforms.functional import pil_to_tensor
 
         path, label = self.samples[i]
         with Image.open(path) as img:
-            x = pil_to_tensor(img.convert("RGB")).float().div_(255)
+            x = _torchvision("transforms.functional").pil_to_tensor(img.convert("RGB")).float().div_(255)
         return x, label
 
 
-def _torchvision_datasets():
-    """torchvision.datasets, imported on first use: only the jobs that read Fashion-MNIST, CIFAR or
-    Tiny-ImageNet pay its import (about 2 s: torchvision.ops pulls in torch._dynamo)."""
-    from torchvision import datasets
-
-    return datasets
+def _torchvision(module: str = "datasets"):
+    """torchvision.<module>, imported on first use: only the jobs that read Fashion-MNIST, CIFAR or Tiny-ImageNet
+    pay its import (about 2 s: torchvision.ops pulls in torch._dynamo). A torchvision that cannot be imported is
+    a `TorchvisionUnusable`, never mistaken for a missing dataset (torchvision says both with RuntimeError)."""
+    try:
+        return importlib.import_module(f"torchvision.{module}")
+    except (ImportError, RuntimeError) as err:  # RuntimeError: e.g. "operator torchvision::nms does not exist"
+        raise TorchvisionUnusable(
+            f"torchvision cannot be imported ({type(err).__name__}: {err}); it reads Fashion-MNIST, CIFAR and "
+            f"Tiny-ImageNet. Install the torchvision release built for torch {torch.__version__}, from the same "
+            "index as torch (README, Quick start)"
+        ) from err
 
 
 def cifar_class(name: str) -> type:
     """torchvision's dataset class of CIFAR dataset `name` ('cifar10' or 'cifar100')."""
-    datasets = _torchvision_datasets()
+    datasets = _torchvision()
     return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
 
 
@@ -218,15 +229,17 @@ def get_dataset(name: str, split: str, root: str | os.PathLike) -> Dataset:
     if name == "digits":
         return _digits(split, root)
     if name == "fashion_mnist":
+        fashion = _torchvision().FashionMNIST
         try:
-            return _as_float(_torchvision_datasets().FashionMNIST(root, train=train, download=False))
+            return _as_float(fashion(root, train=train, download=False))
         except RuntimeError as err:
             raise _missing(name, root, _fashion_raw(root)) from err
     if name in CIFAR:
+        cls = cifar_class(name)
         try:
-            return _as_float(cifar_class(name)(root, train=train, download=False))
+            return _as_float(cls(root, train=train, download=False))
         except RuntimeError as err:
-            raise _missing(name, root, root / cifar_class(name).base_folder) from err
+            raise _missing(name, root, root / cls.base_folder) from err
     base = root / "tiny-imagenet-200"
     if not (base / "wnids.txt").exists():
         raise _missing(name, root, base)
@@ -356,7 +369,7 @@ def _prepare_fashion(root: Path, download: bool) -> tuple[str, dict[str, str]]:
                 f"{info('fashion_mnist').source} into {raw}."
             )
         # torchvision: download, md5 check, extract
-        _torchvision_datasets().FashionMNIST(root, train=True, download=True)
+        _torchvision().FashionMNIST(root, train=True, download=True)
         source = f"download {info('fashion_mnist').source}"
     if source is None:
         linked = _link_source(raw)
@@ -398,15 +411,14 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Prepar
             source = f"existing files {root / 'tiny-imagenet-200'}"
             if not (root / "tiny-imagenet-200" / "wnids.txt").exists():
                 archive = root / "tiny-imagenet-200.zip"
-                from torchvision.datasets.utils import download_and_extract_archive, extract_archive
-
+                utils = _torchvision("datasets.utils")
                 if archive.exists():
-                    extract_archive(str(archive), str(root))
+                    utils.extract_archive(str(archive), str(root))
                     source = f"archive {archive}"
                 elif download:
-                    download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
+                    utils.download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
                     source, checksums = f"download {TINY_IMAGENET_URL}", {archive.name: f"md5:{TINY_IMAGENET_MD5}"}
-    except DatasetMissing:
+    except (DatasetMissing, TorchvisionUnusable):
         raise
     except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.ReadError) as err:  # offline, refused, bad file
         raise DatasetMissing(

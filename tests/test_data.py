@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.abc
 import io
 import json
 import pickle
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from click.testing import CliRunner
 
 import pdd.data as data
 from pdd.cli import main
-from pdd.data import DATASETS, DatasetCorrupt, DatasetMissing, get_dataset, prepare
+from pdd.data import DATASETS, DatasetCorrupt, DatasetMissing, TorchvisionUnusable, get_dataset, prepare
 
 OFFLINE_NAMES = ("fashion_mnist", "cifar10", "cifar100", "tiny_imagenet")
 
@@ -736,6 +738,44 @@ def test_prepare_offline_without_files_raises_missing(tmp_path, name):
     with pytest.raises(DatasetMissing) as excinfo:
         prepare(name, tmp_path, download=False)
     _assert_missing(excinfo, name, DATASETS[name].source)
+
+
+class _TorchvisionForAnotherTorch(importlib.abc.MetaPathFinder):
+    """Imports of torchvision fail as a torchvision built for another torch fails (seen with PyTorch's CPU build
+    beside PyPI's torchvision): a RuntimeError, which torchvision also raises for a dataset it cannot find."""
+
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return None
+
+
+@pytest.fixture
+def broken_torchvision(monkeypatch):
+    """torchvision unimportable for one test (its loaded modules hidden, the finder first on sys.meta_path)."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_TorchvisionForAnotherTorch(), *sys.meta_path])
+
+
+@pytest.mark.parametrize("name", ("fashion_mnist", "cifar10", "cifar100"))
+def test_unusable_torchvision_is_not_a_missing_dataset(tmp_path, monkeypatch, broken_torchvision, name):
+    if name == "fashion_mnist":  # its files present and checked: only the reading needs torchvision
+        _expect_fashion(monkeypatch, _write_fashion(tmp_path)[1])
+    for call in (lambda: get_dataset(name, "test", tmp_path), lambda: prepare(name, tmp_path, download=False)):
+        with pytest.raises(TorchvisionUnusable, match="torchvision cannot be imported .*torchvision::nms") as excinfo:
+            call()
+        assert not isinstance(excinfo.value, DatasetMissing)
+        assert torch.__version__ in str(excinfo.value)
+
+
+def test_prepare_data_cli_names_an_unusable_torchvision(tmp_path, monkeypatch, broken_torchvision):
+    _expect_fashion(monkeypatch, _write_fashion(tmp_path)[1])
+    result = CliRunner().invoke(main, ["prepare-data", "--dataset", "fashion_mnist", "--root", str(tmp_path),
+                                       "--no-download"])
+    assert result.exit_code == 1
+    assert result.output.startswith("pdd: error: torchvision cannot be imported (RuntimeError: operator")
+    assert "not found" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_sources_are_download_urls():
