@@ -40,7 +40,7 @@ from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import THREATS
-from pdd.report_cli import REPORTS, _check_input  # noqa: F401  (_check_input: also pdd.cli's name)
+from pdd.report_cli import REPORTS
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
 from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, check_param, field_bound

@@ -332,7 +332,16 @@ def test_table_inputs_are_complete_text_and_checkpoints_pass(tmp_path: Path) -> 
         result = CliRunner().invoke(main, ["table", "--name", "table1_entropy", "--paper", paper, "--out",
                                            str(tmp_path / "out" / "t"), str(path)])
         assert result.exit_code == 2 and expected in _one_error_line(result.stderr)
-    cli._check_input(str(model))  # not refused here
+    from pdd.report_cli import _check_input
+
+    _check_input(str(model))  # not refused here
+
+
+def test_launcher_sends_exactly_report_clis_commands_there() -> None:
+    """The console script names the torch-free commands before importing them: the same names as pdd.report_cli's."""
+    from pdd import launcher, report_cli
+
+    assert set(launcher.REPORTS) == {command.name for command in report_cli.REPORTS}
 
 
 def test_debug_flag_and_env_show_tracebacks(monkeypatch) -> None:
