@@ -88,3 +88,21 @@ def test_readme_holds_one_block_and_states_the_spread() -> None:
     assert text.count(END) == 1 and text.count(BEGIN.split("{command}")[0]) == 1
     assert "python -m pdd.reports.readme --results results --update README.md" in text
     assert "97.00" in text and "AMD EPYC" in text  # the measured spread between two CPUs
+
+
+def test_update_keeps_the_tables_the_block_names(results: Path, tmp_path: Path) -> None:
+    """`--update` without `--table` refreshes the tables the block's marker names, not the default list; a list
+    that leaves one out is refused unless `--drop` names it."""
+    tables = results / "tables"
+    (tables / "table_claims.md").write_text("# Claims\n\n| claim | verdict |\n|---|---|\n| a | holds |\n")
+    readme = tmp_path / "README.md"
+    both = "--table table_ensemble_defences --table table_claims"
+    readme.write_text(BEGIN.format(command=f"python -m pdd.reports.readme --results results {both}") + "\nold\n" + END)
+    assert main(["--results", str(results), "--update", str(readme)]) == 0
+    text = readme.read_text()
+    assert "| Baseline | 95.00 | 55.79 |" in text and "| a | holds |" in text and both in text
+    assert main(["--results", str(results), "--table", "table_claims", "--update", str(readme)]) == 1
+    assert readme.read_text() == text  # refused: nothing written
+    assert main(["--results", str(results), "--table", "table_claims", "--drop", "table_ensemble_defences",
+                 "--update", str(readme)]) == 0
+    assert "| Baseline |" not in readme.read_text() and "| a | holds |" in readme.read_text()

@@ -1,11 +1,13 @@
 """The README's demo tables, printed from a results directory instead of typed, with where and when they came from.
 
     python -m pdd.reports.readme --results results                   # print the block
-    python -m pdd.reports.readme --results results --update README.md  # replace the block between the markers
+    python -m pdd.reports.readme --results results --update README.md  # refresh the block's own tables
     python -m pdd.reports.readme --results results --block fashion_mnist --table ... --update README.md
                                                                      # another, named block (another run's tables)
 
-The block holds each table's Markdown as the workflow wrote it (`results/tables/<name>.md`), headed by the machine
+With --update and no --table, the block keeps the tables its marker names; a --table list that leaves out a
+table the block holds is refused unless --drop names it (a documentation tool never deletes what it was not asked
+to). The block holds each table's Markdown as the workflow wrote it (`results/tables/<name>.md`), headed by the machine
 and torch version of this process (run it where the results were made) and the UTC date of the newest table.
 """
 
@@ -74,16 +76,32 @@ def block(results: str | Path, tables: Sequence[str] = TABLES, command: str = CO
     return "\n".join([*out, end]) + "\n"
 
 
-def update(readme: str | Path, text: str, name: str | None = None) -> None:
-    """Replace the block between the markers (the demo's, or block `name`'s) in `readme` (exactly one pair)."""
-    path = Path(readme)
-    current = path.read_text()
+def _span(current: str, readme: str | Path, name: str | None) -> tuple[int, int]:
+    """(start, end) of the block `name` in the text `current`: the begin marker's first character and the end
+    marker's last + 1 (exactly one pair, else ValueError)."""
     begin, end_marker = markers(name)
     start = current.find(begin.split("{command}")[0])
     end = current.find(end_marker)
     if start < 0 or end < start or current.count(end_marker) != 1:
         raise ValueError(f"{readme}: expected one block between '{begin.split(';')[0]}' and '{end_marker}'")
-    path.write_text(current[:start] + text.rstrip("\n") + current[end + len(end_marker):])
+    return start, end + len(end_marker)
+
+
+def block_tables(readme: str | Path, name: str | None = None) -> list[str]:
+    """The tables the block `name` of `readme` holds, read from the `--table` flags of the command in its marker
+    (the default tables where the marker names none)."""
+    current = Path(readme).read_text()
+    start, _ = _span(current, readme, name)
+    marker = current[start:current.index("\n", start) if "\n" in current[start:] else len(current)]
+    return re.findall(r"--table ([A-Za-z0-9_]+)", marker) or list(TABLES)
+
+
+def update(readme: str | Path, text: str, name: str | None = None) -> None:
+    """Replace the block between the markers (the demo's, or block `name`'s) in `readme` (exactly one pair)."""
+    path = Path(readme)
+    current = path.read_text()
+    start, end = _span(current, readme, name)
+    path.write_text(current[:start] + text.rstrip("\n") + current[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="append", help=f"a table to include (default: {', '.join(TABLES)})")
     parser.add_argument("--update", metavar="README", help="replace the block between the markers in this file")
     parser.add_argument("--block", metavar="NAME", help="a named block (another run's tables) instead of the demo's")
+    parser.add_argument("--drop", action="append", default=[], metavar="TABLE",
+                        help="with --update: a table the block holds that the --table list may leave out")
     args = parser.parse_args(argv)
     try:
+        tables = args.table
+        if args.update:
+            held = block_tables(args.update, args.block)
+            tables = tables or held
+            dropped = [name for name in held if name not in tables and name not in args.drop]
+            if dropped:
+                raise ValueError(f"--update would drop {', '.join(dropped)} from the block of {args.update}: list "
+                                 "each table to keep with --table, or name the ones to remove with --drop")
+        tables = tables or list(TABLES)
         command = (f"python -m pdd.reports.readme --results {args.results}"
                    + (f" --block {args.block}" if args.block else "")
-                   + "".join(f" --table {name}" for name in args.table or []))
-        text = block(args.results, args.table or TABLES, command, args.block)
+                   + "".join(f" --table {name}" for name in tables if tables != list(TABLES)))
+        text = block(args.results, tables, command, args.block)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
