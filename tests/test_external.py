@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from torch import nn
 
 from pdd.api import evaluate
 from pdd.cli import main
@@ -284,3 +285,21 @@ def test_member_ensemble_interface() -> None:
     with torch.no_grad():
         assert math.isclose(float(plain.log_mean_prob(x).exp().sum(1).mean()), 1.0, rel_tol=1e-5)
 
+
+
+class _MyNet(nn.Sequential):
+    """A member written the natural way: an nn.Sequential subclass whose __init__ builds its own modules."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 10))
+
+
+def test_sequential_subclass_members_expose_features() -> None:
+    """Slicing such a member would call `_MyNet(modules)` (TypeError); the body is a plain Sequential instead."""
+    torch.manual_seed(0)
+    members = [_MyNet(), _MyNet()]
+    model = as_ensemble(members, torch.rand(2, 1, 8, 8))
+    x = torch.rand(4, 1, 8, 8)
+    assert model.has_features and model.features(x).shape == (2, 4, 12)
+    heads = model.heads
+    assert torch.allclose(torch.stack([h(f) for h, f in zip(heads, model.features(x))]), model(x), atol=1e-6)

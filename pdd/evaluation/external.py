@@ -41,7 +41,8 @@ class ExternalSpec:
 def _split(member: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(body, head) of an `nn.Sequential` member with at least two modules, else None (no feature split)."""
     if isinstance(member, nn.Sequential) and len(member) >= 2:
-        return member[:-1], member[-1]
+        *body, head = member  # a plain nn.Sequential of the same modules: a subclass's __init__ may take no modules
+        return nn.Sequential(*body), head
     return None
 
 
