@@ -24,6 +24,7 @@ The records are those `pdd attack` and `pdd strong` write (the tables read them)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -171,8 +172,9 @@ def benchmark(model: nn.Module | Sequence[nn.Module], n_examples: int = 10000,
     an image only if it survives every attack of `pdd.evaluation.strong` (APGD-CE, APGD-DLR, PGD at several step
     counts with restarts, APGD-T, MORA, Square) at `eps` in the threat model's norm; the gradient-masking checks run
     too, and a check that warns is printed. strong: `StrongSettings` fields (attack strengths; the defaults are the
-    full strong evaluation). to_disk: write the model card (`pdd.reports.model_cards`) to
-    `cards_dir/<dataset>/<threat_model>/<model_name>.json`. log_path: append the printed lines there too.
+    full strong evaluation). to_disk: write the model card (`pdd.reports.model_cards`, its `name` = `model_name`)
+    to `cards_dir/<dataset>/<threat_model>/<model_name>.json` (default cards_dir: ./results/model_cards) and
+    print where. log_path: append the printed lines there too.
     """
 
     from pdd.reports.model_cards import card
@@ -195,22 +197,23 @@ def benchmark(model: nn.Module | Sequence[nn.Module], n_examples: int = 10000,
     records = evaluate(model, dataset, attacks={}, strong=options, data_root=data_dir, num_images=n_examples,
                        device=device or "cpu", settings={"batch_size": batch_size, "seed": seed},
                        name=model_name or "external", seed=seed, surrogate=surrogate)
-    info = card(records, float(eps), threat_model)
+    info = card(records, float(eps), threat_model, name=model_name)
+    written = Path(cards_dir) / info["dataset"] / threat_model / f"{model_name}.json"
     lines = [f"Clean accuracy: {float(info['clean_acc']):.2f}%",
              f"Robust accuracy (strong worst case, {threat_model} eps {eps:g}): {float(info['external']):.2f}%"]
     lines += [f"{MASKING_WARNING}: {name}: {check['detail']}" for name, check in info["masking_checks"].items()
               if check["passed"] is False]
+    if to_disk:
+        lines.append(f"Model card: {written}")
     for line in lines:
         print(line)
     if log_path:
         with open(log_path, "a") as log:
             log.write("\n".join(lines) + "\n")
     if to_disk:
-        from pathlib import Path
-
         from pdd.reports.model_cards import write_card_json
 
-        write_card_json(Path(cards_dir) / info["dataset"] / threat_model / f"{model_name}.json", info)
+        write_card_json(written, info)
     clean = next(r for r in records if r["threat"] == "whitebox" and r["attack"] == "none")
     worst = next(r for r in records if r["attack"] == "worst_case")
     return clean["n_clean_correct"] / clean["n_images"], worst["n_robust"] / worst["n_images"]

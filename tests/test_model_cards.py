@@ -56,6 +56,8 @@ def test_benchmark_returns_the_strong_evaluations_fractions(capsys, tmp_path: Pa
     assert float(info["clean_acc"]) == pytest.approx(100 * clean, abs=0.005)
     assert float(info["external"]) == pytest.approx(100 * robust, abs=0.005)
     assert info["number_forward_passes"] == 1 and info["eps"] == "0.1" and list(info)[0] == "link"
+    assert info["name"] == "ncm"  # the user's model, named as the user named it (not "... reproduced")
+    assert f"Model card: {tmp_path / 'digits' / 'Linf' / 'ncm.json'}" in out.splitlines()
 
 
 def test_benchmark_at_l2_writes_an_l2_card(tmp_path: Path) -> None:

@@ -48,10 +48,11 @@ def _same(a: object, b: float) -> bool:
 
 
 def card(records: Sequence[Mapping], eps: float, threat: str = "Linf", *, width: int | None = None,
-         source: str | None = None) -> dict:
+         source: str | None = None, name: str | None = None) -> dict:
     """The model card of one ensemble's strong evaluation (`pdd.evaluation.strong.evaluate`'s records, keyed) at
     `eps` under `threat` ('Linf' / 'L2'): RobustBench's fields first, then ours. Accuracies in the RobustBench
-    fields count all evaluated images (as RobustBench does); `worst_case_of_correct` the initially correct ones."""
+    fields count all evaluated images (as RobustBench does); `worst_case_of_correct` the initially correct ones.
+    name: the card's `name` as its owner calls the model (default: this project's reproduction of the method)."""
     if threat not in set(THREAT_MODELS.values()):
         raise ValueError(f"threat must be one of {sorted(set(THREAT_MODELS.values()))}, got {threat!r}")
     clean = [r for r in records if r.get("threat") == "whitebox" and r.get("attack") == "none"]
@@ -75,7 +76,7 @@ def card(records: Sequence[Mapping], eps: float, threat: str = "Linf", *, width:
     size = f" (width {width})" if width else ""
     info = {
         "link": None,
-        "name": f"{clean['method']} ensemble of {k} {arch}{size}: {PAPER}",
+        "name": name or f"{clean['method']} ensemble of {k} {arch}{size}: {PAPER}",
         "authors": None,
         "additional_data": False,
         "number_forward_passes": k,  # RobustBench counts each member of an ensemble (e.g. Chen2020Adversarial: 3)
