@@ -232,14 +232,14 @@ def get_dataset(name: str, split: str, root: str | os.PathLike) -> Dataset:
         fashion = _torchvision().FashionMNIST
         try:
             return _as_float(fashion(root, train=train, download=False))
-        except RuntimeError as err:
-            raise _missing(name, root, _fashion_raw(root)) from err
+        except RuntimeError:
+            raise _missing(name, root, _fashion_raw(root)) from None  # torchvision's advice names its Python API
     if name in CIFAR:
         cls = cifar_class(name)
         try:
             return _as_float(cls(root, train=train, download=False))
-        except RuntimeError as err:
-            raise _missing(name, root, root / cls.base_folder) from err
+        except RuntimeError:
+            raise _missing(name, root, root / cls.base_folder) from None
     base = root / "tiny-imagenet-200"
     if not (base / "wnids.txt").exists():
         raise _missing(name, root, base)

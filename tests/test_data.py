@@ -10,6 +10,7 @@ import json
 import pickle
 import struct
 import sys
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -731,6 +732,9 @@ def test_get_dataset_missing_names_path_and_source(tmp_path, name, split):
         get_dataset(name, split, tmp_path)
     assert isinstance(excinfo.value, FileNotFoundError)
     _assert_missing(excinfo, expected, DATASETS[name].source, name)
+    # torchvision's advice ("use download=True") means nothing to a CLI user: not in the message, nor chained
+    chain = "".join(traceback.format_exception(excinfo.value))
+    assert "download=True" not in chain and "prepare-data" in chain
 
 
 @pytest.mark.parametrize("name", OFFLINE_NAMES)

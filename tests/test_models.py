@@ -162,3 +162,14 @@ def test_legacy_state_with_numpy_rng_still_loads(tmp_path: Path) -> None:
     assert (pos, has_gauss, gauss) == legacy["rng"]["numpy"][2:]
     assert state["rng"]["python"] == legacy["rng"]["python"] and state["log"][0]["lr"] == 0.02
     assert torch.equal(state["rng"]["torch"], legacy["rng"]["torch"])
+
+
+@pytest.mark.parametrize("content", [bytes(range(157, 256)) * 3, b"\x80\x02" + bytes(range(200, 250))])
+def test_garbage_checkpoint_is_corrupt_not_code(tmp_path: Path, content: bytes) -> None:
+    """Bytes that are no pickle at all are reported as corrupt (torch's weights-only loader says 'Unsupported
+    operand' for them, which read as a file that could run code)."""
+    path = tmp_path / "state.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as err:
+        read_checkpoint(path)
+    assert "run code" not in str(err.value)

@@ -301,3 +301,15 @@ def test_workflow_runs_on_slurm(slurm_cluster: Cluster, tmp_path: Path) -> None:
     timing = pd.read_csv(tables / "timing.csv").set_index("method")
     assert timing.loc["baseline", "ratio"] == pytest.approx(1.0) and timing.loc["baseline", "value"] > 0
     assert (tables / "table2_whitebox_k3.md").exists() and (tables / "timing.md").exists()
+
+
+def test_profile_header_names_the_pinned_plugin_and_snakemake_versions() -> None:
+    """The profile's header said plugin '>= 1.0' while the README said 2.x: the header must state the major
+    versions pyproject.toml pins."""
+    header = (REPO / "profiles" / "slurm" / "config.v8+.yaml").read_text().splitlines()[0]
+    pins = (REPO / "pyproject.toml").read_text()
+    plugin = re.search(r'"snakemake-executor-plugin-slurm>=(\d+),<(\d+)"', pins)
+    snakemake = re.search(r'"snakemake>=(\d+),<(\d+)"', pins)
+    assert plugin and snakemake and int(plugin.group(2)) == int(plugin.group(1)) + 1
+    assert f"snakemake-executor-plugin-slurm {plugin.group(1)}.x" in header
+    assert f"Snakemake >= {snakemake.group(1)}" in header
