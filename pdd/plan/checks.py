@@ -118,6 +118,9 @@ def problems(config: dict) -> list[str]:
     found += method_problems(config)
     found += [f"datasets.{d}: unknown dataset; known: {sorted(DATASETS)}" for d in config["datasets"]
               if d not in DATASETS]
+    found += [f"stand_in_for.{ours}: unknown dataset {d!r}; known: {sorted(DATASETS)}"
+              for ours, paper in (config.get("stand_in_for") or {}).items() for d in (ours, paper)
+              if d not in DATASETS]
     if not found:
         recipe = train_config(config, next(iter(config["datasets"])), 2, "baseline", 0)
         if recipe.lr_min > recipe.lr:

@@ -20,7 +20,7 @@ from pdd.evaluation.strong import StrongSettings
 from pdd.fingerprint import file_fingerprint
 from pdd.methods import BUILTIN, LossSettings, TrainingMethod, get_method, register
 from pdd.methods.plugins import source_files
-from pdd.plan.outputs import THREATS, intervals_for, requested, suite_attacks, variant
+from pdd.plan.outputs import OUTPUTS, THREATS, intervals_for, requested, suite_attacks, variant
 from pdd.plan.outputs import methods as output_methods
 from pdd.plan.paths import model_path
 from pdd.step_timing import TimingSettings
@@ -371,6 +371,11 @@ def timing_args(config: Mapping, k: int, arch: str) -> str:
                   + plugin_args(config, methods))
 
 
+def stand_ins(config: Mapping) -> dict[str, str]:
+    """{our dataset: the paper's dataset it stands in for}, named once in the config for every table."""
+    return dict(config.get("stand_in_for") or {})
+
+
 def output_spec(config: Mapping, name: str) -> str:
     """An output's config entry completed with what its builder reads, as shell-quoted JSON (a change rebuilds
     the output)."""
@@ -386,4 +391,6 @@ def output_spec(config: Mapping, name: str) -> str:
         "alpha": lookup(config, TRAINING_KEYS["pdd_alpha"], TrainConfig.pdd_alpha),
         "standard": {"steps": attack.steps, "cw_max_iter": attack.cw_max_iter},
     }
+    if OUTPUTS[name].kind == "table":  # one stand-in per dataset for the whole run (`stand_in_for`)
+        spec["reference"] = stand_ins(config)
     return shlex.quote(json.dumps(spec, sort_keys=True))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from pdd.plan.config import config_fields
+from pdd.plan.config import attack_settings, config_fields, num_images, stand_ins, strong_settings, train_config, width
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -100,6 +100,37 @@ def header_comment(text: str) -> str:
     return " ".join(line for line in lines if line)
 
 
+def _images(n: int | None) -> str:
+    return "the whole test split" if n is None else f"{n:,} test images"
+
+
+def sizes(config: dict) -> str:
+    """What a config runs, in numbers read from its values (never from its comments, which may not restate them):
+    epochs per dataset, member width, attacked images, C&W's iterations and the strong evaluation's sizes."""
+    def first(dataset: str) -> int:
+        return train_config(config, dataset, 3, "baseline", config["seeds"][0]).epochs
+
+    arch = config["model"]["arch"]
+    attack, strong = attack_settings(config), strong_settings(config)
+    parts = [
+        "epochs " + ", ".join(f"{d} {first(d)}" for d in config["datasets"]),
+        f"{arch} members of width {width(config, arch)}",
+        f"seeds {', '.join(map(str, config['seeds']))}",
+        f"the paper's attacks on {_images(num_images(config, 'evaluation'))} ({attack.steps} BIM / PGD steps; C&W "
+        f"{attack.cw_max_iter} iterations x {attack.cw_binary_search_steps} binary-search steps)",
+    ]
+    if "strong_evaluation" in config:
+        parts.append(
+            f"the strong evaluation on {_images(num_images(config, 'strong_evaluation'))}: APGD-CE / -DLR "
+            f"{strong.apgd_iterations} iterations x {strong.apgd_restarts} restarts, APGD-T on {strong.apgd_targets} "
+            f"target classes, MORA {strong.mora_iterations} iterations per mix, Square {strong.square_queries} "
+            f"queries, PGD at {' / '.join(map(str, strong.pgd_steps))} steps ({strong.pgd_restarts} restarts at the "
+            f"largest), masking checks at {strong.diagnostic_steps} PGD steps")
+    for ours, paper in stand_ins(config).items():
+        parts.append(f"{ours} stands in for the paper's {paper}")
+    return "Sizes, from the values: " + "; ".join(parts) + "."
+
+
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -122,7 +153,8 @@ def render(root: Path = REPO) -> str:
         "|---|---|",
     ]
     for config in CONFIGS:
-        out.append(f"| `{config}` | {_cell(header_comment((root / config).read_text()))} |")
+        text = (root / config).read_text()
+        out.append(f"| `{config}` | {_cell(header_comment(text))} {_cell(sizes(yaml.safe_load(text)))} |")
     out += ["", "## Keys", "",
             "`<dataset>`, `<attack>`, `<method>`, `<K>` and `<name>` stand for keys you choose (a dataset name, an",
             "attack name, ...). Outputs (`tables.<name>`, `figures.<name>`) are named in `pdd/plan/outputs.py`.", "",
