@@ -59,7 +59,8 @@ def summarise(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 NOTE = ("Accuracies (%) over the test images each ensemble classifies correctly before the attack (Clean: over "
         "all of them), all on the strong evaluation's images: PGD-10 is the paper's protocol, the worst case an "
-        "image's survival of every attack of the strong evaluation (APGD-CE/-DLR/-T, MORA, Square, PGD with restarts), Type I transfer PGD crafted "
+        "image's survival of every attack of the strong evaluation (APGD-CE/-DLR/-T, MORA, Square, PGD with "
+        "restarts), Type I transfer PGD crafted "
         "on the independent baseline VGG-16 surrogate. Entropy E: eq. 5 (higher = members disagree more); gradient "
         "cosine: mean over test images and member pairs of the cosine between the members' input gradients (lower "
         "= more dispersed). Bold: the best method per column within each dataset, K and eps (for the gradient "
