@@ -1,4 +1,4 @@
-"""Training methods from outside the package: the README's example defence loaded from a file, a module and an
+"""Training methods from outside the package: the manual's example defence loaded from a file, a module and an
 entry point, the config checks' one-line errors, the job commands and the code fingerprint of its jobs."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from conftest import REPO, tiny_config
 
 
 def readme_example() -> str:
-    """The README's worked example, `defences/mydefence.py` (the first Python block of 'Adding a defence')."""
-    section = (REPO / "README.md").read_text().split("## Adding a defence", 1)[1]
+    """The manual's worked example, `defences/mydefence.py` (the first Python block of 'Adding a defence' in
+    docs/extending.md)."""
+    section = (REPO / "docs" / "extending.md").read_text().split("## Adding a defence", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -44,7 +45,7 @@ def clean_registry():
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's project as the working directory: the README's defence as a file and as package `mypkg`."""
+    """A user's project as the working directory: the manual's defence as a file and as package `mypkg`."""
     (tmp_path / "defences").mkdir()
     (tmp_path / "defences" / "mydefence.py").write_text(readme_example())
     (tmp_path / "mypkg").mkdir()
@@ -239,7 +240,7 @@ def test_the_fingerprint_covers_the_pdd_modules_the_user_file_imports(project: P
 
 @pytest.mark.slow
 def test_the_workflow_trains_and_tables_a_plugin_and_reruns_it_on_edit(tmp_path: Path) -> None:
-    """The README's defence in a white-box table through Snakemake (one epoch, one attack); editing its file then
+    """The manual's defence in a white-box table through Snakemake (one epoch, one attack); editing its file then
     reruns its training (the code param) and what depends on it."""
     import pandas as pd
     import yaml

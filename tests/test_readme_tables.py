@@ -87,7 +87,8 @@ def test_readme_holds_one_block_and_states_the_spread() -> None:
     text = (REPO / "README.md").read_text()
     assert text.count(END) == 1 and text.count(BEGIN.split("{command}")[0]) == 1
     assert "python -m pdd.reports.readme --results results --update README.md" in text
-    assert "97.00" in text and "AMD EPYC" in text  # the measured spread between two CPUs
+    assert "differs by a few images" in text  # the spread between CPUs, stated; its measurement is history:
+    assert "AMD EPYC" in (REPO / "CHANGELOG.md").read_text()
 
 
 def test_update_keeps_the_tables_the_block_names(results: Path, tmp_path: Path) -> None:
