@@ -226,7 +226,9 @@ def _copy_of_repository(dest: Path) -> Path:
 @pytest.mark.slow
 def test_run_and_dry_run_blocks_succeed_on_the_tiny_config(tmp_path: Path) -> None:
     """Every `run` block runs and every `dry-run` block plans (`snakemake -n`) in a copy of the repository, with
-    the tiny config standing in for the demo's and the Fashion-MNIST one; a failure names the page and line."""
+    the tiny config standing in for the demo's and the Fashion-MNIST one; a failure names the page and line.
+    About 3 minutes on a busy 2-core machine (load average 12), most of it the defence's one-epoch training and
+    the cost estimate."""
     clone = _copy_of_repository(tmp_path / "clone")
     found = [b for page in pages() for b in blocks(page.read_text(), page.relative_to(REPO).as_posix())]
     for b in found:
@@ -240,6 +242,8 @@ def test_run_and_dry_run_blocks_succeed_on_the_tiny_config(tmp_path: Path) -> No
             continue
         for command in commands(b.text):
             command = on_tiny_config(dry(command) if b.tag == "dry-run" else command)
+            if command in ran and command.startswith("snakemake -n"):
+                continue  # the same plan again (several pages show it): planned once
             proc = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True)
             assert proc.returncode == 0, (f"{b.page}:{b.line}: `{command}` exited {proc.returncode}:\n"
                                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
