@@ -155,7 +155,7 @@ def _torchvision(module: str = "datasets"):
         raise TorchvisionUnusable(
             f"torchvision cannot be imported ({type(err).__name__}: {err}); it reads Fashion-MNIST, CIFAR and "
             f"Tiny-ImageNet. Install the torchvision release built for torch {torch.__version__}, from the same "
-            "index as torch (README, Quick start)"
+            "index as torch (docs/running.md, Installing)"
         ) from err
 
 
