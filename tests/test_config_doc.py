@@ -80,3 +80,21 @@ def test_config_readme_check_mode_fails_on_a_stale_file(tmp_path: Path, monkeypa
     assert config_doc.main([]) == 0 and config_doc.main(["--check"]) == 0
     (tmp_path / README).write_text((tmp_path / README).read_text().replace("| yes |", "|  |", 1))
     assert config_doc.main(["--check"]) == 1
+
+
+def test_each_config_row_states_its_sizes_from_its_values() -> None:
+    """The Fashion-MNIST header once said PGD '10/50/100 x 5' where the code ran 10/50/200: sizes come from the
+    values (through the settings dataclasses, defaults included), never from a comment."""
+    from pdd.evaluation.strong import StrongSettings
+    from pdd.plan.config_doc import sizes
+
+    fashion = yaml.safe_load((REPO / "config" / "fashion_mnist_cpu.yaml").read_text())
+    steps = fashion["strong_evaluation"]["pgd"]["steps"]
+    assert f"PGD at {' / '.join(map(str, steps))} steps" in sizes(fashion)
+    fashion["strong_evaluation"]["pgd"]["steps"] = [10, 60]
+    fashion["datasets"]["fashion_mnist"]["epochs"] = 7
+    assert "PGD at 10 / 60 steps" in sizes(fashion) and "epochs fashion_mnist 7" in sizes(fashion)
+    del fashion["strong_evaluation"]["square"]  # a key left out: the dataclass default
+    assert f"Square {StrongSettings().square_queries} queries" in sizes(fashion)
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert "digits stands in for the paper's cifar100" in sizes(demo)
