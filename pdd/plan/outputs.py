@@ -230,10 +230,8 @@ def seed_wanted(config: dict, name: str, method: str, need: str, seed: int) -> b
     """Whether output `name` reads `need` of `method` at `seed`. An output's own `seeds` replace the config's;
     table_claims' own seeds reach only its primary claims' methods and evidence (the rest keep the config's)."""
     spec = requested(config)[name]
-    if seed in output_seeds(config, spec) and (name != "table_claims" or "seeds" not in spec):
-        return True
-    if name != "table_claims":
-        return False
+    if name != "table_claims" or "seeds" not in spec:
+        return seed in output_seeds(config, spec)
     if seed in config["seeds"]:
         return True
     return seed in spec["seeds"] and any(method in (p["method"], p["versus"]) and need in CLAIM_NEEDS[p["evidence"]]
@@ -257,7 +255,7 @@ def borrowed_files(files: list[str], base: str) -> list[str]:
     mine = [f for f in files if f.startswith(base + "/")]
     if mine:
         return mine
-    stem, seed = base.rsplit("/seed", 1)
+    stem = base.rsplit("/seed", 1)[0]
     others = [f for f in files if f.startswith(stem + "/seed")]
     if not others:
         return []
