@@ -155,6 +155,19 @@ def mora(model: nn.Module | Sequence[nn.Module], x: torch.Tensor, y: torch.Tenso
     return run_mora(as_ensemble(model, x[:2]), x, y, float(eps), norm, iterations, tuple(float(s) for s in mixes), seed)
 
 
+def compare_seeds(first: Sequence, second: Sequence, level: float = 0.05) -> dict:
+    """Two methods' per-image robust flags (one bool array per seed: the same seeds in the same order, the same
+    images) compared at both levels of evidence (`pdd.evaluation.between_seeds`, docs/statistics.md).
+
+    Returns difference (points of the images, mean over seeds), ci_low / ci_high (its HKSJ interval at 1 - level),
+    p_value (the method: random-effects meta-analysis, seed random; NaN with one seed, `message` says so),
+    p_models (these trained models: exact McNemar pooled over seeds), per_seed (each seed's difference), sd (their
+    standard deviation), tau2, n_seeds, n_images. Identical flags give difference 0, p_value 1 and p_models 1."""
+    from pdd.evaluation.between_seeds import compare, seed_flags
+
+    return compare(*seed_flags(first, second, level), level)
+
+
 THREAT_MODELS = {"Linf": "linf", "L2": "l2"}  # RobustBench's names of the norm-bounded threat models -> ours
 
 

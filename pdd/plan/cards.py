@@ -8,7 +8,7 @@ evaluation, at every eps that evaluation runs, under `results/model_cards/<datas
 from __future__ import annotations
 
 from pdd.plan.config import strong_eps
-from pdd.plan.outputs import OUTPUTS, ensembles, requested
+from pdd.plan.outputs import OUTPUTS, ensembles, requested, seed_wanted
 from pdd.plan.paths import EVAL_DIR
 
 CARD = "results/model_cards/{dataset}/{threat_model}/{method}_{arch}_K{K}_seed{seed}_eps{eps}.json"
@@ -29,6 +29,8 @@ def cards(config: dict) -> list[str]:
                 continue
             threat, _, norm = SOURCES[need]
             for dataset, k, method, seed in ensembles(config, name):
+                if not seed_wanted(config, name, method, need, seed):
+                    continue
                 found += [CARD.format(dataset=dataset, threat_model=threat, method=method, arch=config["model"]["arch"],
                                       K=k, seed=seed, eps=f"{eps:g}") for eps in strong_eps(config, dataset, norm)]
     return list(dict.fromkeys(found))

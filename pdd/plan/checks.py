@@ -211,6 +211,12 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     clash = sorted(set(external) & set(METHODS))
     if clash:
         found.append(f"external: {clash} are names of training methods; give your models other names")
+    if "primary" in spec and name != "table_claims":
+        found.append(f"{key}.primary: only table_claims has primary claims")
+    for claim in spec.get("primary", []) if name == "table_claims" else []:
+        absent = [m for m in (claim["method"], claim["versus"]) if m not in spec["methods"]]
+        if absent:
+            found.append(f"{key}.primary: {absent} not among the table's methods {spec['methods']}")
     if name == "figure_member_transfer" and not spec.get("eps"):
         found.append(f"{key}.eps: the L-inf budget of the PGD crafted on each member is missing")
     if name == "figure_intervals":

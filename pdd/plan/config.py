@@ -385,7 +385,7 @@ def output_spec(config: Mapping, name: str) -> str:
         **spec,
         "name": name,
         "data_root": config["data_root"],
-        "seeds": config["seeds"],
+        "seeds": spec.get("seeds", config["seeds"]),
         "methods": output_methods(config, name, spec) if "methods" in spec or "intervals" in spec else None,
         "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()},
         "alpha": lookup(config, TRAINING_KEYS["pdd_alpha"], TrainConfig.pdd_alpha),

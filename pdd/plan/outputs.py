@@ -207,13 +207,60 @@ def methods(config: dict, name: str, spec: dict) -> list[str]:
     return ["pdd" if m == default else f"pdd-M{m}" for m in spec["intervals"]]
 
 
+# table_claims' primary claims (Holm runs over these rows only) unless its config entry names its own `primary`.
+DEFAULT_PRIMARY = ({"method": "pdd_deg", "versus": "baseline", "evidence": "worst case L-inf"},
+                   {"method": "pdd_deg", "versus": "baseline", "evidence": "worst case L2"})
+# What each piece of evidence of table_claims reads (its per-output `seeds` reach only the primary claims' needs).
+CLAIM_NEEDS = {"paper protocol": ("clean", "whitebox_pgd"), "worst case L-inf": ("clean", "strong"),
+               "worst case L2": ("clean", "l2_twin"), "stronger attack": ("clean", "stronger"),
+               "entropy": ("entropy", "per_image")}
+
+
+def primary_claims(spec: dict) -> list[dict]:
+    """table_claims' primary claims: {method, versus, evidence} each."""
+    return [dict(p) for p in spec.get("primary", DEFAULT_PRIMARY)]
+
+
+def output_seeds(config: dict, spec: dict) -> list[int]:
+    """The seeds an output asks for: its own `seeds`, else the config's."""
+    return list(spec.get("seeds", config["seeds"]))
+
+
+def seed_wanted(config: dict, name: str, method: str, need: str, seed: int) -> bool:
+    """Whether output `name` reads `need` of `method` at `seed`. An output's own `seeds` replace the config's;
+    table_claims' own seeds reach only its primary claims' methods and evidence (the rest keep the config's)."""
+    spec = requested(config)[name]
+    if name != "table_claims" or "seeds" not in spec:
+        return seed in output_seeds(config, spec)
+    if seed in config["seeds"]:
+        return True
+    return seed in spec["seeds"] and any(method in (p["method"], p["versus"]) and need in CLAIM_NEEDS[p["evidence"]]
+                                         for p in primary_claims(spec))
+
+
 def ensembles(config: dict, name: str) -> list[tuple[str, int, str, int]]:
-    """(dataset, K, method, seed) of every defended ensemble output `name` reports."""
+    """(dataset, K, method, seed) of every defended ensemble output `name` reports (any of its needs)."""
     spec = requested(config)[name]
     if "datasets" not in spec:  # the cost table: no ensembles of its own
         return []
+    seeds = sorted(set(output_seeds(config, spec)) | (set(config["seeds"]) if name == "table_claims" else set()))
     return [(d, k, m, s) for d in spec["datasets"] for k in spec["K"] for m in methods(config, name, spec)
-            for s in config["seeds"]]
+            for s in seeds if any(seed_wanted(config, name, m, need, s) for need in OUTPUTS[name].needs)]
+
+
+def borrowed_files(files: list[str], base: str) -> list[str]:
+    """The lending output's files of the ensemble at `base` (its folder, ending in /seed<N>); where the lender
+    does not run that seed, its files of the same ensemble at its first seed, moved to this seed (the same jobs,
+    one more seed)."""
+    mine = [f for f in files if f.startswith(base + "/")]
+    if mine:
+        return mine
+    stem = base.rsplit("/seed", 1)[0]
+    others = [f for f in files if f.startswith(stem + "/seed")]
+    if not others:
+        return []
+    first = others[0][len(stem) + 1:].split("/", 1)[0]
+    return [f"{base}/{f.split('/', len(base.split('/')))[-1]}" for f in others if f.startswith(f"{stem}/{first}/")]
 
 
 def dataset_attacks(config: dict, dataset: str) -> dict[str, list[float]]:
@@ -232,7 +279,7 @@ def inputs(config: dict, name: str) -> list[str]:
 
         limited = dict(output.only)
         for need in output.needs:
-            if need in limited and method not in limited[need]:
+            if need in limited and method not in limited[need] or not seed_wanted(config, name, method, need, seed):
                 continue
             if need == "clean":
                 files.append(ev("whitebox", "none.json"))
@@ -260,8 +307,7 @@ def inputs(config: dict, name: str) -> list[str]:
                 files += [ev("whitebox", f"{a}.json") for a in dataset_attacks(config, dataset)
                           if a in ("pgd", "pgd_l2")]
             elif need in BORROWED:  # the other output's files of this ensemble, if it is requested
-                base = ev("", "").rstrip("/")
-                files += [f for f in borrowed.get(need, []) if f.startswith(base + "/")]
+                files += borrowed_files(borrowed.get(need, []), ev("", "").rstrip("/"))
             elif need == "jobs":
                 continue  # not per ensemble: pdd.plan.jobs.cost_inputs
             elif need == "step_timing":

@@ -1,6 +1,6 @@
 """`table_claims`: the paper's claims as testable rows, each with the paper's value, ours under the paper's protocol
-and under the strong worst case (L-inf, and L2 where that evaluation ran), the difference with its 95% interval, an
-exact paired p-value (Holm-corrected across the table) and a verdict: holds, reversed or not significant.
+and under the strong worst case (L-inf, and L2 where that evaluation ran), the difference at two levels of evidence
+(these trained models: per image, pooled over seeds; the method: between seeds, `claims_stats`) and verdicts.
 
 Claims (per dataset and K of the config entry, each where its methods were evaluated):
 - robustness: PDD+DEG more robust than the baseline and than ADP, and DEG alone than the baseline (Table 5), at each
@@ -9,9 +9,8 @@ Claims (per dataset and K of the config entry, each where its methods were evalu
 - Table 1's ordering: the ambiguity entropy E of PDD and PDD+DEG above the baseline's and ADP's.
 
 One row per claim and piece of evidence ('paper protocol', 'worst case L-inf', 'worst case L2', 'stronger attack',
-'entropy'). Robustness is compared on the same images: the difference is in % of the N evaluated images kept
-robust (correct before and after the attack), with Newcombe's paired interval and the exact McNemar test on the
-per-image flags; entropy on the per-image E terms (mean difference, normal interval; exact sign test).
+'entropy'). The config names the primary rows (default: PDD+DEG vs the baseline under the worst case); Holm runs over
+them only, the rest are exploratory.
 """
 
 from __future__ import annotations
@@ -24,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pdd.plan.outputs import DEFAULT_PRIMARY, primary_claims
+from pdd.reports.claims_stats import NO_METHOD_TEST, accuracy_levels, entropy_levels, judge
 from pdd.reports.display import Grid, dataset_name, method_name, write_table
-from pdd.reports.tables import _param, paired_flags
+from pdd.reports.tables import _param
 
 DEFAULT_LEVEL = 0.05
-VERDICTS = ("holds", "reversed", "not significant", "no test")
 ROBUSTNESS = (("pdd_deg", "baseline"), ("pdd_deg", "adp"), ("deg", "baseline"))
 ENTROPY = (("pdd", "baseline"), ("pdd_deg", "baseline"), ("pdd", "adp"), ("pdd_deg", "adp"))
 PAPER_ACCURACY = ("table2", "table3", "table5", "figure5_text")  # where the paper states PGD accuracies
@@ -37,9 +37,14 @@ STRONGER = "table_stronger_attacks"
 EVIDENCE_COLUMNS = {"paper protocol": "Ours: paper protocol", "stronger attack": "Ours: paper protocol",
                     "entropy": "Ours: paper protocol", "worst case L-inf": "Ours: worst case (L-inf)",
                     "worst case L2": "Ours: worst case (L2)"}
-COLUMNS = ["claim", "dataset", "K", "method", "versus", "evidence", "attack", "param", "norm", "paper_dataset",
-           "paper_param", "paper_method_value", "paper_versus_value", "paper_difference", "ours", "ours_versus",
-           "n_images", "n_seeds", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "level"]
+# (a) these models: ci_low/ci_high/p_models; (b) the method: *_method, seed_sd; JUDGED: added by claims_stats.judge
+JUDGED = ["role", "p_models_adjusted", "verdict_models", "p_method_adjusted", "verdict_method", "verdict",
+          "seeds_needed"]
+COLUMNS = ["claim", "dataset", "K", "method", "versus", "evidence", "attack", "param", "norm", "role",
+           "paper_dataset", "paper_param", "paper_method_value", "paper_versus_value", "paper_difference", "ours",
+           "ours_versus", "n_images", "n_seeds", "difference", "ci_low", "ci_high", "p_models", "p_models_adjusted",
+           "verdict_models", "seed_sd", "ci_low_method", "ci_high_method", "p_method", "p_method_adjusted",
+           "verdict_method", "verdict", "seeds_needed", "level"]
 
 
 def is_l2(record: dict, source: str) -> bool:
@@ -197,57 +202,41 @@ def _pooled(df: pd.DataFrame, success: str, trials: str) -> tuple[int, int] | No
 
 
 def test_accuracy(e: Evidence, level: float) -> dict:
-    """Difference (points of the N images kept robust), its interval and the exact McNemar p-value on the per-image
-    flags of the same images (seeds paired); without flags, Newcombe's interval for independent samples, no p."""
-    from pdd.evaluation.statistics import difference_interval, discordant, mcnemar_p, paired_difference_interval
+    """Both levels of evidence (`claims_stats`) on the per-image flags of the same images; without flags,
+    Newcombe's interval for independent samples and no test."""
+    from pdd.evaluation.statistics import difference_interval
 
-    paired = paired_flags(e.first, e.second)
-    if paired is not None:
-        both, only_first, only_second, neither = discordant(*paired)
-        diff, low, high = paired_difference_interval(both, only_first, only_second, neither, 1 - level)
-        return {"difference": diff, "ci_low": low, "ci_high": high, "p_value": mcnemar_p(only_first, only_second),
-                "n_images": len(paired[0])}
+    found = accuracy_levels(e.first, e.second, level)
+    if found is not None:
+        return found
     a, b = _pooled(e.first, "n_robust", "n_images"), _pooled(e.second, "n_robust", "n_images")
     if a is None or b is None:
-        return {"difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-                "n_images": math.nan}
+        return {"difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_models": math.nan,
+                "n_images": math.nan, **NO_METHOD_TEST}
     diff, low, high = difference_interval(*a, *b, 1 - level)
-    return {"difference": diff, "ci_low": low, "ci_high": high, "p_value": math.nan, "n_images": a[1]}
+    return {"difference": diff, "ci_low": low, "ci_high": high, "p_models": math.nan, "n_images": a[1],
+            **NO_METHOD_TEST}
 
 
 def test_entropy(e: Evidence, terms: pd.DataFrame, level: float) -> dict:
-    """Mean difference of the per-image eq. 5 terms (images paired within each seed), its normal interval and the
-    exact sign test (McNemar on the images where the terms differ); without per-image terms, no test."""
-    from pdd.evaluation.statistics import mcnemar_p, paired_mean_difference
-
+    """Both levels on the per-image eq. 5 terms (images paired within each seed): the mean difference with a
+    normal interval and the exact sign test pooled over seeds; the HKSJ test of the per-seed mean differences.
+    Without per-image terms, no test."""
     def mine(method: str) -> pd.DataFrame:
         return terms[(terms["dataset"] == e.dataset) & (terms["K"] == e.k) & (terms["method"] == method)]
 
     both = mine(e.method).merge(mine(e.versus), on=["seed", "image"], suffixes=("_a", "_b"))
     if len(both) < 2:
         diff = float(e.first["value"].mean() - e.second["value"].mean())
-        return {"difference": diff, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-                "n_images": math.nan}
-    diff, low, high = paired_mean_difference(both["e_a"].tolist(), both["e_b"].tolist(), 1 - level)
-    p = mcnemar_p(int((both["e_a"] > both["e_b"]).sum()), int((both["e_a"] < both["e_b"]).sum()))
-    return {"difference": diff, "ci_low": low, "ci_high": high, "p_value": p, "n_images": len(both)}
-
-
-def verdict(difference: float, p_holm: float, level: float) -> str:
-    """'holds' / 'reversed' when the Holm-corrected p is below `level` (by the sign of the difference, the claim
-    being method > versus), 'not significant' otherwise, 'no test' without a p-value."""
-    if pd.isna(p_holm):
-        return "no test"
-    if p_holm >= level or difference == 0:
-        return "not significant"
-    return "holds" if difference > 0 else "reversed"
+        return {"difference": diff, "ci_low": math.nan, "ci_high": math.nan, "p_models": math.nan,
+                "n_images": math.nan, **NO_METHOD_TEST}
+    return entropy_levels(both, level)
 
 
 def claims_frame(records: pd.DataFrame, terms: pd.DataFrame, paper: pd.DataFrame, reference: dict[str, str],
-                 level: float = DEFAULT_LEVEL) -> pd.DataFrame:
-    """One row per claim and evidence (COLUMNS), Holm-corrected across the table, with its verdict at `level`."""
-    from pdd.evaluation.statistics import holm
-
+                 level: float = DEFAULT_LEVEL, primary: list[dict] | None = None) -> pd.DataFrame:
+    """One row per claim and evidence (COLUMNS) with both levels of evidence, Holm over the `primary` rows only
+    (default: PDD+DEG vs the baseline under the worst case, L-inf and L2), and the verdicts at `level`."""
     if not 0 < level < 1 or not math.isfinite(level):
         raise ValueError(f"table_claims.level must lie strictly between 0 and 1, got {level!r}")
     evidence = [] if records.empty else robustness_evidence(records, paper, reference)
@@ -256,16 +245,15 @@ def claims_frame(records: pd.DataFrame, terms: pd.DataFrame, paper: pd.DataFrame
     for e in evidence:
         tested = test_entropy(e, terms, level) if e.evidence == "entropy" else test_accuracy(e, level)
         paper_dataset, paper_param, p_a, p_b = e.paper
+        seeds = sorted(set(e.first["seed"]) & set(e.second["seed"]))
         rows.append({"claim": e.claim, "dataset": e.dataset, "K": e.k, "method": e.method, "versus": e.versus,
                      "evidence": e.evidence, "attack": e.attack, "param": e.param, "norm": e.norm,
                      "paper_dataset": paper_dataset, "paper_param": paper_param, "paper_method_value": p_a,
                      "paper_versus_value": p_b, "paper_difference": p_a - p_b,
                      "ours": float(e.first["value"].mean()), "ours_versus": float(e.second["value"].mean()),
-                     "n_seeds": int(e.first["seed"].nunique()), "level": level, **tested})
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["p_holm"] = holm(df["p_value"].astype(float).tolist())
-    df["verdict"] = [verdict(d, p, level) for d, p in zip(df["difference"], df["p_holm"])]
-    return df
+                     "n_seeds": len(seeds), "level": level, **tested})
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in JUDGED])
+    return judge(df, list(DEFAULT_PRIMARY) if primary is None else primary, level)[COLUMNS]
 
 
 def _number(value: float, digits: int) -> str:
@@ -276,12 +264,30 @@ def _pair(a: float, b: float, digits: int) -> str:
     return "-" if pd.isna(a) or pd.isna(b) else f"{a:.{digits}f} vs {b:.{digits}f}"
 
 
+def _interval(difference: float, low: float, high: float, digits: int) -> str:
+    if pd.isna(difference):
+        return "-"
+    return f"{difference:+.{digits}f}" + ("" if pd.isna(low) else f" [{low:+.{digits}f}, {high:+.{digits}f}]")
+
+
+def _p(p: float, role: str) -> str:
+    return "-" if pd.isna(p) else f"{p:.3g}" + (" (Holm)" if role == "primary" else "")
+
+
+def _seeds_needed(r: pd.Series) -> str:
+    if r["role"] != "primary" or pd.isna(r["seeds_needed"]):
+        return "-"
+    return "never (no difference)" if r["seeds_needed"] == math.inf else f"{int(r['seeds_needed'])}"
+
+
 def claims_grid(df: pd.DataFrame) -> Grid:
     """One line per claim and evidence: the paper's values, ours under each evidence of the same claim (the tested
-    one in bold), the difference with its interval, the Holm-corrected p-value and the verdict."""
+    one in bold; mean over seeds), the difference with both levels' intervals and p-values, the seed sd beside
+    them, the headline verdict and, for primary rows, the seeds needed."""
     several = df[["dataset", "K"]].drop_duplicates().shape[0] > 1
     header = ["Claim", "Tested on", "Paper", "Ours: paper protocol", "Ours: worst case (L-inf)",
-              "Ours: worst case (L2)", "Difference [95% CI]", "p (Holm)", "Verdict"]
+              "Ours: worst case (L2)", "Difference [95% CI], these models", "p, these models", "Seed sd",
+              "95% CI, the method", "p, the method", "Verdict", "Seeds needed"]
     text, bold = [], []
     for _, r in df.iterrows():
         digits = 4 if r["evidence"] == "entropy" else 2
@@ -296,11 +302,15 @@ def claims_grid(df: pd.DataFrame) -> Grid:
             if paper != "-" and r["paper_dataset"] != r["dataset"]:
                 at = "" if pd.isna(r["paper_param"]) else f" at {r['paper_param']:g}"
                 paper += f" ({dataset_name(r['paper_dataset'])}{at})"
-        interval = "" if pd.isna(r["ci_low"]) else f" [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
-        difference = "-" if pd.isna(r["difference"]) else f"{r['difference']:+.{digits}f}{interval}"
-        p = "-" if pd.isna(r["p_holm"]) else f"{r['p_holm']:.3g}"
+        method_ci = "-" if pd.isna(r["ci_low_method"]) else \
+            f"[{r['ci_low_method']:+.{digits}f}, {r['ci_high_method']:+.{digits}f}]"
         claim = (f"{dataset_name(r['dataset'])}, K = {r['K']}: " if several else "") + r["claim"]
-        row = [claim, r["evidence"], paper, *ours.values(), difference, p, r["verdict"]]
+        verdict = r["verdict"] + (f" (these models: {r['verdict_models']})" if r["n_seeds"] < 2 else "") \
+            + (" (exploratory)" if r["role"] == "exploratory" else "")
+        row = [claim, r["evidence"], paper, *ours.values(), _interval(r["difference"], r["ci_low"], r["ci_high"],
+                                                                    digits),
+               _p(r["p_models_adjusted"], r["role"]), _number(r["seed_sd"], digits), method_ci,
+               _p(r["p_method_adjusted"], r["role"]), verdict, _seeds_needed(r)]
         text.append(row)
         bold.append([c == EVIDENCE_COLUMNS[r["evidence"]] or (c == "Verdict" and r["verdict"] == "holds")
                      for c in header])
@@ -313,18 +323,29 @@ def claims_notes(df: pd.DataFrame, reference: dict[str, str], level: float) -> l
     constant = df[["dataset", "K"]].drop_duplicates()
     where = (f"{dataset_name(constant.iloc[0]['dataset'])}, K = {constant.iloc[0]['K']}. "
              if len(constant) == 1 else "")
+    seeds = sorted(set(df["n_seeds"]))
     notes = [
         where + "Each row tests one claim of the paper on one piece of evidence ('Tested on', its cell in bold): "
         "the paper protocol (PGD, 10 steps of eps/10, one random start), the strong evaluation's worst case "
         "(L-inf, and L2 where that evaluation ran), the stronger attacks of 'Increasing Attack Strength', or "
         "Table 1's entropy. Ours: the method's vs the compared method's accuracy (% of the test images classified "
-        "correctly before the attack, mean over seeds) or entropy E.",
-        "Difference: robustness in points of the N evaluated test images kept robust (correct before and after "
-        "the attack; the same images for both methods, seeds paired) with Newcombe's paired 95% interval; entropy: "
-        "mean difference of the per-image terms of eq. 5 with a normal 95% interval. p: exact two-sided McNemar "
-        "test on the images where exactly one method keeps the image (entropy: exact sign test), Holm-corrected "
-        f"across the table. Verdict at level {level:g}: holds (significant, in the paper's direction), reversed "
-        "(significant, the other way), not significant, or no test (result files without per-image flags).",
+        "correctly before the attack, mean over seeds) or entropy E. Seeds per row: "
+        + ", ".join(str(s) for s in seeds) + ".",
+        "Two levels of evidence (docs/statistics.md). These models: the difference in points of the N evaluated "
+        "test images kept robust (correct before and after the attack; the same images for both methods) with "
+        "Newcombe's paired 95% interval and the exact two-sided McNemar test pooled over seeds (= stratified by "
+        "seed; entropy: per-image terms of eq. 5, normal interval, exact sign test); it holds the trained "
+        "ensembles fixed. The method: a random-effects meta-analysis of the per-seed paired differences "
+        "(DerSimonian-Laird, Hartung-Knapp-Sidik-Jonkman t-interval on seeds - 1 degrees of freedom): the seed is "
+        "random, so it speaks for a fresh training run; Seed sd: the standard deviation of the per-seed "
+        "differences. Verdict: the method's with two or more seeds; with one seed 'one seed: these models only' "
+        "and the per-image verdict in brackets.",
+        f"Primary rows ({', '.join(sorted(set(df.loc[df['role'] == 'primary', 'claim'])) or ['none'])}): p-values "
+        "Holm-corrected over the primary rows only, and 'Seeds needed', the smallest number of seeds k with "
+        "|d| sqrt(k) / s > t(k - 1) at the row's Holm level for the observed difference d and seed sd s (so 'not "
+        f"significant' can be told from 'too few seeds'). Other rows: unadjusted p, exploratory. Level {level:g}: "
+        "holds (significant, in the paper's direction), reversed (significant, the other way), not significant, "
+        "or no test (result files without per-image flags).",
     ]
     stand_in = sorted({d for d in df["dataset"] if reference.get(d, d) != d})
     if stand_in:
@@ -341,7 +362,7 @@ def build_claims_table(records: pd.DataFrame, terms: pd.DataFrame, paper_csv: st
                        out_csv: str | Path, out_md: str | Path, out_tex: str | Path | None = None) -> pd.DataFrame:
     """Write `table_claims` (CSV long format with every number, Markdown, LaTeX) from result records."""
     reference, level = spec.get("reference", {}), spec.get("level", DEFAULT_LEVEL)
-    df = claims_frame(records, terms, read_paper(paper_csv), reference, level)
+    df = claims_frame(records, terms, read_paper(paper_csv), reference, level, primary_claims(spec))
     notes = claims_notes(df, reference, level) if len(df) else ["No claim could be tested: none of its methods "
                                                                 "were evaluated."]
     grids = [claims_grid(df)] if len(df) else []

@@ -31,6 +31,11 @@ def save_figure(fig: plt.Figure, out: str | Path) -> None:
     plt.close(fig)
 
 
+def seed_spread(std: pd.Series):
+    """Error-bar lengths from a std over seeds: None (no bars) where no point has two or more seeds."""
+    return None if std.isna().all() else std.fillna(0).to_numpy()
+
+
 def common_correct(per_image: pd.DataFrame, num_images: int | None, seed: int = 0) -> pd.DataFrame:
     """Rows of the images that every method's ensemble classifies correctly (per seed), at most
     `num_images` of them drawn with a fixed seed."""
@@ -42,14 +47,25 @@ def common_correct(per_image: pd.DataFrame, num_images: int | None, seed: int = 
     return per_image.merge(keep, on=["seed", "image"])
 
 
+def seed_medians(rows: pd.DataFrame, measure: str, methods: list[str]) -> pd.DataFrame:
+    """Per method and seed the median of `measure` over the images, with the method's box position (1-based)."""
+    medians = rows[rows["method"].isin(methods)].groupby(["method", "seed"], as_index=False)[measure].median()
+    return medians.assign(position=medians["method"].map({m: i + 1 for i, m in enumerate(methods)}))
+
+
 def diversity_boxplot(per_image: pd.DataFrame, measure: str, methods: list[str], num_images: int | None,
                       out: str | Path, title: str = "") -> pd.DataFrame:
     """Figure 2 (measure 'fisher') or 3 ('angle'): one box per method over the commonly correct images
-    (pooled over seeds; the title gives the image and seed counts)."""
+    (pooled over seeds; the title gives the image and seed counts); with several seeds each seed's median beside."""
     rows = common_correct(per_image, num_images)
     fig, ax = plt.subplots(figsize=(max(1.4 * len(methods) + 2, 6.5), 4))
     data = [rows.loc[rows["method"] == m, measure].to_numpy() for m in methods]
     ax.boxplot(data, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
+    medians = seed_medians(rows, measure, methods)
+    if rows["seed"].nunique() > 1:  # the seed spread: each seed's median as a diamond beside its box
+        ax.scatter(medians["position"] + 0.3, medians[measure], marker="d", s=25, color="C3", zorder=3,
+                   label="median of each seed")
+        ax.legend(fontsize=8, loc="best")
     ax.set_xticks(range(1, len(methods) + 1), [method_name(m) for m in methods])
     ax.set_ylabel(textwrap.fill(DIVERSITY_LABELS[measure][1], 36))  # two lines: one would overrun the title
     seeds = rows["seed"].nunique()
@@ -102,7 +118,7 @@ def pgd_strength(results: pd.DataFrame, methods: list[str], out: str | Path, pap
 def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> None:
     """Strong evaluation: accuracy against PGD steps (log axis), one line per method and one panel per
     (dataset, K, eps); a diamond = PGD with restarts at the largest step count; dashed = the worst case
-    over every white-box attack. Mean over seeds."""
+    over every white-box attack. Mean over seeds, error bars = std over seeds (with two or more)."""
     whitebox = results[(results["threat"] == "whitebox") & (results["metric"] == "accuracy_pct")]
     pgd = whitebox[whitebox["attack"].str.match(r"pgd_\d+") & whitebox["steps"].notna()]
     panels = sorted(set(zip(pgd["dataset"], pgd["K"], pgd["param"])))
@@ -115,12 +131,14 @@ def strong_steps(results: pd.DataFrame, methods: list[str], out: str | Path) -> 
         steps = sorted(select(pgd)["steps"].unique())
         for i, method in enumerate(methods):
             mine, runs = select(whitebox, method), select(pgd, method)
-            single = runs[runs["restarts"] == 1].groupby("steps")["value"].mean()
+            single = runs[runs["restarts"] == 1].groupby("steps")["value"].agg(["mean", "std"])
             if single.empty:
                 continue
-            ax.plot(single.index, single.to_numpy(), marker="o", color=f"C{i}", label=method_name(method))
-            restarts = runs[runs["restarts"] > 1].groupby("steps")["value"].mean()
-            ax.scatter(restarts.index, restarts.to_numpy(), marker="D", s=50, facecolors="none", color=f"C{i}")
+            ax.errorbar(single.index, single["mean"], yerr=seed_spread(single["std"]), marker="o", color=f"C{i}",
+                        capsize=3, label=method_name(method))
+            restarts = runs[runs["restarts"] > 1].groupby("steps")["value"].agg(["mean", "std"])
+            ax.errorbar(restarts.index, restarts["mean"], yerr=seed_spread(restarts["std"]), marker="D",
+                        markersize=7, markerfacecolor="none", linestyle="none", color=f"C{i}", capsize=3)
             worst = mine.loc[mine["attack"] == "worst_case", "value"].mean()
             if not pd.isna(worst):
                 ax.axhline(worst, linestyle="--", color=f"C{i}", alpha=0.6)
@@ -190,20 +208,23 @@ def interval_of(path: str, default: int) -> int:
 
 
 def intervals_summary(inputs: list[str], default: int) -> pd.DataFrame:
-    """Per M: mean S_b, S_w and L_F over the test images, clean and PGD accuracy (mean over seeds)."""
+    """Per M: mean S_b, S_w and L_F over the test images, clean and PGD accuracy; mean and std over seeds (`std`
+    NaN with one seed)."""
     from pdd.reports.tables import read_results
 
     rows = []
     for path in inputs:
-        m = interval_of(path, default)
+        m, seed = interval_of(path, default), int(re.search(r"/seed(\d+)/", path)[1])
         if path.endswith(".csv"):
             df = pd.read_csv(path)
-            rows += [{"M": m, "measure": c, "value": df[c].mean()} for c in ("between", "within", "fisher")]
+            rows += [{"M": m, "seed": seed, "measure": c, "value": df[c].mean()} for c in ("between", "within",
+                                                                                          "fisher")]
         else:
             for r in read_results([path]).itertuples():
                 measure = "clean" if r.attack == "none" else f"{r.attack} {r.param:g}"
-                rows.append({"M": m, "measure": measure, "value": r.value})
-    return pd.DataFrame(rows).groupby(["M", "measure"], as_index=False)["value"].mean()
+                rows.append({"M": m, "seed": seed, "measure": measure, "value": r.value})
+    summary = pd.DataFrame(rows).groupby(["M", "measure"])["value"].agg(["mean", "std"])
+    return summary.rename(columns={"mean": "value"}).reset_index()
 
 
 def measure_label(measure: str) -> str:
@@ -215,12 +236,14 @@ def measure_label(measure: str) -> str:
 
 
 def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """figure_intervals: S_b, S_w, L_F and accuracies against M; the numbers also go to `<out>.csv`."""
+    """figure_intervals: S_b, S_w, L_F and accuracies against M (error bars: std over seeds, with two or more);
+    the numbers also go to `<out>.csv`."""
     k = spec["K"][0]
     intervals = spec.get("pdd_intervals", {})
     summary = intervals_summary(inputs, int(intervals.get(str(k), intervals.get(k, 0))))
     write_text(f"{out}.csv", summary.to_csv(index=False))
     wide = summary.pivot(index="M", columns="measure", values="value").sort_index()
+    spread = summary.pivot(index="M", columns="measure", values="std").sort_index()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     panels = [(["between", "within"], "scatter (mean over test images)", ["$S_b$ (between)", "$S_w$ (within)"]),
               (["fisher"], "$L_F$ (eq. 6, mean over test images)", ["$L_F$"]),
@@ -228,7 +251,8 @@ def build_intervals_figure(inputs: list[str], spec: dict, out: str, paper_csv: s
     for ax, (columns, ylabel, labels) in zip(axes, panels):
         for i, column in enumerate(columns):
             label = labels[i] if labels else measure_label(column)
-            ax.plot(wide.index, wide[column], marker="o", label=label)
+            ax.errorbar(wide.index, wide[column], yerr=seed_spread(spread[column]), marker="o", capsize=3,
+                        label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(wide.index), [str(m) for m in wide.index])
         ax.minorticks_off()

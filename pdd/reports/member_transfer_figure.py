@@ -15,16 +15,17 @@ from pdd.reports.figures import save_figure  # noqa: E402
 from pdd.reports.tables import read_results  # noqa: E402
 
 
-def matrices(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{method: K x K mean fooling rate over seeds}, rows = source member, columns = target member."""
-    return {method: group.groupby(["source", "target"])["value"].mean().unstack("target")
+def matrices(results: pd.DataFrame, stat: str = "mean") -> dict[str, pd.DataFrame]:
+    """{method: K x K fooling rate, `stat` ('mean' or 'std') over seeds}, rows = source member, columns = target."""
+    return {method: group.groupby(["source", "target"])["value"].agg(stat).unstack("target")
             for method, group in results.groupby("method", sort=False)}
 
 
 def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
-    """One heat map per method in the spec's order; the matrices also go to `<out>.csv`."""
+    """One heat map per method in the spec's order (cells: mean over seeds, ± std with two or more); the records
+    also go to `<out>.csv`."""
     results = read_results(inputs)
-    found = matrices(results)
+    found, spread = matrices(results), matrices(results, "std")
     methods = [m for m in spec["methods"] if m in found]
     write_text(f"{out}.csv", results.drop(columns=["model"], errors="ignore").to_csv(index=False))
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 0.8, 3.4), squeeze=False)
@@ -32,8 +33,10 @@ def build(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     for ax, method in zip(axes[0], methods):
         matrix = found[method]
         image = ax.imshow(matrix.to_numpy(), vmin=0, vmax=100, cmap="viridis")
+        std = spread[method].to_numpy()
         for (i, j), value in pd.DataFrame(matrix.to_numpy()).stack().items():
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+            sd = "" if pd.isna(std[i, j]) else f"\n± {std[i, j]:.0f}"  # the seed spread, with two or more seeds
+            ax.text(j, i, f"{value:.0f}{sd}", ha="center", va="center", fontsize=8,
                     color="white" if value < 50 else "black")
         ax.set_xticks(range(len(matrix.columns)), [str(c) for c in matrix.columns])
         ax.set_yticks(range(len(matrix.index)), [str(r) for r in matrix.index])

@@ -115,24 +115,29 @@ def robust_flags(record: pd.Series):
     return unpack_flags(text, int(n))
 
 
-def paired_flags(first: pd.DataFrame, second: pd.DataFrame):
-    """Per-image robust flags of two methods' records (one per seed), seed by seed on the same images, concatenated
-    over the seeds both have: (flags of first, flags of second), or None where any pair cannot be matched (no
-    flags, other images, no common seed)."""
-    import numpy as np
-
+def per_seed_flags(first: pd.DataFrame, second: pd.DataFrame):
+    """Per-image robust flags of two methods' records (one per seed), seed by seed on the same images, over the
+    seeds both have: ([flags of first per seed], [flags of second per seed]), or None where any pair cannot be
+    matched (no flags, other images, no common seed)."""
     seeds = sorted(set(first["seed"]) & set(second["seed"]))
-    pairs = []
+    firsts, seconds = [], []
     for seed in seeds:
         a, b = first[first["seed"] == seed].iloc[0], second[second["seed"] == seed].iloc[0]
         fa, fb = robust_flags(a), robust_flags(b)
         same = all(a.get(k) == b.get(k) or (pd.isna(a.get(k)) and pd.isna(b.get(k))) for k in ("images", "n_images"))
         if fa is None or fb is None or not same:
             return None
-        pairs.append((fa, fb))
-    if not pairs:
-        return None
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        firsts.append(fa)
+        seconds.append(fb)
+    return (firsts, seconds) if firsts else None
+
+
+def paired_flags(first: pd.DataFrame, second: pd.DataFrame):
+    """`per_seed_flags` concatenated over the seeds: (flags of first, flags of second), or None."""
+    import numpy as np
+
+    found = per_seed_flags(first, second)
+    return None if found is None else (np.concatenate(found[0]), np.concatenate(found[1]))
 
 
 def uncertainty(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
