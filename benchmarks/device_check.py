@@ -47,7 +47,7 @@ EXTRA = ("gal", "trs", "advt_pgd", "dverge")              # measured after every
 SHAPES = {"cifar100": (3, 32, 100), "tiny_imagenet": (3, 64, 200)}  # channels, side, classes
 SMOKE_SHAPES = {"cifar100": (3, 8, 10), "tiny_imagenet": (3, 8, 20)}
 MODES = ("loop", "fused")
-CW_LOSS_FORWARDS = 4  # ART's line search: at least 2 loss forwards per iteration; 3.7 on the demo (bench_cw_abort)
+CW_LOSS_FORWARDS = 4  # ART's line search: at least 2 loss forwards per iteration; 3.6-5.6 on the demo (bench_cw_abort)
 PDD = {3: {"num_intervals": 10, "alpha": 0.9, "beta": 0.1}, 5: {"num_intervals": 20, "alpha": 0.9, "beta": 0.1}}
 FIELDS = ("section", "dataset", "members", "precision", "mode", "method", "batch", "seconds", "images_per_s",
           "flops", "flop_per_s", "utilisation", "peak_memory_mb", "error")
