@@ -25,6 +25,9 @@ class AttackSettings:
     cw_learning_rate: float = setting(0.01, "C&W learning rate.")
     cw_max_iter: int = setting(1000, "C&W iterations per binary-search step.")
     cw_binary_search_steps: int = setting(5, "C&W binary-search steps over the constant.")
+    cw_abort_early: bool = setting(False, "C&W: end an image's binary-search step once its loss has stopped falling "
+                                          "(checked every max_iter // 10 iterations, as Carlini and Wagner's code "
+                                          "does); off: ART's CarliniL2Method, every iteration.")
     batch_size: int = setting(500, "Images per attack batch.")
     seed: int = setting(0, "Seed of JSMA's target classes and PGD's random start.")
 
@@ -93,8 +96,10 @@ def _jsma(gamma: float, classifier, s: AttackSettings):
 
 
 def _cw(c: float, classifier, s: AttackSettings):
-    return _evasion().CarliniL2Method(
-        classifier, confidence=s.cw_confidence, learning_rate=s.cw_learning_rate,
+    from pdd.evaluation.cw import CarliniL2  # ART's CarliniL2Method with the reference's early abort
+
+    return CarliniL2(
+        classifier, abort_early=s.cw_abort_early, confidence=s.cw_confidence, learning_rate=s.cw_learning_rate,
         binary_search_steps=s.cw_binary_search_steps, max_iter=s.cw_max_iter, initial_const=c,
         batch_size=s.batch_size, verbose=False)
 

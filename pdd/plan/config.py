@@ -40,6 +40,7 @@ ATTACK_KEYS: dict[str, Path] = {
     "cw_confidence": ("evaluation", "cw", "confidence"), "cw_learning_rate": ("evaluation", "cw", "learning_rate"),
     "cw_max_iter": ("evaluation", "cw", "max_iter"),
     "cw_binary_search_steps": ("evaluation", "cw", "binary_search_steps"),
+    "cw_abort_early": ("evaluation", "cw", "abort_early"),
     "batch_size": ("evaluation", "batch_size"), "seed": ("evaluation", "seed"),
 }
 STRONG_KEYS: dict[str, Path] = {
