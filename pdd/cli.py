@@ -293,11 +293,12 @@ def train(out: str, log_path: str, cost_path: str | None, data_root: str, device
     click.echo(f"trained {out} on {dev}: test accuracy {last['test_accuracy']:.4f}")
 
 
-EXTERNAL_OPTIONS = ("factory", "weights", "dataset", "name", "model_seed")
+EXTERNAL_OPTIONS = ("factory", "weights", "dataset", "name", "model_seed", "members")
 
 
 def _external_options(f: Callable) -> Callable:
-    """--factory, --weights, --dataset, --name, --model-seed: evaluate a user's model instead of a pdd checkpoint;
+    """--factory, --weights, --dataset, --name, --model-seed, --members: evaluate a user's model instead of a pdd
+    checkpoint;
     the command receives them as one `external` dict (None without --factory). Checks that exactly one model is
     named (the command's `model_path` or `target_path`, or --factory) before any work."""
     import functools
@@ -313,7 +314,7 @@ def _external_options(f: Callable) -> Callable:
             if missing:
                 raise click.UsageError(f"--factory needs {' and '.join(missing)}")
         else:
-            stray = [f"--{k.replace('_', '-')}" for k in ("weights", "dataset", "name") if given[k]]
+            stray = [f"--{k.replace('_', '-')}" for k in ("weights", "dataset", "name", "members") if given[k]]
             if stray:
                 raise click.UsageError(f"{', '.join(stray)} describe an external model: give --factory too")
             if not path:
@@ -330,6 +331,9 @@ def _external_options(f: Callable) -> Callable:
         click.option("--name", help="With --factory: the method name in the result records."),
         click.option("--model-seed", default=0, show_default=True, type=checked("model_seed"),
                      help="With --factory: the records' seed."),
+        click.option("--members", type=checked("members"),
+                     help="With --factory: the K the results are for (a table's K); a model with another number "
+                          "of members is refused."),
     )(wrapper)
 
 
@@ -351,6 +355,10 @@ def _load(path: str | None, device: torch.device, external: dict | None = None,
             from pdd.evaluation.external import ARCH, load_external
 
             model = load_external(external["factory"], external["weights"], device, dataset=external["dataset"])
+            if external["members"] and model.num_members != external["members"]:
+                raise ValueError(f"external model {external['name']!r} has {model.num_members} member(s) but its "
+                                 f"results are asked for K = {external['members']}: list it in a table whose K is "
+                                 f"{model.num_members}, or give a {external['members']}-member model")
             config = {"dataset": external["dataset"], "members": model.num_members, "method": external["name"],
                       "arch": ARCH, "seed": external["model_seed"]}
             return model, ensemble_key(config, _external_label(external), surrogate)

@@ -264,7 +264,12 @@ def test_cli_option_errors(files, tmp_path) -> None:
     assert "unknown dataset" in fails("attack", *external("pdd_ensemble", files["state_dict"])[:-4],
                                       "--dataset", "mnist", "--name", "x", *out)
     assert "list of 2 state_dicts" in fails("attack", *external("sequential_members", files["state_dict"]), *out)
+    assert "give --factory too" in fails("attack", "--model", files["checkpoint"], "--members", "2", *out)
+    # A table's K the model does not have: refused in one line, not rows of their own under the table's title.
+    wrong_k = fails("attack", *external("sequential_members", files["sequential"]), "--members", "3", *out)
+    assert "has 2 member(s) but its results are asked for K = 3" in wrong_k
     assert not (tmp_path / "o.json").exists()
+    cli("attack", *external("sequential_members", files["sequential"]), "--members", "2", *out)
 
 
 def test_member_ensemble_interface() -> None:

@@ -113,3 +113,23 @@ def test_external_models_are_refused_where_an_output_needs_training(output: str,
     cfg[section][output]["methods"].remove("mine")
     cfg["tables"]["table2_whitebox_k3"]["methods"].append("mine")  # evaluated like ours: fine
     assert problems(cfg) == []
+
+
+def test_a_whitebox_table_refuses_parameters_it_would_not_show() -> None:
+    """Table 2 shows the dataset's white-box attacks and picks them by name: `attacks: {fgsm: [0.2]}` was accepted
+    while the table kept showing fgsm at the dataset's eps."""
+    from pdd.plan.checks import problems
+
+    cfg = copy.deepcopy(DEMO)
+    table = cfg["tables"]["table2_whitebox_k3"]
+    table["attacks"] = {"fgsm": []}  # a name: fine
+    assert problems(cfg) == []
+    table["attacks"] = {"fgsm": list(cfg["attacks"]["digits"]["fgsm"])[::-1]}  # the dataset's own eps: fine
+    assert problems(cfg) == []
+    table["attacks"] = {"fgsm": [0.2]}
+    found = problems(cfg)
+    assert len(found) == 1 and found[0].startswith("tables.table2_whitebox_k3.attacks.fgsm: [0.2] differs from "
+                                                   "attacks.digits.fgsm"), found
+    table["attacks"] = {"pgd_l2": [0.5]}
+    assert problems(cfg) == ["tables.table2_whitebox_k3.attacks.pgd_l2: not among attacks.digits, so there is "
+                             "nothing to show"]

@@ -387,3 +387,17 @@ def test_paired_p_value_needs_the_same_images(tmp_path: Path) -> None:
         _flagged("pdd_deg", "pgd", 0.02, [True] * 15 + [False] * 5, **image_fields(range(20, 40), 40))])]
     df = build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md")
     assert df["p_vs_baseline"].isna().all()
+
+
+def test_title_says_the_k_the_table_shows(tmp_path: Path) -> None:
+    """A K = 2 config titled Table 2 'K = 3' (the registry's title); the title follows the records' K."""
+    title = OUTPUTS["table2_whitebox_k3"].title
+    assert "K = 3" in title
+    files = [_write(tmp_path, "r.json", [_record(0, 90.0, K=2), _record(1, 92.0, K=2)])]
+    build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md",
+                title=title)
+    assert (tmp_path / "t.md").read_text().splitlines()[0] == "# " + title.replace("K = 3", "K = 2")
+    files = [_write(tmp_path, "s.json", [_record(0, 90.0)])]
+    build_table("table2_whitebox_k3", read_results(files), PAPER, {}, tmp_path / "t.csv", tmp_path / "t.md",
+                title=title)
+    assert (tmp_path / "t.md").read_text().splitlines()[0] == "# " + title

@@ -223,6 +223,8 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
         k = spec["K"][0]
         found += [f"{key}.intervals: {problem}" for m in spec["intervals"] if (problem := intervals_problem(k, m))]
         return found
+    if "whitebox" in output.needs and not output.own_attacks:
+        found += _whitebox_filter_problems(config, spec, key)
     if name == "table_stronger_attacks":
         for dataset in spec["datasets"]:
             standard = config["attacks"].get(dataset, {})
@@ -238,6 +240,22 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
             found.append(f"pdd.intervals: no number of intervals for K={k} (needed by {key})")
         elif problem := intervals_problem(k, m):
             found.append(f"pdd.intervals: {problem}")
+    return found
+
+
+def _whitebox_filter_problems(config: dict, spec: dict, key: str) -> list[str]:
+    """An output that shows the dataset's white-box attacks picks them by name only: parameters other than the
+    dataset's (which it would silently not show) and attacks the dataset does not run are refused."""
+    found = []
+    for dataset in spec["datasets"]:
+        standard = config["attacks"].get(dataset, {})
+        for attack, params in spec.get("attacks", {}).items():
+            if attack not in standard:
+                found.append(f"{key}.attacks.{attack}: not among attacks.{dataset}, so there is nothing to show")
+            elif params and sorted(map(float, params)) != sorted(map(float, standard[attack])):
+                found.append(f"{key}.attacks.{attack}: {list(params)} differs from attacks.{dataset}.{attack} "
+                             f"{list(standard[attack])}; this table shows the dataset's parameters and picks "
+                             f"attacks by name (write {attack}: [] or change attacks.{dataset}.{attack})")
     return found
 
 

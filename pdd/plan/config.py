@@ -296,7 +296,7 @@ def model_args(config: Mapping, dataset: str, k: int, method: str, seed: int, ar
     if method in external:
         e = external[method]
         return quoted(["--factory", e["factory"], "--weights", e["weights"], "--dataset", dataset, "--name", method,
-                       "--model-seed", seed])
+                       "--model-seed", seed, "--members", k])
     return quoted([flag, model_path(config, dataset, k, method, seed, arch)])
 
 

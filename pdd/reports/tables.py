@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -393,8 +394,14 @@ def build_table(name: str, results: pd.DataFrame, paper_csv: str | Path, referen
     df = attach_paper(add_uncertainty(aggregate(results), results), paper, reference)
     notes, grids = paper_document(df, name, reference, paper)
     df = _finish(df, name)
-    write_table(out_csv, out_md, out_tex, df, name, title or name, notes, grids)
+    write_table(out_csv, out_md, out_tex, df, name, shown_title(title or name, results), notes, grids)
     return df
+
+
+def shown_title(title: str, results: pd.DataFrame) -> str:
+    """The title with its 'K = 3' saying the K the table shows ('Table 2: ..., K = 2' for a K = 2 config)."""
+    ks = sorted({int(k) for k in results["K"].dropna()}) if "K" in results else []
+    return re.sub(r"K = \d+", f"K = {', '.join(map(str, ks))}", title) if ks else title
 
 
 TIMING_COLUMNS = {"step_seconds": ("s/step (interleaved)", 4), "step_ratio": ("ratio (s/step)", 2),
