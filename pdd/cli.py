@@ -34,16 +34,17 @@ from pdd.cli_common import (
 )
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
-from pdd.evaluation.mora import NORMS
 from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
 from pdd.plan.outputs import THREATS
 from pdd.report_cli import REPORTS
+from pdd.settings.attacks import check_param
+from pdd.settings.strong import NORMS
 from pdd.step_timing import TimingSettings
 from pdd.training import TrainConfig
-from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, check_param, field_bound
+from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, field_bound
 
 
 class MethodName(Registry):
@@ -182,7 +183,7 @@ def _threads(threads: int | None) -> None:
 
 def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> None:
     """PDD's M must exceed K when one of `methods` uses PDD: a usage error naming --pdd-intervals."""
-    from pdd.dropout import intervals_problem
+    from pdd.settings.training import intervals_problem
 
     using = [m for m in methods if get_method(m).uses_pdd]
     if using and (problem := intervals_problem(members, intervals)):

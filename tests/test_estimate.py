@@ -18,6 +18,7 @@ from pdd.cli import main
 from pdd.evaluation import flops as F
 from pdd.plan import config as plan
 from pdd.plan import projection as P
+from pdd.training import ensemble_spec
 
 from conftest import REPO
 
@@ -51,7 +52,7 @@ def test_bench_flops_equal_flops_module_on_the_same_code():
     torch.set_num_threads(1)
     bench = P.Bench(DEMO, 2)
     step = bench.train_step("digits", "resnet18", 3, "baseline", None)
-    spec = plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18").spec()
+    spec = ensemble_spec(plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18"))
     assert (step.flops, step.total) == F.train_step_measure("baseline", spec, 8)
     model = bench.model("digits", "resnet18", 3)
     x, _ = bench.batch("digits")

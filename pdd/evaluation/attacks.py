@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pdd.evaluation.attack_registry import ATTACKS, Attack, AttackSettings, check_attack  # noqa: F401 (re-exported)
 from pdd.evaluation.records import image_fields, pack_flags
 from pdd.models import Ensemble, LogMeanProb
+from pdd.settings.attacks import ATTACKS, Attack, AttackSettings, check_attack  # noqa: F401 (re-exported)
 
 
 def image_indices(size: int, num_images: int | None, seed: int = 0) -> torch.Tensor:

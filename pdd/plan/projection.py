@@ -81,7 +81,7 @@ from pdd.plan.jobs import output_jobs
 from pdd.plan.outputs import requested, variant
 from pdd.plan.paths import ATTACK_RULES, ATTACK_SEP, STRONG_NORMS, parse_path
 from pdd.step_timing import time_methods
-from pdd.training import accuracy
+from pdd.training import accuracy, ensemble_spec
 
 # The datasets' real split sizes (Tiny-ImageNet's test split is its labelled val split).
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
@@ -453,7 +453,7 @@ class Bench:
         """Passes per training image of one `TrainingMethod.step` (train mode, the config's settings)."""
         m = get_method(method, self.loss_settings(method, **steps))
         cfg = plan.train_config(self.config, dataset, k, f"{method}-M{intervals}" if intervals else method, 0, arch)
-        model = self.model(dataset, arch, k, cfg.spec().pdd).train()
+        model = self.model(dataset, arch, k, ensemble_spec(cfg).pdd).train()
         m.start_epoch(model, 0, cfg.epochs, self.seed)
         optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                       for group in m.parameter_groups(model)]
@@ -483,7 +483,7 @@ class Bench:
             return step, how, count
 
         cfg = plan.train_config(self.config, dataset, k, method, 0, arch)
-        step, how, count = self.cached(key, compute, (cfg.spec(), cfg.epochs, self.loss_settings(base)))
+        step, how, count = self.cached(key, compute, (ensemble_spec(cfg), cfg.epochs, self.loss_settings(base)))
         return step, self.evaluation(dataset, arch, k), how, count
 
     def evaluation(self, dataset: str, arch: str, k: int) -> Passes:

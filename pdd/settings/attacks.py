@@ -1,14 +1,13 @@
 """The paper's white-box attacks as a registry: each attack's name, parameter, norm, cost kind and how ART builds it,
-and the protocol's fixed settings. No torch here (ART is imported when an attack is built): the tables and figures
-read the registry's names without importing torch (`pdd.report_cli`); `pdd.evaluation.attacks` runs the attacks."""
+and the protocol's fixed settings. No torch or numpy here (ART is imported when an attack is built): the plan, the
+tables and the figures read the registry without them; `pdd.evaluation.attacks` runs the attacks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields, setting
 
@@ -70,7 +69,7 @@ def _evasion():
 
 
 def _fgsm(eps: float, classifier, s: AttackSettings):
-    return _evasion().FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=s.batch_size)
+    return _evasion().FastGradientMethod(classifier, norm=math.inf, eps=eps, batch_size=s.batch_size)
 
 
 def _bim(eps: float, classifier, s: AttackSettings):
@@ -103,7 +102,7 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("none", "No attack", None, None),
     Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS, build=_fgsm),
     Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_bim),
-    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_pgd(np.inf)),
+    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_pgd(math.inf)),
     Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step", build=_pgd(2)),
     Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True, build=_jsma),
     Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw", build=_cw),
@@ -115,3 +114,14 @@ def check_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
     return ATTACKS[name]
+
+
+def check_param(attack: str, param: Any, name: str = "param") -> Any:
+    """`param` of `attack` (bounded by its registry entry), or InvalidValue naming `name` and the attack."""
+    bound = check_attack(attack).bound
+    if bound is None:
+        raise InvalidValue(name, param, f"attack {attack!r} takes no parameter")
+    problem = bound.problem(param)
+    if problem:
+        raise InvalidValue(name, param, f"{attack}: {problem}")
+    return param
