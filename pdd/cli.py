@@ -711,12 +711,12 @@ def estimate(configfile: str, device_name: str, precision: str, utilisation: flo
     """The cost of a config's run before it starts.
 
     Per rule and in total: model image-passes, FLOPs and hours at a device's data-sheet peak (a floor), at a
-    fraction of it, or at a measured rate (`pdd.plan.projection`; measurements reused from --cache).
+    fraction of it, or at a measured rate (`pdd.estimate`; measurements reused from --cache).
     """
     import yaml
 
+    from pdd.estimate import Rate, report
     from pdd.plan.checks import problems, schema_problems
-    from pdd.plan.projection import Rate, report
 
     if images % 2:
         raise click.BadParameter(f"must be even (TRS halves the batch), got {images}", param_hint="'--images'")

@@ -14,10 +14,11 @@ import yaml
 from click.testing import CliRunner
 from torch import nn
 
+import pdd.estimate as P
 from pdd.cli import main
 from pdd.evaluation import flops as F
+from pdd.evaluation.attacks import predict
 from pdd.plan import config as plan
-from pdd.plan import projection as P
 from pdd.training import ensemble_spec
 
 from conftest import REPO
@@ -56,7 +57,7 @@ def test_bench_flops_equal_flops_module_on_the_same_code():
     assert (step.flops, step.total) == F.train_step_measure("baseline", spec, 8)
     model = bench.model("digits", "resnet18", 3)
     x, _ = bench.batch("digits")
-    assert P.measure(lambda: P.predict(model, x, P.CPU), 2).flops == F.forward_flops(spec, 8)
+    assert P.measure(lambda: predict(model, x, P.CPU), 2).flops == F.forward_flops(spec, 8)
 
 
 def test_train_row_flops_follow_the_passes_arithmetic():

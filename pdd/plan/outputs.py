@@ -263,17 +263,22 @@ def inputs(config: dict, name: str) -> list[str]:
                 base = ev("", "").rstrip("/")
                 files += [f for f in borrowed.get(need, []) if f.startswith(base + "/")]
             elif need == "jobs":
-                continue  # not per ensemble: pdd.plan.jobs.cost_inputs
+                continue  # not per ensemble: Snakemake's DAG (pdd.plan.dag.jobs_per_output)
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
-    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.plan.jobs)
+    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.plan.dag)
 
 
 def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[float]]:
     """{attack: [params]} of an attack suite: the dataset's list ('whitebox') or an output's own list."""
     return dataset_attacks(config, dataset) if suite == "whitebox" else requested(config)[suite]["attacks"]
+
+
+def main_file(name: str) -> str:
+    """One file of output `name` (its CSV or PNG): the file Snakemake's DAG knows the output's job by."""
+    return f"results/tables/{name}.csv" if OUTPUTS[name].kind == "table" else f"results/figures/{name}.png"
 
 
 def targets(config: dict, kind: str) -> list[str]:

@@ -10,6 +10,7 @@ JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's 
 STRONG_NORMS = {"strong": "linf", "strong_l2": "l2"}  # the strong evaluation's folder of each threat model
 ATTACK_SEP = "+"  # joins the attacks of one attack job in its benchmark and log names ("fgsm+pgd")
 ATTACK_RULES = ("whitebox", "transfer")  # the rule kinds whose jobs run several attacks (pdd.plan.jobs.AttackJobs)
+OTHER_SUITES = ("diversity", "strong", "strong_l2", "member_transfer")  # evaluation folders no attack job writes
 
 
 def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:

@@ -4,13 +4,14 @@
 import os
 from types import SimpleNamespace
 
+import json
+
 from pdd.fingerprint import fingerprint
-from pdd.io import write_json
 from pdd.plan import config as plan
 from pdd.plan import outputs as registry
 from pdd.plan import paths
 from pdd.plan.checks import problems
-from pdd.plan.jobs import attack_jobs, cost_inputs, jobs_per_output
+from pdd.plan.jobs import attack_jobs
 
 _problems = problems(config)
 if _problems:
@@ -161,7 +162,7 @@ def get_output_code(w):
 
 def get_output_inputs(w):
     """Every file output `w.name` is built from (pdd.plan.outputs.inputs; the cost table: the jobs-per-output file,
-    which rule jobs_per_output writes once every job has run)."""
+    which rule jobs_per_output writes once every other output is built)."""
     if "jobs" in registry.OUTPUTS[w.name].needs:
         return [paths.JOBS_PER_OUTPUT]
     return registry.inputs(config, w.name)
@@ -172,9 +173,16 @@ def cost_output():
     return next(name for name in OUTPUTS if "jobs" in registry.OUTPUTS[name].needs)
 
 
-def get_cost_files(w):
-    """Every job's benchmark file and cost record: the jobs-per-output file is written after all of them."""
-    return cost_inputs(jobs_per_output(config, cost_output()))
+def get_cost_outputs(w):
+    """One file of every requested output but the cost table: once they exist, every job has run, and
+    jobs_per_output reads each one's jobs from Snakemake's DAG (pdd.plan.dag)."""
+    return {name: registry.main_file(name) for name in OUTPUTS if name != cost_output()}
+
+
+def get_cost_args(w):
+    """jobs_per_output's flags: the run's config (as JSON, so that Snakemake plans the same DAG) and the outputs."""
+    outputs = [a for name, file in get_cost_outputs(w).items() for a in ("--output", f"{name}={file}")]
+    return plan.quoted(["--config-json", json.dumps(config, sort_keys=True), *outputs])
 
 
 def get_output_spec(w):
