@@ -126,10 +126,14 @@ def project(config: dict, bench: Bench, processes: int = 1) -> list[Row]:
                 "diversity": lambda j: diversity_rows(bench, config, j),
                 "member_transfer": lambda j: member_transfer_rows(bench, config, j),
                 "time_steps": lambda j: time_steps_rows(bench, config, j)}
-    order = ["train", "time_steps", "whitebox", "transfer", "strong", "diversity", "member_transfer", "prepare_data"]
+    order = ["train", "time_steps", "whitebox", "transfer", "strong", "diversity", "member_transfer", "gradcam",
+             "examples", "prepare_data"]
     for rule, found in sorted(jobs.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99):
         if rule == "prepare_data":
             rows.append(Row(rule, ", ".join(j["dataset"] for j in found), len(found), 0.0, "no model passes"))
+        elif rule in ("gradcam", "examples"):  # one image per ensemble (Figure 1's table: the test images)
+            rows.append(Row(rule, ", ".join(j["output"] for j in found), len(found), 0.0, "not projected",
+                            "a figure's few images per ensemble: not measured"))
         elif rule in builders:
             rows += builders[rule](found)
         else:

@@ -8,6 +8,7 @@ import json
 
 from pdd.fingerprint import fingerprint
 from pdd.plan import config as plan
+from pdd.plan import figure_jobs
 from pdd.plan import outputs as registry
 from pdd.plan import paths
 from pdd.plan.checks import problems
@@ -33,11 +34,14 @@ CODE = {
     "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.mora", "pdd.evaluation.attacks", *JOB),
     "time_steps": fingerprint("pdd.step_timing", "pdd.evaluation.attacks", *JOB),
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
+    "gradcam": fingerprint("pdd.evaluation.figure1", "pdd.evaluation.figure_files", *JOB),
+    "examples": fingerprint("pdd.evaluation.figure5", "pdd.evaluation.figure_files", *JOB),
 }
 OUTPUTS = registry.requested(config)
 ATTACK_JOBS = attack_jobs(config)
 MODEL_DIR = paths.MODEL_DIR
 EVAL_DIR = paths.EVAL_DIR
+FIGURE_DATA = paths.FIGURE_DATA.format(name="{name}")
 TABLES = "results/tables"
 FIGURES = "results/figures"
 LOGS = "results/logs"
@@ -148,6 +152,21 @@ def get_strong_args(w):
     """Flags of the strong evaluation of one dataset's ensembles, at L-inf (folder 'strong') or its L2 twin
     ('strong_l2')."""
     return plan.strong_args(config, w.dataset, paths.STRONG_NORMS[w.strong])
+
+
+def get_figure_models(w):
+    """The checkpoints a figure's own evaluation job reads: each method's ensemble of output `w.name`."""
+    return list(figure_jobs.figure_models(config, w.name).values())
+
+
+def get_gradcam_args(w):
+    """Flags of Figure 1's Grad-CAM job for output `w.name` (pdd.plan.figure_jobs)."""
+    return figure_jobs.gradcam_args(config, w.name)
+
+
+def get_examples_args(w):
+    """Flags of Figure 5's examples job for output `w.name` (pdd.plan.figure_jobs)."""
+    return figure_jobs.examples_args(config, w.name)
 
 
 def get_diversity_args(w):
