@@ -40,7 +40,7 @@ def snakemake_dag(configfile: str | Path, workdir: str | Path = ".", targets: It
                                 storage_settings=StorageSettings(), snakefile=Path(snakefile).resolve(),
                                 workdir=Path(workdir).resolve())
         dag_api = workflow.dag(dag_settings=DAGSettings(targets=set(targets), forceall=True))
-        dag_api.execute_workflow(executor="local", pseudo_executor="dryrun",
+        dag_api.execute_workflow(executor="dryrun",  # Snakemake 9's dry-run executor (what -n runs)
                                  execution_settings=ExecutionSettings(lock=False, ignore_incomplete=True))
         return dag_api.workflow_api._workflow.dag  # the API returns nothing from a dry run; its workflow keeps it
 
