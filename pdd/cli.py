@@ -38,11 +38,12 @@ from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
+from pdd.plan.figure_jobs import FIGURE5_EPS
 from pdd.plan.outputs import THREATS
 from pdd.report_cli import REPORTS
 from pdd.settings.attacks import check_param
 from pdd.settings.strong import NORMS
-from pdd.step_timing import TimingSettings
+from pdd.settings.timing import TimingSettings
 from pdd.training import TrainConfig
 from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, field_bound
 
@@ -764,14 +765,15 @@ def _eps_pairs(ctx: click.Context, param: click.Parameter, items: tuple[str, ...
             found[attack] = check_param(attack, float(value), "--eps")
         except (ValueError, InvalidValue) as err:
             raise click.BadParameter(str(err), param_hint="'--eps'") from None
-    return found or {"pgd": 0.02, "pgd_l2": 0.4}
+    return found or dict(FIGURE5_EPS)
 
 
 @main.command()
 @_models_option
 @_image_option
 @click.option("--eps", multiple=True, callback=_eps_pairs, metavar="ATTACK=EPS",
-              help="A PGD budget: pgd=EPS (L-inf) or pgd_l2=EPS (L2); repeatable (default pgd=0.02, pgd_l2=0.4).")
+              help="A PGD budget: pgd=EPS (L-inf) or pgd_l2=EPS (L2); repeatable (default: the paper's, "
+                   "pdd.plan.figure_jobs.FIGURE5_EPS).")
 @click.option("--seed", default=0, show_default=True, type=checked("seed"), help="PGD's random start.")
 @_data_root_option()
 @_out_option("Record JSON to write (predictions, the job's cost); the images go to an NPZ beside it.")

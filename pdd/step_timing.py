@@ -12,7 +12,6 @@ import torch
 
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
-from pdd.settings.timing import TimingSettings  # noqa: F401 (re-exported)
 from pdd.training import TrainConfig
 
 

@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pdd.methods.base import LossSettings, TrainingMethod
-from pdd.settings.methods import ENTRY_POINT_GROUP, entry_points
+from pdd.methods.base import TrainingMethod
+from pdd.settings.methods import ENTRY_POINT_GROUP, LossSettings, entry_points
 
 
 class PluginError(ValueError):
