@@ -8,7 +8,7 @@ Run by hand (not collected by pytest), e.g.
     python benchmarks/project_cost.py --config config/demo.yaml --images 4
     python benchmarks/project_cost.py --device a100 --dtype bf16 --utilisation 0.4
 
-What is measured and how is `pdd.plan.projection`'s docstring; every setting comes from `pdd.plan.config`.
+What is measured and how is `pdd.estimate`'s docstring; every setting comes from `pdd.plan.config`.
 Without --cache every measurement runs afresh (the benchmark); with it, `pdd estimate`'s stored ones are reused.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from pdd.estimate import Rate, report
 from pdd.evaluation.peaks import PEAKS, PRECISIONS
-from pdd.plan.projection import Rate, report
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,16 +34,18 @@ from pdd.cli_common import (
 )
 from pdd.data import DATASETS
 from pdd.evaluation.attacks import ATTACKS, AttackSettings
-from pdd.evaluation.mora import NORMS
 from pdd.evaluation.peaks import PEAKS, PRECISIONS
 from pdd.evaluation.strong import StrongSettings
 from pdd.methods import METHODS, LossSettings, PluginError, get_method, register
 from pdd.models import ARCHITECTURES
+from pdd.plan.figure_jobs import FIGURE5_EPS
 from pdd.plan.outputs import THREATS
 from pdd.report_cli import REPORTS
-from pdd.step_timing import TimingSettings
+from pdd.settings.attacks import check_param
+from pdd.settings.strong import NORMS
+from pdd.settings.timing import TimingSettings
 from pdd.training import TrainConfig
-from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, check_param, field_bound
+from pdd.validation import VALUE_BOUNDS, Bound, InvalidValue, field_bound
 
 
 class MethodName(Registry):
@@ -182,7 +184,7 @@ def _threads(threads: int | None) -> None:
 
 def _check_intervals(methods: Iterable[str], members: int, intervals: int) -> None:
     """PDD's M must exceed K when one of `methods` uses PDD: a usage error naming --pdd-intervals."""
-    from pdd.dropout import intervals_problem
+    from pdd.settings.training import intervals_problem
 
     using = [m for m in methods if get_method(m).uses_pdd]
     if using and (problem := intervals_problem(members, intervals)):
@@ -689,6 +691,125 @@ def member_transfer(model_path: str, eps: float, num_images: int | None, data_ro
     click.echo(f"fooling rates (rows: crafted on member i, columns: scored on member j):\n{matrix}", err=True)
 
 
+def _method_models(models: tuple[str, ...], device: torch.device) -> tuple[dict, dict]:
+    """({method: ensemble}, the first one's record key) from `--model METHOD=CHECKPOINT` options, every checkpoint
+    of one dataset and K; one-line errors."""
+    found, keys = {}, {}
+    for item in models:
+        method, sep, path = item.partition("=")
+        if not sep or not method or not path:
+            raise click.BadParameter(f"expected METHOD=CHECKPOINT, got {item!r}", param_hint="'--model'")
+        if not os.path.isfile(path):
+            raise click.BadParameter(f"{path}: no such file", param_hint="'--model'")
+        found[method], keys[method] = _load(path, device)
+    if len({(k["dataset"], k["K"]) for k in keys.values()}) > 1:
+        raise click.BadParameter("the checkpoints are of different datasets or K", param_hint="'--model'")
+    return found, next(iter(keys.values()))
+
+
+def _test_image(dataset: str, data_root: str, image: int) -> tuple:
+    """(image [C, H, W], label) of test image number `image`, or a one-line error naming the test set's size."""
+    split = _split(dataset, "test", data_root)
+    if image >= len(split):
+        raise click.BadParameter(f"{dataset}'s test set has {len(split)} images, got {image}", param_hint="'--image'")
+    x, y = split[image]
+    return x, int(y)
+
+
+_models_option = click.option("--model", "models", multiple=True, required=True, metavar="METHOD=CHECKPOINT",
+                              help="An ensemble and the method it shows; repeatable (one row each, in order).")
+_image_option = click.option("--image", default=0, show_default=True, type=Checked(Bound(0, integer=True)),
+                             help="Index of the test image shown.")
+
+
+@main.command()
+@_models_option
+@_image_option
+@click.option("--layer", help="Member submodule path of the maps (default: the last stage with maps >= 2x2).")
+@click.option("--threshold", type=Checked(Bound(0, 1, high_open=True)),
+              help="A map's hot pixels: above this fraction of its maximum (default: the paper's, "
+                   "pdd.evaluation.gradcam.THRESHOLD).")
+@click.option("--over-images", is_flag=True, help="Also the distance over the test images every ensemble "
+              "classifies correctly (--num-images of them, seed 0; all when not given).")
+@_num_images_option
+@_data_root_option()
+@_out_option("Record JSON to write (distances, the job's cost); the maps go to an NPZ beside it.")
+@_runtime_options
+def gradcam(models: tuple[str, ...], image: int, layer: str | None, threshold: float | None, over_images: bool,
+            num_images: int | None, data_root: str, out: str, device: str, threads: int | None) -> None:
+    """Figure 1's Grad-CAM of each member of several ensembles.
+
+    The maps of one test image, their hot-pixel centres and the centres' mean pairwise distance.
+    """
+    from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.figure1 import figure1_data
+    from pdd.evaluation.figure_files import write_figure_data
+    from pdd.evaluation.gradcam import THRESHOLD
+    from pdd.evaluation.records import COST_FIELDS
+
+    _outputs(out=out)
+    _threads(threads)
+    dev = select_device(device)
+    threshold = THRESHOLD if threshold is None else threshold
+    with CostMeter(device=dev) as cost:
+        ensembles, key = _method_models(models, dev)
+        x, y = _test_image(key["dataset"], data_root, image)
+        many = _images(key["dataset"], "test", data_root, num_images, 0) if over_images else None
+        record, arrays = figure1_data(ensembles, x, y, image, layer, threshold, many)
+    record.update({"dataset": key["dataset"], "K": key["K"], **{f: cost[f] for f in COST_FIELDS}})
+    write_figure_data(out, record, arrays)
+    click.echo(f"Grad-CAM centre distances: {record['distances']}", err=True)
+
+
+def _eps_pairs(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, float]:
+    """{attack: eps} from `--eps ATTACK=EPS` options (pgd: L-inf, pgd_l2: L2), each checked by its attack."""
+    found = {}
+    for item in items:
+        attack, sep, value = item.partition("=")
+        if attack not in ("pgd", "pgd_l2") or not sep:
+            raise click.BadParameter(f"expected pgd=EPS or pgd_l2=EPS, got {item!r}", param_hint="'--eps'")
+        try:
+            found[attack] = check_param(attack, float(value), "--eps")
+        except (ValueError, InvalidValue) as err:
+            raise click.BadParameter(str(err), param_hint="'--eps'") from None
+    return found or dict(FIGURE5_EPS)
+
+
+@main.command()
+@_models_option
+@_image_option
+@click.option("--eps", multiple=True, callback=_eps_pairs, metavar="ATTACK=EPS",
+              help="A PGD budget: pgd=EPS (L-inf) or pgd_l2=EPS (L2); repeatable (default: the paper's, "
+                   "pdd.plan.figure_jobs.FIGURE5_EPS).")
+@click.option("--seed", default=0, show_default=True, type=checked("seed"), help="PGD's random start.")
+@_data_root_option()
+@_out_option("Record JSON to write (predictions, the job's cost); the images go to an NPZ beside it.")
+@_runtime_options
+def examples(models: tuple[str, ...], image: int, eps: dict[str, float], seed: int, data_root: str, out: str,
+             device: str, threads: int | None) -> None:
+    """Figure 5's PGD examples of one test image.
+
+    Crafted on each ensemble at each budget, with the ensemble's prediction of each.
+    """
+    from pdd.devices import select_device
+    from pdd.evaluation.cost_meter import CostMeter
+    from pdd.evaluation.figure5 import examples as craft
+    from pdd.evaluation.figure5 import figure5_data
+    from pdd.evaluation.figure_files import write_figure_data
+    from pdd.evaluation.records import COST_FIELDS
+
+    _outputs(out=out)
+    _threads(threads)
+    dev = select_device(device)
+    with CostMeter(device=dev) as cost:
+        ensembles, key = _method_models(models, dev)
+        x, y = _test_image(key["dataset"], data_root, image)
+        record, arrays = figure5_data(craft(ensembles, x, y, eps, seed, dev), image, y)
+    record.update({"dataset": key["dataset"], "K": key["K"], "eps": eps, **{f: cost[f] for f in COST_FIELDS}})
+    write_figure_data(out, record, arrays)
+
+
 @main.command()
 @click.option("--configfile", default="config/config.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="The workflow config to project (as snakemake's).")
@@ -718,12 +839,12 @@ def estimate(configfile: str, device_name: str, precision: str, utilisation: flo
     """The cost of a config's run before it starts.
 
     Per rule and in total: model image-passes, FLOPs and hours at a device's data-sheet peak (a floor), at a
-    fraction of it, or at a measured rate (`pdd.plan.projection`; measurements reused from --cache).
+    fraction of it, or at a measured rate (`pdd.estimate`; measurements reused from --cache).
     """
     import yaml
 
+    from pdd.estimate import Rate, report
     from pdd.plan.checks import problems, schema_problems
-    from pdd.plan.projection import Rate, report
 
     if images % 2:
         raise click.BadParameter(f"must be even (TRS halves the batch), got {images}", param_hint="'--images'")

@@ -19,30 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from pdd.io import atomic_path
+from pdd.settings.datasets import DATASETS, TINY_IMAGENET_URL, DatasetInfo, info  # noqa: F401 (re-exported)
 
-TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts of a dataset: what the models need to know and where it comes from."""
-
-    num_classes: int
-    in_channels: int
-    image_size: int
-    source: str
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, 1, 8, "bundled with scikit-learn (sklearn.datasets.load_digits)"),
-    # torchvision's FashionMNIST.mirrors[0], CIFAR10.url, CIFAR100.url (tests/test_data.py checks they agree):
-    # written out so that `import pdd.data` does not import torchvision (2 s, most of it torch._dynamo).
-    "fashion_mnist": DatasetInfo(10, 1, 28, "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
-    "cifar10": DatasetInfo(10, 3, 32, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": DatasetInfo(100, 3, 32, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-    "tiny_imagenet": DatasetInfo(200, 3, 64, TINY_IMAGENET_URL),
-}
 SPLITS = ("train", "test")
 DIGITS_TEST_SIZE = 360  # 20% of the 1797 digits, stratified
 CIFAR = ("cifar10", "cifar100")  # the datasets read by torchvision's CIFAR classes (`cifar_class`)
@@ -163,13 +143,6 @@ def cifar_class(name: str) -> type:
     """torchvision's dataset class of CIFAR dataset `name` ('cifar10' or 'cifar100')."""
     datasets = _torchvision()
     return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
-
-
-def info(name: str) -> DatasetInfo:
-    """The `DatasetInfo` of `name`, or a clear error listing the known names."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[name]
 
 
 def digits_split() -> dict[str, torch.Tensor]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pdd.settings.training import intervals_problem
+
 
 def interval_index(features: torch.Tensor, num_intervals: int) -> torch.Tensor:
     """Interval m = floor((f - u) * M / (v - u)) of every unit, per row, clamped to M - 1; 0 where v == u."""
@@ -12,14 +14,6 @@ def interval_index(features: torch.Tensor, num_intervals: int) -> torch.Tensor:
     span = features.amax(dim=1, keepdim=True) - u
     scaled = (features - u) * num_intervals / torch.where(span > 0, span, torch.ones_like(span))
     return scaled.floor().clamp_(0, num_intervals - 1).long()
-
-
-def intervals_problem(num_members: int, num_intervals: int) -> str | None:
-    """Why M intervals cannot serve K members (PDD gives each member its own interval, and needs M > K); None
-    when they can."""
-    if num_intervals > num_members:
-        return None
-    return f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}"
 
 
 def keep_probabilities(

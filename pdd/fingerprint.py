@@ -41,7 +41,13 @@ def module_file(name: str) -> Path | None:
 def imported(name: str) -> set[str]:
     """Package modules that module `name` imports anywhere in its body (function-level imports included)."""
     path = module_file(name)
-    return imports_of(ast.parse(source(path)) if path else ast.Module(body=[], type_ignores=[]))
+    return set(_imports_in(source(path))) if path else set()
+
+
+@lru_cache(maxsize=None)
+def _imports_in(text: str) -> frozenset[str]:
+    """`imports_of` one module's text, parsed once per distinct text (the workflow asks for 20-odd closures)."""
+    return frozenset(imports_of(ast.parse(text)))
 
 
 def imports_of(tree: ast.Module) -> set[str]:
@@ -72,7 +78,13 @@ def closure(entries: tuple[str, ...]) -> list[str]:
 
 def code(path: Path) -> str:
     """The module's syntax tree without docstrings, as text: what a job's results can depend on."""
-    tree = ast.parse(source(path))
+    return _code_of(source(path))
+
+
+@lru_cache(maxsize=None)
+def _code_of(text: str) -> str:
+    """`code` of one module's text, computed once per distinct text."""
+    tree = ast.parse(text)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \

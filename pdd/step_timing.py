@@ -7,23 +7,12 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
 from pdd.training import TrainConfig
-from pdd.validation import setting
-
-
-@dataclass(frozen=True)
-class TimingSettings:
-    """How the timing table measures: timed steps per method (median reported), untimed warm-up steps, batch."""
-
-    steps: int = setting(20, "Timed steps per method (the median is reported).")
-    warmup: int = setting(2, "Untimed warm-up steps per method.")
-    batch_size: int = setting(64, "Images per timed step (default: training.batch_size).")
 
 
 def sync(device: torch.device) -> None:

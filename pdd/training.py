@@ -10,7 +10,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,10 @@ from tqdm import tqdm
 from pdd import data
 from pdd.augment import random_crop_flip
 from pdd.io import torch_save, write_text
-from pdd.methods import PLUGINS, LossSettings, TrainingMethod, get_method
+from pdd.methods import PLUGINS, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
-from pdd.validation import check_fields, setting
+from pdd.settings.training import THROUGHPUT_FIELDS, TrainConfig  # noqa: F401 (re-exported)
 
-THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
               "seconds", "eval_seconds")
 
@@ -34,53 +33,23 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: the job stops at once (the last epoch's resume state is kept)."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained ensemble (and so its checkpoint's validity on resume)."""
+def ensemble_spec(cfg: TrainConfig) -> EnsembleSpec:
+    """The ensemble `cfg` trains (PDD layer included when the method uses it)."""
+    info = data.info(cfg.dataset)
+    pdd = {}
+    if get_method(cfg.method).uses_pdd:
+        pdd = {"num_intervals": cfg.pdd_intervals, "alpha": cfg.pdd_alpha, "beta": cfg.pdd_beta}
+    return EnsembleSpec(cfg.arch, cfg.members, info.num_classes, info.in_channels, cfg.width, pdd)
 
-    dataset: str = setting(help="Dataset (pdd.data.DATASETS).")
-    method: str = setting(help="Training method (pdd.methods.METHODS).")
-    members: int = setting(help="Ensemble size K (>= 2).")
-    arch: str = setting("resnet18", "Member architecture.")
-    width: int = setting(64, "Channels of the first stage (64 = standard).")
-    seed: int = setting(0, "Random seed.")
-    epochs: int = setting(40, "Training epochs.")
-    batch_size: int = setting(64, "Images per batch.")
-    lr: float = setting(0.02, "SGD learning rate (start of the cosine annealing).")
-    momentum: float = setting(0.9, "SGD momentum.")
-    weight_decay: float = setting(5e-4, "SGD weight decay.")
-    lr_min: float = setting(1e-4, "Cosine annealing floor.")
-    augment: bool = setting(False, "Random crop (pad 4) + horizontal flip.")
-    pdd_intervals: int = setting(10, "PDD's number of intervals M (> K).")
-    pdd_alpha: float = setting(0.9, "PDD's keep rate of a member's priority interval.")
-    pdd_beta: float = setting(0.1, "PDD's scale of the other intervals' keep rates.")
-    loss_settings: LossSettings = field(default_factory=LossSettings)
-    init_from: str | None = setting(None, "Trained ensemble the method starts from (dverge: the baseline of the "
-                                          "same dataset, K, arch, width and seed).")
-    # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
-    # state saved with other values still resumes (THROUGHPUT_FIELDS).
-    channels_last: bool = setting(
-        False, "Throughput: keep weights (and so activations) in channels-last memory format (same results).")
-    fuse_members: bool = setting(
-        False, "Throughput: run the K members' forward as one batched (vmap) computation (same results).")
 
-    def __post_init__(self) -> None:
-        check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
-        data.info(self.dataset)
-        starts_from = get_method(self.method).starts_from
-        if starts_from and not self.init_from:
-            raise ValueError(f"method {self.method!r} starts from a trained {starts_from!r} ensemble: give init_from")
-        if self.init_from and not starts_from:
-            raise ValueError(f"method {self.method!r} trains from scratch: init_from is only for methods that "
-                             "start from a trained ensemble (dverge)")
-
-    def spec(self) -> EnsembleSpec:
-        """The ensemble this config trains (PDD layer included when the method uses it)."""
-        info = data.info(self.dataset)
-        pdd = {}
-        if get_method(self.method).uses_pdd:
-            pdd = {"num_intervals": self.pdd_intervals, "alpha": self.pdd_alpha, "beta": self.pdd_beta}
-        return EnsembleSpec(self.arch, self.members, info.num_classes, info.in_channels, self.width, pdd)
+def check_start(cfg: TrainConfig) -> None:
+    """A method that starts from a trained ensemble (dverge) has `init_from`, and only such a method."""
+    starts_from = get_method(cfg.method).starts_from
+    if starts_from and not cfg.init_from:
+        raise ValueError(f"method {cfg.method!r} starts from a trained {starts_from!r} ensemble: give init_from")
+    if cfg.init_from and not starts_from:
+        raise ValueError(f"method {cfg.method!r} trains from scratch: init_from is only for methods that "
+                         "start from a trained ensemble (dverge)")
 
 
 def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> dict:
@@ -93,9 +62,9 @@ def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.devi
               "width": cfg.width, "seed": cfg.seed}
     wrong = [f"{key} {trained.get(key)!r} (need {value!r})"
              for key, value in wanted.items() if trained.get(key) != value]
-    if wrong or source.spec != cfg.spec():
+    if wrong or source.spec != ensemble_spec(cfg):
         raise ValueError(f"init_from {cfg.init_from}: not a matching trained ensemble: "
-                         f"{', '.join(wrong) or f'spec {source.spec} (need {cfg.spec()})'}")
+                         f"{', '.join(wrong) or f'spec {source.spec} (need {ensemble_spec(cfg)})'}")
     return source.state_dict()
 
 
@@ -171,7 +140,7 @@ def _log_csv(rows: list[dict]) -> str:
 def _fresh(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> tuple[Ensemble, list, list]:
     """The seeded initial ensemble, its SGD optimisers (one per parameter group) and cosine schedules."""
     seed_everything(cfg.seed)
-    model = Ensemble(cfg.spec()).to(device)
+    model = Ensemble(ensemble_spec(cfg)).to(device)
     if cfg.channels_last:  # the weights; convolutions then return channels-last activations
         model = model.to(memory_format=torch.channels_last)  # (images stay as loaded: random starts draw alike)
     model.fuse_members = cfg.fuse_members
@@ -228,6 +197,7 @@ def train(
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     if cfg.method in PLUGINS:  # a user method's entry (file, class, settings) decides what it trains too
         cfg_dict["plugin"] = json.loads(json.dumps(PLUGINS[cfg.method]))
+    check_start(cfg)
     method = get_method(cfg.method, cfg.loss_settings)
     train_set = data.get_dataset(cfg.dataset, "train", data_root)
     test_set = data.get_dataset(cfg.dataset, "test", data_root)

@@ -107,7 +107,7 @@ FIELD_BOUNDS: dict[str, Bound] = {
 }
 
 # The varied parameter of each attack (`pdd attack --param`, the config's attack lists, the API's `attacks`)
-# has its bound in the attack's registry entry (pdd.evaluation.attacks.ATTACKS), built from these.
+# has its bound in the attack's registry entry (pdd.settings.attacks.ATTACKS), built from these.
 L2_EPS = Bound(0, low_open=True, meaning="an L2 budget")
 JSMA_GAMMA = Bound(0, 1, low_open=True, meaning="JSMA's gamma, the fraction of features it may change")
 CW_CONSTANT = Bound(0, low_open=True, meaning="C&W's initial constant c")
@@ -150,19 +150,6 @@ def check_fields(settings: Any) -> None:
         value = getattr(settings, f.name)
         for v in value if isinstance(value, tuple) else (value,):
             bound.check(f.name, v)
-
-
-def check_param(attack: str, param: Any, name: str = "param") -> Any:
-    """`param` of `attack` (bounded by its registry entry), or InvalidValue naming `name` and the attack."""
-    from pdd.evaluation.attacks import check_attack  # torch: only when a parameter is checked
-
-    bound = check_attack(attack).bound
-    if bound is None:
-        raise InvalidValue(name, param, f"attack {attack!r} takes no parameter")
-    problem = bound.problem(param)
-    if problem:
-        raise InvalidValue(name, param, f"{attack}: {problem}")
-    return param
 
 
 def non_finite(obj: Any, path: str = "") -> list[str]:

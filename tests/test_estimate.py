@@ -14,10 +14,12 @@ import yaml
 from click.testing import CliRunner
 from torch import nn
 
+import pdd.estimate as P
 from pdd.cli import main
 from pdd.evaluation import flops as F
+from pdd.evaluation.attacks import predict
 from pdd.plan import config as plan
-from pdd.plan import projection as P
+from pdd.training import ensemble_spec
 
 from conftest import REPO
 
@@ -51,11 +53,11 @@ def test_bench_flops_equal_flops_module_on_the_same_code():
     torch.set_num_threads(1)
     bench = P.Bench(DEMO, 2)
     step = bench.train_step("digits", "resnet18", 3, "baseline", None)
-    spec = plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18").spec()
+    spec = ensemble_spec(plan.train_config(DEMO, "digits", 3, "baseline", 0, "resnet18"))
     assert (step.flops, step.total) == F.train_step_measure("baseline", spec, 8)
     model = bench.model("digits", "resnet18", 3)
     x, _ = bench.batch("digits")
-    assert P.measure(lambda: P.predict(model, x, P.CPU), 2).flops == F.forward_flops(spec, 8)
+    assert P.measure(lambda: predict(model, x, P.CPU), 2).flops == F.forward_flops(spec, 8)
 
 
 def test_train_row_flops_follow_the_passes_arithmetic():

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from pdd.cli import main
+from pdd.data import get_dataset
+from pdd.evaluation.attacks import predict, select_images
+from pdd.evaluation.figure_files import read_figure_data
 from pdd.evaluation.gradcam import centre_distance, default_layer, distances_over_images, gradcam, map_centres
-from pdd.models import Ensemble, EnsembleSpec
+from pdd.io import torch_save
+from pdd.models import Ensemble, EnsembleSpec, checkpoint, load_ensemble
+from pdd.plan.outputs import OUTPUTS
 from pdd.reports.gradcam_figure import draw
+
+from conftest import REPO
+
+PAPER = REPO / "config" / "paper_results.csv"
 
 
 class SpatialMember(nn.Module):
@@ -194,9 +206,84 @@ def test_distances_over_images_keeps_commonly_correct() -> None:
 def test_draw_writes_png_and_pdf(tmp_path, channels: int) -> None:
     torch.manual_seed(0)
     maps = {m: torch.rand(3, 8, 8) for m in ("baseline", "adp", "pdd")}
+    centres = {m: map_centres(v).numpy() for m, v in maps.items()}
     out = tmp_path / "figs" / "figure1_gradcam.png"
-    draw(torch.rand(channels, 8, 8), maps, {"baseline": 1.5, "adp": 2.0, "pdd": 3.25}, out, "digits, image 0")
+    draw(torch.rand(channels, 8, 8).numpy(), {m: v.numpy() for m, v in maps.items()}, centres,
+         {"baseline": 1.5, "adp": 2.0, "pdd": 3.25}, out, "digits, image 0")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000
     pdf = out.with_suffix(".pdf")
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1_000
     assert sorted(p.name for p in out.parent.iterdir()) == ["figure1_gradcam.pdf", "figure1_gradcam.png"]
+
+
+def saved(tmp_path, method: str, seed: int) -> str:
+    """A tiny untrained digits ensemble of `method` saved as a pdd checkpoint (what a training job writes)."""
+    path = tmp_path / f"{method}.pt"
+    model = tiny("resnet18", seed=seed)
+    torch_save(checkpoint(model, train_config={"dataset": "digits", "members": 3, "method": method,
+                                               "arch": "resnet18", "seed": 0}), path)
+    return str(path)
+
+
+def test_figure_jobs_write_what_the_figures_draw(tmp_path) -> None:
+    """`pdd gradcam` and `pdd examples` (Figures 1 and 5's evaluation jobs) write records whose numbers equal the
+    same computations done here on the loaded ensembles; the report builders draw from those files alone."""
+    paths = {"baseline": saved(tmp_path, "baseline", 0), "pdd": saved(tmp_path, "pdd", 1)}
+    models = [a for m, p in paths.items() for a in ("--model", f"{m}={p}")]
+    record = tmp_path / "gradcam.json"
+    result = CliRunner().invoke(main, ["gradcam", *models, "--image", "3", "--layer", "layers.5", "--over-images",
+                                       "--num-images", "12", "--data-root", str(tmp_path), "--out", str(record)])
+    assert result.exit_code == 0, result.output
+    found, arrays = read_figure_data(record)
+    x, y = get_dataset("digits", "test", tmp_path)[3]
+    for method, path in paths.items():
+        maps = gradcam(load_ensemble(path), x[None], torch.tensor([y]), "layers.5")[:, 0]
+        assert found["distances"][method] == pytest.approx(centre_distance(maps))
+        assert torch.allclose(torch.from_numpy(arrays[f"maps/{method}"]), maps, atol=1e-6)
+    assert found["label"] == int(y) and found["forward_images"] > 0
+    # Over images: the same rows as distances_over_images here (one ensemble twice, so that some images are
+    # commonly correct: untrained ensembles share none).
+    twice = tmp_path / "twice.json"
+    result = CliRunner().invoke(main, ["gradcam", "--model", f"a={paths['pdd']}", "--model", f"b={paths['pdd']}",
+                                       "--layer", "layers.5", "--over-images", "--num-images", "60", "--data-root",
+                                       str(tmp_path), "--out", str(twice)])
+    assert result.exit_code == 0, result.output
+    same = load_ensemble(paths["pdd"])
+    xs, ys = select_images(get_dataset("digits", "test", tmp_path), 60, seed=0)
+    direct = distances_over_images({"a": same, "b": same}, xs, ys, "layers.5")
+    rows = pd.DataFrame(read_figure_data(twice)[0]["per_image"])
+    assert len(direct) > 0 and rows["image"].tolist() == direct["image"].tolist()
+    assert rows["distance"].to_numpy() == pytest.approx(direct["distance"].to_numpy())
+    spec = {"datasets": ["digits"], "K": [3], "methods": list(paths), "image": 3}
+    inputs = [str(record), str(record.with_suffix(".npz"))]
+    OUTPUTS["figure1_gradcam"].run(inputs, spec, str(tmp_path / "fig1"), "")
+    OUTPUTS["table_figure1_distance"].run(inputs, spec, str(tmp_path / "table"), str(PAPER))
+    assert (tmp_path / "fig1.png").stat().st_size > 5_000
+    table = pd.read_csv(tmp_path / "table.csv").set_index("method")
+    assert table.loc["pdd", "distance"] == pytest.approx(found["distances"]["pdd"])
+
+    record = tmp_path / "examples.json"
+    result = CliRunner().invoke(main, ["examples", *models, "--image", "3", "--eps", "pgd=0.1", "--eps",
+                                       "pgd_l2=1.0", "--data-root", str(tmp_path), "--out", str(record)])
+    assert result.exit_code == 0, result.output
+    found, arrays = read_figure_data(record)
+    for method, path in paths.items():
+        cells = found["cells"][method]
+        assert [c["attack"] for c in cells] == ["none", "pgd", "pgd_l2"]
+        for i, cell in enumerate(cells):  # each prediction is the ensemble's on the stored image
+            image = torch.from_numpy(arrays[f"{method}/{i}"])[None]
+            assert cell["predicted"] == int(predict(load_ensemble(path), image, torch.device("cpu"))[0])
+        assert (torch.from_numpy(arrays[f"{method}/1"]) - x).abs().max() <= 0.1 + 1e-6  # inside the L-inf ball
+    OUTPUTS["figure5_examples"].run([str(record)], spec, str(tmp_path / "fig5"), "")
+    assert (tmp_path / "fig5.png").stat().st_size > 5_000
+
+
+def test_figure_jobs_refuse_bad_input_in_one_line(tmp_path) -> None:
+    """An image past the test set, a --model without its method, a budget of another attack: usage errors."""
+    path = saved(tmp_path, "baseline", 0)
+    out = str(tmp_path / "r.json")
+    for args, message in ((["gradcam", "--model", f"b={path}", "--image", "360"], "test set has 360 images"),
+                          (["gradcam", "--model", path], "expected METHOD=CHECKPOINT"),
+                          (["examples", "--model", f"b={path}", "--eps", "fgsm=0.1"], "expected pgd=EPS")):
+        result = CliRunner().invoke(main, [*args, "--data-root", str(tmp_path), "--out", out])
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -14,6 +14,7 @@ from pdd.cli import main
 from pdd.methods import LossSettings, get_method
 from pdd.plan import config as plan
 from pdd.plan.outputs import ensembles, requested
+from pdd.settings.timing import TimingSettings
 from pdd.training import TrainConfig
 
 from conftest import REPO
@@ -40,7 +41,7 @@ def test_absent_keys_take_the_dataclass_default_once() -> None:
     del cfg["pdd"]["alpha"], cfg["gal"], cfg["timing"]
     assert plan.train_config(cfg, "digits", 3, "pdd", 0).pdd_alpha == TrainConfig.pdd_alpha
     assert plan.loss_settings(cfg, ["gal"]).gal_lambda == LossSettings.gal_lambda
-    assert plan.timing_settings(cfg).steps == pdd.step_timing.TimingSettings.steps
+    assert plan.timing_settings(cfg).steps == TimingSettings.steps
     assert plan.timing_settings(cfg).batch_size == cfg["training"]["batch_size"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdd.plan.projection import CLEAN_ERROR, Row, clean_saving, markdown
+from pdd.estimate import CLEAN_ERROR, Row, clean_saving, markdown
 
 
 def test_clean_error_is_the_papers_baseline_no_attack_row() -> None:

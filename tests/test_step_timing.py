@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pdd.methods.base import LossSettings, TrainingMethod
+from pdd.methods.base import TrainingMethod
 from pdd.models import EnsembleSpec
+from pdd.settings.methods import LossSettings
 from pdd.step_timing import time_methods
 
 

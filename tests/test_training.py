@@ -17,7 +17,7 @@ import torch
 
 import pdd.training
 from pdd.models import load_ensemble, read_checkpoint
-from pdd.training import TrainConfig, _rng_state, _set_rng_state, train
+from pdd.training import TrainConfig, _rng_state, _set_rng_state, ensemble_spec, train
 
 ARGS = ["--dataset", "digits", "--method", "pdd", "--members", "2", "--width", "2", "--epochs", "4",
         "--pdd-intervals", "5", "--device", "cpu", "--threads", "1"]
@@ -93,7 +93,7 @@ def test_training_log_and_checkpoint(tmp_path: Path) -> None:
 def test_bad_training_config_rejected(bad: dict) -> None:
     args = dict(dataset="digits", method="baseline", members=2, width=2) | bad
     with pytest.raises(ValueError):
-        TrainConfig(**args).spec()
+        ensemble_spec(TrainConfig(**args))
 
 
 def test_cli_rejects_bad_input_with_a_message(tmp_path: Path) -> None:

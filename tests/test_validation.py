@@ -24,7 +24,8 @@ from pdd.cli import Checked, Registry, main
 from pdd.evaluation.attacks import ATTACKS
 from pdd.io import atomic_path, remove_stale_temporaries, write_json
 from pdd.plan.checks import problems, schema_problems, value_problems
-from pdd.validation import Bound, InvalidValue, check_param
+from pdd.settings.attacks import check_param
+from pdd.validation import Bound, InvalidValue
 
 PARAM_BOUNDS = {name: a.bound for name, a in ATTACKS.items() if a.bound is not None}  # each attack's bound
 

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pdd.evaluation.attack_registry import ATTACKS, Attack, AttackSettings, check_attack  # noqa: F401 (re-exported)
+from pdd.evaluation.art_attacks import BUILDERS
 from pdd.evaluation.records import image_fields, pack_flags
 from pdd.models import Ensemble, LogMeanProb
+from pdd.settings.attacks import ATTACKS, Attack, AttackSettings, check_attack  # noqa: F401 (re-exported)
 
 
 def image_indices(size: int, num_images: int | None, seed: int = 0) -> torch.Tensor:
@@ -120,10 +121,10 @@ def art_classifier(model: Ensemble, input_shape: tuple[int, ...], num_classes: i
 
 def build_attack(name: str, param: float, classifier, settings: AttackSettings):
     """The ART attack object for `name` at parameter `param` (eps, JSMA's gamma or C&W's initial constant)."""
-    attack = check_attack(name)
-    if attack.build is None:
+    check_attack(name)
+    if name not in BUILDERS:
         raise ValueError(f"attack {name!r} takes no parameter")
-    return attack.build(param, classifier, settings)
+    return BUILDERS[name](param, classifier, settings)
 
 
 def jsma_targets(labels: torch.Tensor, num_classes: int, seed: int) -> np.ndarray:

@@ -47,7 +47,7 @@ class FlopCounter(TorchDispatchMode):
     Each operator's count is kept per (operator, shapes, arguments), so a formula runs once per distinct call
     (the counting overhead of a TRS step fell from 1.57 s to 0.93 s). `scale(func, args, out, flops)`, when given,
     turns each distinct call's FLOPs into the figure counted (the projection's width scaling,
-    `pdd.plan.projection.WidthScale`)."""
+    `pdd.estimate.width.WidthScale`)."""
 
     def __init__(self, scale: Callable[[object, tuple, object, int], float] | None = None) -> None:
         super().__init__()

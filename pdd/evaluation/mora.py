@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("linf", "l2")
-MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+from pdd.settings.strong import MIXES, NORMS
+
 MOMENTUM = 0.75
 
 

@@ -1,9 +1,10 @@
 """Every training method by its config name: one module per method, one registry line each.
 
 To add a built-in method: write `pdd/methods/<name>.py` with a `TrainingMethod` subclass (its `backward`, and if
-needed `parameter_groups`, `start_epoch`, `starts_from`), add its settings to `LossSettings` (pdd/methods/base.py),
-and add one line to `METHODS` below. A method from outside the package (the user's module or file, or an
-installed package's `pdd.methods` entry point) is registered by `register` (pdd.methods.plugins).
+needed `parameter_groups`, `start_epoch`, `starts_from`), add its settings to `LossSettings` and its facts to
+`METHOD_INFO` (pdd/settings/methods.py, read by the torch-free plan), and add one line to `METHODS` below. A method
+from outside the package (the user's module or file, or an installed package's `pdd.methods` entry point) is
+registered by `register` (pdd.methods.plugins).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 
 from pdd.methods.adp import ADP
 from pdd.methods.adversarial_training import AdversarialTraining
-from pdd.methods.base import LossSettings, TrainingMethod
+from pdd.methods.base import TrainingMethod
 from pdd.methods.deg import DEG
 from pdd.methods.dverge import DVERGE
 from pdd.methods.ece import CrossEntropy
 from pdd.methods.gal import GAL
 from pdd.methods.plugins import PluginError, entry_points, factory
 from pdd.methods.trs import TRS
+from pdd.settings.methods import BUILTIN, LossSettings
 
 METHODS: dict[str, Callable[[LossSettings], TrainingMethod]] = {
     "baseline": CrossEntropy,
@@ -36,7 +38,6 @@ METHODS: dict[str, Callable[[LossSettings], TrainingMethod]] = {
     "trs": TRS,
     "dverge": DVERGE,
 }
-BUILTIN = frozenset(METHODS)  # names a user's method may not take
 PLUGINS: dict[str, dict] = {}  # the registered user methods' config entries ({} for an entry point)
 
 

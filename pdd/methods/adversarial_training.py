@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from pdd.gradients import linf_step
 from pdd.losses import ensemble_cross_entropy
-from pdd.methods.base import LossSettings, TrainingMethod
+from pdd.methods.base import TrainingMethod
 from pdd.models import Ensemble, eval_mode
+from pdd.settings.methods import LossSettings
 
 
 def check_attack(attack: str) -> None:

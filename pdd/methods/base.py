@@ -1,45 +1,15 @@
-"""What every training method shares: the loss settings and the `TrainingMethod` interface."""
+"""What every training method shares: the `TrainingMethod` interface (the loss settings live in
+`pdd.settings.methods`, free of torch)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from pdd.models import Ensemble
-from pdd.validation import check_fields, setting
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """Loss weights and inner-attack budgets of every method (paper / authors' defaults; CIFAR eps)."""
-
-    deg_lambda: float = setting(0.01, "DEG's weight of the gradient dispersion L_g (eq. 4).")
-    adp_alpha: float = setting(2.0, "ADP's weight of the ensemble entropy.")
-    adp_beta: float = setting(0.5, "ADP's weight of the log-determinant.")
-    adv_eps: float = setting(0.02, "Adversarial training L-inf budget.")
-    adv_steps: int = setting(10, "PGD steps of adversarial training.")
-    gal_lambda: float = setting(0.5, "GAL's weight of the coherence penalty.")
-    trs_coeff: float = setting(2.0, "TRS's weight of the gradient similarity.")
-    # TRS's weight of the smoothness term (the authors' spelling). The authors' 2.0 multiplied gradients of the
-    # batch-MEAN loss, i.e. per-sample gradient norms^2 / B^2 at their batch 128; ours are per sample, so the
-    # same effective weight is 2 / 128^2 (2.0 on per-sample norms diverges within three SGD steps).
-    trs_lamda: float = setting(2 / 128**2, "TRS's weight of the per-sample smoothness term (the authors' 2.0 at "
-                               "batch-mean gradients, batch 128).")
-    trs_scale: float = setting(5.0, "TRS's weight of both terms.")
-    trs_init_eps: float = setting(0.01, "TRS gradient-norm PGD eps, first epoch.")
-    trs_adv_eps: float = setting(0.03, "TRS gradient-norm PGD eps, last epoch.")
-    trs_steps: int = setting(6, "TRS gradient-norm PGD steps (each eps/3).")
-    dverge_eps: float = setting(0.07, "DVERGE feature-distillation L-inf budget.")
-    dverge_step: float = setting(0.007, "DVERGE distillation step size.")
-    dverge_steps: int = setting(10, "DVERGE distillation steps.")
-
-    def __post_init__(self) -> None:
-        check_fields(self)  # finite numbers in their ranges (pdd.validation)
-        if self.trs_init_eps > self.trs_adv_eps:
-            raise ValueError(f"trs_init_eps ({self.trs_init_eps}) must not exceed trs_adv_eps ({self.trs_adv_eps})")
+from pdd.settings.methods import LossSettings
 
 
 class TrainingMethod:

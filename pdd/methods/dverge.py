@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdd.gradients import linf_step
-from pdd.methods.base import LossSettings, TrainingMethod
+from pdd.methods.base import TrainingMethod
 from pdd.models import Ensemble, eval_mode
+from pdd.settings.methods import LossSettings
 
 LAYER_STREAM = 2**40  # offset of the per-epoch layer draw's seed from the data shuffle's (seed * 1_000_003 + epoch)
 

@@ -18,18 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pdd.methods.base import LossSettings, TrainingMethod
-
-ENTRY_POINT_GROUP = "pdd.methods"
+from pdd.methods.base import TrainingMethod
+from pdd.settings.methods import ENTRY_POINT_GROUP, LossSettings, entry_points
 
 
 class PluginError(ValueError):
     """A user's training method that cannot be used: one line naming `methods.<name>` and what is wrong."""
-
-
-def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    """{method name: entry point} of the installed packages' `pdd.methods` group (nothing is imported yet)."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def reference(name: str, spec: Mapping[str, Any]) -> str:

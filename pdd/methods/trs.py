@@ -10,8 +10,9 @@ import torch
 
 from pdd.gradients import linf_step, member_input_gradients, replicate
 from pdd.losses import trs_similarity, trs_smoothness
-from pdd.methods.base import LossSettings, TrainingMethod
+from pdd.methods.base import TrainingMethod
 from pdd.models import Ensemble, eval_mode
+from pdd.settings.methods import LossSettings
 
 
 def gradient_norm_pgd(model: Ensemble, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:

@@ -10,12 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pdd.data import DATASETS
-from pdd.dropout import intervals_problem
-from pdd.evaluation.attacks import ATTACKS
-from pdd.methods import METHODS, PluginError, available, get_method, register
-from pdd.plan.config import STRONG_EPS_KEYS, STRONG_KEYS_BY_NORM, strong_eps, strong_settings, train_config
-from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested, variant
+from pdd.plan.config import (
+    STRONG_EPS_KEYS,
+    STRONG_KEYS_BY_NORM,
+    method_of,
+    strong_eps,
+    strong_settings,
+    train_config,
+    user_methods,
+)
+from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, intervals_for, requested
+from pdd.settings.attacks import ATTACKS
+from pdd.settings.datasets import DATASETS
+from pdd.settings.methods import BUILTIN, entry_points
+from pdd.settings.training import intervals_problem
 
 
 def schema_problems(config: dict, schema: str | Path | dict) -> list[str]:
@@ -154,11 +162,19 @@ def method_problems(config: dict) -> list[str]:
         if name in external:
             found.append(f"methods.{name}: also the name of an external model; give one of them another name")
             continue
+        from pdd.methods import PluginError, register  # a user's method is torch code; built-in ones need none
+
         try:
             register(name, spec)
         except PluginError as err:
             found.append(str(err))
     return found
+
+
+def known_methods(config: dict) -> list[str]:
+    """Every method name a config may use: the built-in ones, the config's own, the installed entry points'."""
+    own = [m for m in user_methods(config) if m not in BUILTIN]
+    return sorted(BUILTIN) + own + sorted(set(entry_points()) - BUILTIN - set(own))
 
 
 def attack_problems(config: dict) -> list[str]:
@@ -190,13 +206,16 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
             found.append(f"{key}: dataset {dataset!r} has no attack list under 'attacks'")
     external = config.get("external", {})
     names = [m for m in spec.get("methods", []) if m not in external]
-    unknown = [m for m in names if m not in available()]
+    known = known_methods(config)
+    unknown = [m for m in names if m not in known]
     if unknown:
-        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(available())} and the "
+        return found + [f"{key}.methods: unknown method(s) {unknown}; known: {sorted(known)} and the "
                         f"config's external models {sorted(external)}"]
     broken = []
     for m in names:
-        if m not in METHODS:  # an installed entry point, loaded here: a broken one is one line, not a traceback
+        if m not in BUILTIN and m not in user_methods(config):  # an installed entry point, loaded here: a broken
+            from pdd.methods import PluginError, register  # one is one line, not a traceback
+
             try:
                 register(m)
             except PluginError as err:
@@ -208,7 +227,7 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
     if outside and trained_only:
         found.append(f"{key}.methods: external model(s) {outside} cannot appear in {name}: it needs "
                      f"{NEEDS[trained_only[0]]}, which only an ensemble trained by the pipeline has")
-    clash = sorted(set(external) & set(METHODS))
+    clash = sorted(set(external) & (BUILTIN | set(user_methods(config))))
     if clash:
         found.append(f"external: {clash} are names of training methods; give your models other names")
     if "primary" in spec and name != "table_claims":
@@ -233,7 +252,7 @@ def output_problems(config: dict, name: str, spec: dict) -> list[str]:
                 if missing:
                     found.append(f"{key}.attacks.{attack}: {missing} not among attacks.{dataset}.{attack}, so the "
                                  "standard-iteration column would have no result")
-    uses_pdd = any(get_method(variant(m)[0]).uses_pdd for m in names)
+    uses_pdd = any(method_of(config, m).uses_pdd for m in names)
     for k in spec["K"] if uses_pdd else []:
         m = intervals_for(config, k)
         if m is None:

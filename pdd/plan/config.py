@@ -15,16 +15,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-from pdd.evaluation.attacks import AttackSettings
-from pdd.evaluation.strong import StrongSettings
 from pdd.fingerprint import file_fingerprint
-from pdd.methods import BUILTIN, LossSettings, TrainingMethod, get_method, register
-from pdd.methods.plugins import source_files
 from pdd.plan.outputs import OUTPUTS, THREATS, intervals_for, requested, suite_attacks, variant
 from pdd.plan.outputs import methods as output_methods
 from pdd.plan.paths import model_path
-from pdd.step_timing import TimingSettings
-from pdd.training import THROUGHPUT_FIELDS, TrainConfig
+from pdd.settings.attacks import AttackSettings
+from pdd.settings.methods import BUILTIN, METHOD_INFO, LossSettings, MethodInfo
+from pdd.settings.strong import StrongSettings
+from pdd.settings.timing import TimingSettings
+from pdd.settings.training import THROUGHPUT_FIELDS, TrainConfig
 
 Path = tuple[str, ...]
 
@@ -112,19 +111,35 @@ def user_methods(config: Mapping) -> dict[str, dict]:
 
 
 def register_methods(config: Mapping) -> None:
-    """Make the config's own training methods known to `pdd.methods` (this imports, so runs, their code; a
-    `PluginError` if one cannot be used: `pdd.plan.checks` reports it as a config problem first)."""
+    """Make the config's own training methods known to `pdd.methods` (this imports, so runs, their code, and
+    torch with it; a `PluginError` if one cannot be used: `pdd.plan.checks` reports it as a config problem first)."""
+    from pdd.methods import register  # only for the config's own methods: a built-in method needs no torch
+
     for name, spec in user_methods(config).items():
         register(name, spec)
 
 
-def method_of(config: Mapping, name: str) -> TrainingMethod:
-    """A fresh instance of method `name` (of a PDD variant's base), the config's own methods registered first."""
+def method_class(config: Mapping, name: str) -> type:
+    """The class of a user's method `name` (config entry or installed entry point), registered first."""
+    from pdd.methods import get_method  # a user's method is torch code
+
     register_methods(config)
-    return get_method(variant(name)[0])
+    return type(get_method(variant(name)[0]))
 
 
-def loss_key(field: str, method: TrainingMethod) -> Path:
+def method_of(config: Mapping, name: str) -> MethodInfo:
+    """What the plan needs to know of method `name` (of a PDD variant's base): a built-in method's facts from
+    `pdd.settings.methods` (no torch), a user's method's from an instance of its class."""
+    base = variant(name)[0]
+    if base in METHOD_INFO:
+        return METHOD_INFO[base]
+    from pdd.methods import get_method  # a user's method is torch code
+
+    register_methods(config)
+    return MethodInfo.of(get_method(base))
+
+
+def loss_key(field: str, method: MethodInfo) -> Path:
     """Where `LossSettings` field `field` of `method` lives: adv_* under adversarial_training.<fgsm|pgd>, the
     others under the section named by the field's prefix (gal_lambda -> gal.lambda)."""
     section, key = field.split("_", 1)
@@ -283,10 +298,12 @@ def plugin_args(config: Mapping, methods: Iterable[str]) -> list[str]:
 def method_code(config: Mapping, methods: Iterable[str]) -> str:
     """Fingerprint of the user's source files behind `methods` (config entries and installed entry points; ''
     when all are built in): a job's `code` param adds it, so editing such a file reruns that method's jobs only."""
-    files: set[str] = set()
-    for name in methods:
-        if variant(name)[0] not in BUILTIN:
-            files |= set(source_files(type(method_of(config, name))))
+    users = [name for name in methods if variant(name)[0] not in BUILTIN]
+    if not users:
+        return ""
+    from pdd.methods.plugins import source_files  # only for user methods, whose code imports torch anyway
+
+    files = {file for name in users for file in source_files(method_class(config, name))}
     return file_fingerprint(tuple(sorted(files))) if files else ""
 
 

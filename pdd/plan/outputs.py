@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from pdd.plan.paths import TIMING, eval_path, model_path
+from pdd.plan.paths import FIGURE_DATA, TIMING, eval_path, model_path
 
 THREATS = ("blackbox_oblivious", "blackbox_adaptive")
 VARIANT = re.compile(r"(?P<base>[a-z_]+)-M(?P<intervals>\d+)")
@@ -28,7 +28,9 @@ NEEDS = {
     "strong": "the strong evaluation (L-inf)",
     "strong_l2": "the strong evaluation's L2 twin (the same attacks and checks at L2 budgets)",
     "train_log": "the training log",
-    "model": "the trained checkpoint itself",
+    "gradcam": "Grad-CAM of the output's ensembles (one job per output: the image's maps; a table also the distance "
+               "over the commonly correct test images)",
+    "examples": "PGD examples of one test image crafted on each of the output's ensembles (one job per output)",
     "step_timing": "the interleaved training-step timing of the (dataset, K)",
     "member_transfer": "PGD crafted on each member, scored on every member (the output's `eps`)",
     "jobs": "every job of every other requested output: its benchmark file and its cost record",
@@ -38,7 +40,8 @@ NEEDS = {
 }
 # What an external model (your own, evaluated with our jobs, nothing trained) cannot give: these need a
 # checkpoint of ours, a training run or a surrogate trained with the model's own method.
-TRAINED_ONLY = ("transfer", "train_log", "model", "step_timing", "member_transfer")
+TRAINED_ONLY = ("transfer", "train_log", "gradcam", "examples", "step_timing", "member_transfer")
+PER_OUTPUT = ("gradcam", "examples")  # needs served by one evaluation job of the whole output (pdd.plan.figure_jobs)
 # Outputs whose files of an ensemble another output reads (need -> output).
 BORROWED = {"stronger": "table_stronger_attacks", "l2_twin": "table_strong_evaluation_l2"}
 
@@ -111,11 +114,11 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
            caption="Table 2's ensembles under the paper's iteration counts and the stronger ones of the section "
                    "'Increasing Attack Strength'; PDD+DEG's gain over the baseline and ADP, in points."),
     Output("table_figure1_distance", "table", "Figure 1's number: distance between the members' Grad-CAM centres",
-           ("model",), "pdd.reports.figure1:build_distance_table",
+           ("gradcam",), "pdd.reports.figure1:build_distance_table",
            caption="Mean pairwise Euclidean distance (pixels) between the centres of the members' Grad-CAM "
                    "pixels above 0.9, for the chosen image beside the paper's, and mean ± std over test images "
                    "classified correctly by every ensemble."),
-    Output("figure1_gradcam", "figure", "Figure 1: Grad-CAM of each member", ("model",),
+    Output("figure1_gradcam", "figure", "Figure 1: Grad-CAM of each member", ("gradcam",),
            "pdd.reports.figure1:build_figure",
            caption="Grad-CAM of each member's true-class score on its last convolutional feature maps with "
                    "spatial extent, for one test image; rows: methods, columns: members."),
@@ -131,7 +134,7 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
            "pdd.reports.figures:build_strength_figure", "figure5_text", own_attacks=True,
            caption="Accuracy (% of initially correct test images) under 10-step PGD against eps, L-inf and L2, "
                    "log2 axis; dotted: each method's clean accuracy; crosses: the paper's reported points."),
-    Output("figure5_examples", "figure", "Figure 5: PGD examples on the baseline and PDD+DEG", ("model",),
+    Output("figure5_examples", "figure", "Figure 5: PGD examples on the baseline and PDD+DEG", ("examples",),
            "pdd.reports.figure5:build_figure",
            caption="One test image and its PGD examples at L-inf and L2 budgets, crafted on each ensemble, with "
                    "the ensemble's prediction."),
@@ -299,8 +302,8 @@ def inputs(config: dict, name: str) -> list[str]:
                 files.append(ev(need, "evaluation.json"))
             elif need == "train_log":
                 files.append(model_path(config, dataset, k, method, seed).replace("ensemble.pt", "train_log.csv"))
-            elif need == "model":
-                files.append(model_path(config, dataset, k, method, seed))
+            elif need in PER_OUTPUT:
+                continue  # not per ensemble: the output's own evaluation job, below
             elif need == "member_transfer":
                 files.append(ev("member_transfer", "pgd.json"))
             elif need == "whitebox_pgd":
@@ -309,17 +312,26 @@ def inputs(config: dict, name: str) -> list[str]:
             elif need in BORROWED:  # the other output's files of this ensemble, if it is requested
                 files += borrowed_files(borrowed.get(need, []), ev("", "").rstrip("/"))
             elif need == "jobs":
-                continue  # not per ensemble: pdd.plan.jobs.cost_inputs
+                continue  # not per ensemble: Snakemake's DAG (pdd.plan.dag.jobs_per_output)
             elif need == "step_timing":
                 files.append(TIMING.format(dataset=dataset, arch=config["model"]["arch"], K=k, seed=seed))
             else:
                 raise ValueError(f"output {name!r} needs unknown evaluation {need!r}; known: {sorted(NEEDS)}")
-    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.plan.jobs)
+    for need in PER_OUTPUT:
+        if need in output.needs:
+            record = f"{FIGURE_DATA.format(name=name)}/{need}.json"
+            files += [record, record.removesuffix(".json") + ".npz"]
+    return list(dict.fromkeys(files))  # "jobs" (the cost table) reads JOBS_PER_OUTPUT (pdd.plan.dag)
 
 
 def suite_attacks(config: dict, suite: str, dataset: str) -> dict[str, list[float]]:
     """{attack: [params]} of an attack suite: the dataset's list ('whitebox') or an output's own list."""
     return dataset_attacks(config, dataset) if suite == "whitebox" else requested(config)[suite]["attacks"]
+
+
+def main_file(name: str) -> str:
+    """One file of output `name` (its CSV or PNG): the file Snakemake's DAG knows the output's job by."""
+    return f"results/tables/{name}.csv" if OUTPUTS[name].kind == "table" else f"results/figures/{name}.png"
 
 
 def targets(config: dict, kind: str) -> list[str]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 MODEL_DIR = "results/models/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 EVAL_DIR = "results/eval/{dataset}/{arch}/K{K}/{method}/seed{seed}"
 TIMING = "results/eval/{dataset}/{arch}/K{K}/timing/seed{seed}.json"
+FIGURE_DATA = "results/figure_data/{name}"  # a figure's own evaluation job (gradcam, examples): <job>.json and .npz
 JOBS_PER_OUTPUT = "results/benchmarks/jobs_per_output.json"  # the cost table's input: {output: benchmark files}
 STRONG_NORMS = {"strong": "linf", "strong_l2": "l2"}  # the strong evaluation's folder of each threat model
 ATTACK_SEP = "+"  # joins the attacks of one attack job in its benchmark and log names ("fgsm+pgd")
 ATTACK_RULES = ("whitebox", "transfer")  # the rule kinds whose jobs run several attacks (pdd.plan.jobs.AttackJobs)
+OTHER_SUITES = ("diversity", "strong", "strong_l2", "member_transfer")  # evaluation folders no attack job writes
 
 
 def model_path(config: dict, dataset: str, k: int, method: str, seed: int, arch: str | None = None) -> str:
@@ -27,12 +29,15 @@ def eval_path(config: dict, kind: str, dataset: str, k: int, method: str, seed: 
 def parse_path(path: str) -> dict:
     """The fields of a result path (the inverse of the layout above): dataset; for models and evaluations also
     arch, K, method (not for the timing file), seed; for evaluations `suite` (an attack suite, a threat,
-    'diversity', 'strong', 'member_transfer') and `attack` (the file's stem)."""
+    'diversity', 'strong', 'member_transfer') and `attack` (the file's stem); for a figure's own evaluation job
+    the `output` it serves and the `job`."""
     parts = path.split("/")
     if len(parts) < 3 or parts[0] != "results":
         raise ValueError(f"not a result path: {path!r}")
     if parts[1] == "data":
         return {"dataset": parts[2].removesuffix(".json")}
+    if parts[1] == "figure_data":  # a figure's own evaluation job: the output it serves
+        return {"output": parts[2], "job": parts[3].rsplit(".", 1)[0]}
     found = {"dataset": parts[2], "arch": parts[3], "K": int(parts[4][1:])}
     if parts[1] == "eval" and parts[5] == "timing":
         return {**found, "seed": int(parts[6].removeprefix("seed").removesuffix(".json"))}

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pdd.evaluation.attack_registry import ATTACKS as ATTACK_REGISTRY
 from pdd.io import write_text
 from pdd.plan.outputs import variant
+from pdd.settings.attacks import ATTACKS as ATTACK_REGISTRY
 
 METHODS = {
     "baseline": "Baseline", "adp": "ADP", "pdd": "PDD", "deg": "DEG", "pdd_deg": "PDD+DEG",

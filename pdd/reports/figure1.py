@@ -1,17 +1,14 @@
-"""Registry builders of Figure 1 (`figure1_gradcam`) and its number (`table_figure1_distance`) from the
-trained ensembles: Grad-CAM per member, the distance between the members' hot-pixel centres."""
+"""Registry builders of Figure 1 (`figure1_gradcam`) and its number (`table_figure1_distance`) from the Grad-CAM
+job's files (`pdd gradcam`, pdd.evaluation.figure1): the members' maps, the distance between their hot-pixel
+centres."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 
-from pdd import data
-from pdd.evaluation.attacks import select_images
-from pdd.evaluation.gradcam import THRESHOLD, centre_distance, default_layer, distances_over_images, gradcam
-from pdd.models import Ensemble, load_ensemble
+from pdd.evaluation.figure_files import read_figure_data
 from pdd.reports.display import Grid, best_mask, dataset_name, fmt, method_name, where, write_table
 from pdd.reports.gradcam_figure import draw
 from pdd.reports.tables import stand_in_note
@@ -24,42 +21,19 @@ PAPER_DISTANCES = {"tiny_imagenet": {"pdd": 24.68, "baseline": 8.8, "adp": 14.34
 TABLE = "table_figure1_distance"
 
 
-def load_ensembles(inputs: list[str], methods: list[str]) -> dict[str, Ensemble]:
-    """{method: ensemble} from checkpoint paths (one per method, the first seed's), in the spec's order."""
-    found = {}
-    for method in methods:
-        path = next(p for p in inputs if f"/{method}/seed" in p)
-        found[method] = load_ensemble(path)
-    return found
-
-
-def _layer(spec: dict, ensembles: dict[str, Ensemble], image_size: int) -> str:
-    """The configured Grad-CAM layer, else the last stage output with spatial extent at this image size."""
-    return spec.get("layer") or default_layer(next(iter(ensembles.values())).spec.arch, image_size)
-
-
-def _image(spec: dict) -> tuple[torch.Tensor, int]:
-    dataset = data.get_dataset(spec["datasets"][0], "test", spec["data_root"])
-    x, y = dataset[spec.get("image", 0)]
-    return x, int(y)
-
-
-def image_distances(ensembles: dict[str, Ensemble], x: torch.Tensor, y: int, layer: str,
-                    threshold: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Per method: the members' Grad-CAM maps [K, H, W] of the true class, and their centre distance."""
-    maps = {m: gradcam(model, x[None], torch.tensor([y]), layer)[:, 0] for m, model in ensembles.items()}
-    return maps, {m: centre_distance(v, threshold) for m, v in maps.items()}
+def record_of(inputs: list[str]) -> str:
+    """The Grad-CAM job's record among an output's inputs (its NPZ lies beside it)."""
+    return next(p for p in inputs if p.endswith(".json"))
 
 
 def build_figure(inputs: list[str], spec: dict, out: str, paper_csv: str) -> None:
     """figure1_gradcam: the methods x members Grad-CAM grid of the configured test image."""
-    ensembles = load_ensembles(inputs, spec["methods"])
-    x, y = _image(spec)
-    layer = _layer(spec, ensembles, x.shape[-1])
-    maps, distances = image_distances(ensembles, x, y, layer, spec.get("threshold", THRESHOLD))
-    title = (f"{where(spec['datasets'][0], spec['K'][0])}: Grad-CAM per member, test image {spec.get('image', 0)} "
-             f"(class {y}), layer {layer}")
-    draw(x, maps, distances, f"{out}.png", title, spec.get("threshold", THRESHOLD))
+    record, arrays = read_figure_data(record_of(inputs))
+    methods = record["methods"]
+    title = (f"{where(spec['datasets'][0], spec['K'][0])}: Grad-CAM per member, test image {record['image']} "
+             f"(class {record['label']}), layer {record['layer']}")
+    draw(arrays["image"], {m: arrays[f"maps/{m}"] for m in methods}, {m: arrays[f"centres/{m}"] for m in methods},
+         record["distances"], f"{out}.png", title)
 
 
 def distance_table(one: dict[str, float], many: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -110,15 +84,11 @@ def distance_document(df: pd.DataFrame, spec: dict, layer: str, threshold: float
 
 
 def build_distance_table(inputs: list[str], spec: dict, out: str, paper_csv: str, output: Output) -> None:
-    """table_figure1_distance: the configured image's distances beside the paper's, and over `num_images` test
-    images classified correctly by every ensemble."""
-    ensembles = load_ensembles(inputs, spec["methods"])
-    x, y = _image(spec)
-    layer, threshold = _layer(spec, ensembles, x.shape[-1]), spec.get("threshold", THRESHOLD)
-    _, one = image_distances(ensembles, x, y, layer, threshold)
-    dataset = data.get_dataset(spec["datasets"][0], "test", spec["data_root"])
-    xs, ys = select_images(dataset, spec.get("num_images"), seed=0)
-    df = distance_table(one, distances_over_images(ensembles, xs, ys, layer, threshold), spec)
-    notes, grids = distance_document(df, spec, layer, threshold)
+    """table_figure1_distance: the configured image's distances beside the paper's, and over the test images
+    classified correctly by every ensemble (the Grad-CAM job's `per_image` rows)."""
+    record, _ = read_figure_data(record_of(inputs))
+    many = pd.DataFrame(record["per_image"], columns=["method", "image", "distance"])
+    df = distance_table(record["distances"], many, spec)
+    notes, grids = distance_document(df, spec, record["layer"], record["threshold"])
     df.insert(0, "table", TABLE)
     write_table(f"{out}.csv", f"{out}.md", f"{out}.tex", df, TABLE, output.title, notes, grids)

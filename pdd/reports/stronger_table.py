@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pdd.evaluation.attacks import ATTACKS, AttackSettings
 from pdd.reports.display import Grid, label, method_name, param_legend, write_table
 from pdd.reports.tables import pivot_grid, read_results
+from pdd.settings.attacks import ATTACKS, AttackSettings
 
 if TYPE_CHECKING:  # the registry names the builders; they only read their entry
     from pdd.plan.outputs import Output

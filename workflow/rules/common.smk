@@ -4,13 +4,15 @@
 import os
 from types import SimpleNamespace
 
+import json
+
 from pdd.fingerprint import fingerprint
-from pdd.io import write_json
 from pdd.plan import config as plan
+from pdd.plan import figure_jobs
 from pdd.plan import outputs as registry
 from pdd.plan import paths
 from pdd.plan.checks import problems
-from pdd.plan.jobs import attack_jobs, cost_inputs, jobs_per_output
+from pdd.plan.jobs import attack_jobs
 
 _problems = problems(config)
 if _problems:
@@ -32,11 +34,14 @@ CODE = {
     "strong": fingerprint("pdd.evaluation.strong", "pdd.evaluation.mora", "pdd.evaluation.attacks", *JOB),
     "time_steps": fingerprint("pdd.step_timing", "pdd.evaluation.attacks", *JOB),
     "member_transfer": fingerprint("pdd.evaluation.member_transfer", *JOB),
+    "gradcam": fingerprint("pdd.evaluation.figure1", "pdd.evaluation.figure_files", *JOB),
+    "examples": fingerprint("pdd.evaluation.figure5", "pdd.evaluation.figure_files", *JOB),
 }
 OUTPUTS = registry.requested(config)
 ATTACK_JOBS = attack_jobs(config)
 MODEL_DIR = paths.MODEL_DIR
 EVAL_DIR = paths.EVAL_DIR
+FIGURE_DATA = paths.FIGURE_DATA.format(name="{name}")
 TABLES = "results/tables"
 FIGURES = "results/figures"
 LOGS = "results/logs"
@@ -149,6 +154,21 @@ def get_strong_args(w):
     return plan.strong_args(config, w.dataset, paths.STRONG_NORMS[w.strong])
 
 
+def get_figure_models(w):
+    """The checkpoints a figure's own evaluation job reads: each method's ensemble of output `w.name`."""
+    return list(figure_jobs.figure_models(config, w.name).values())
+
+
+def get_gradcam_args(w):
+    """Flags of Figure 1's Grad-CAM job for output `w.name` (pdd.plan.figure_jobs)."""
+    return figure_jobs.gradcam_args(config, w.name)
+
+
+def get_examples_args(w):
+    """Flags of Figure 5's examples job for output `w.name` (pdd.plan.figure_jobs)."""
+    return figure_jobs.examples_args(config, w.name)
+
+
 def get_diversity_args(w):
     """Flags of the diversity job (image subset)."""
     return plan.diversity_args(config)
@@ -161,7 +181,7 @@ def get_output_code(w):
 
 def get_output_inputs(w):
     """Every file output `w.name` is built from (pdd.plan.outputs.inputs; the cost table: the jobs-per-output file,
-    which rule jobs_per_output writes once every job has run)."""
+    which rule jobs_per_output writes once every other output is built)."""
     if "jobs" in registry.OUTPUTS[w.name].needs:
         return [paths.JOBS_PER_OUTPUT]
     return registry.inputs(config, w.name)
@@ -172,9 +192,16 @@ def cost_output():
     return next(name for name in OUTPUTS if "jobs" in registry.OUTPUTS[name].needs)
 
 
-def get_cost_files(w):
-    """Every job's benchmark file and cost record: the jobs-per-output file is written after all of them."""
-    return cost_inputs(jobs_per_output(config, cost_output()))
+def get_cost_outputs(w):
+    """One file of every requested output but the cost table: once they exist, every job has run, and
+    jobs_per_output reads each one's jobs from Snakemake's DAG (pdd.plan.dag)."""
+    return {name: registry.main_file(name) for name in OUTPUTS if name != cost_output()}
+
+
+def get_cost_args(w):
+    """jobs_per_output's flags: the run's config (as JSON, so that Snakemake plans the same DAG) and the outputs."""
+    outputs = [a for name, file in get_cost_outputs(w).items() for a in ("--output", f"{name}={file}")]
+    return plan.quoted(["--config-json", json.dumps(config, sort_keys=True), *outputs])
 
 
 def get_output_spec(w):

@@ -118,3 +118,60 @@ rule member_transfer:
     shell:
         "pdd member-transfer --model {input:q} {params.args} --data-root {params.data_root:q} --device {params.device:q}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+rule gradcam:
+    """Grad-CAM of each member of one output's ensembles on one test image; for a table also the centre distance
+    over the commonly correct test images (Figure 1)."""
+    input:
+        get_figure_models,
+    output:
+        record=f"{FIGURE_DATA}/gradcam.json",
+        arrays=f"{FIGURE_DATA}/gradcam.npz",
+    log:
+        f"{LOGS}/gradcam/{{name}}.log",
+    benchmark:
+        paths.benchmark("gradcam", f"{FIGURE_DATA}/gradcam.json")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=1,
+        runtime=60,
+        mem_mb=16000,
+    params:
+        args=get_gradcam_args,
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
+        code=CODE["gradcam"],
+    shell:
+        "pdd gradcam {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads}"
+        " --out {output.record:q} > {log:q} 2>&1"
+
+
+rule examples:
+    """PGD examples of one test image crafted on each of one output's ensembles (Figure 5)."""
+    input:
+        get_figure_models,
+    output:
+        record=f"{FIGURE_DATA}/examples.json",
+        arrays=f"{FIGURE_DATA}/examples.npz",
+    log:
+        f"{LOGS}/examples/{{name}}.log",
+    benchmark:
+        paths.benchmark("examples", f"{FIGURE_DATA}/examples.json")
+    conda:
+        "../../envs/pdd.yaml"
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=1,
+        runtime=30,
+        mem_mb=16000,
+    params:
+        args=get_examples_args,
+        data_root=RUNTIME["data_root"],
+        device=RUNTIME["device"],
+        code=CODE["examples"],
+    shell:
+        "pdd examples {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads}"
+        " --out {output.record:q} > {log:q} 2>&1"

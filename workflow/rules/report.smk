@@ -2,19 +2,22 @@
 
 
 rule jobs_per_output:
-    """The jobs behind each requested output, for the cost table; written in the Snakemake process, since the
-    list of every job's files would overrun the shell's limit on one command line (128 KiB) on the paper grid."""
+    """The jobs behind each requested output, for the cost table: read from Snakemake's own DAG of this config's run
+    (pdd.plan.dag) once every other output is built."""
     input:
-        get_cost_files,
+        unpack(get_cost_outputs),
     output:
         paths.JOBS_PER_OUTPUT,
     log:
         f"{LOGS}/jobs_per_output.log",
+    conda:
+        "../../envs/pdd.yaml"
     params:
-        jobs=lambda w: jobs_per_output(config, cost_output()),
-    run:
-        write_json(output[0], params.jobs)
-        write_json(log[0], {output: len(jobs) for output, jobs in params.jobs.items()})
+        args=get_cost_args,
+        snakefile=os.path.relpath(workflow.main_snakefile),
+        code=fingerprint("pdd.plan.dag"),
+    shell:
+        "python -m pdd.plan.dag --snakefile {params.snakefile:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule table:

@@ -1,14 +1,12 @@
-"""The paper's white-box attacks as a registry: each attack's name, parameter, norm, cost kind and how ART builds it,
-and the protocol's fixed settings. No torch here (ART is imported when an attack is built): the tables and figures
-read the registry's names without importing torch (`pdd.report_cli`); `pdd.evaluation.attacks` runs the attacks."""
+"""The paper's white-box attacks as a registry: each attack's name, parameter, norm and cost kind, and the
+protocol's fixed settings. No torch, numpy or ART here: the plan, the tables and the figures read the registry
+without them; `pdd.evaluation.art_attacks` builds each attack and `pdd.evaluation.attacks` runs them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from pdd.validation import CW_CONSTANT, JSMA_GAMMA, L2_EPS, LINF_EPS, Bound, InvalidValue, check_fields, setting
 
@@ -37,10 +35,11 @@ class AttackSettings:
 
 @dataclass(frozen=True)
 class Attack:
-    """One attack of the paper's protocol: what its parameter means, how ART builds it, how its cost grows.
+    """One attack of the paper's protocol: what its parameter means and how its cost grows.
 
-    Adding an attack = one entry in `ATTACKS` (and its parameters in the config's attack lists); the CLI, the
-    API, the config checks, the tables' labels and the cost projection read it.
+    Adding an attack = one entry in `ATTACKS` and its builder in `pdd.evaluation.art_attacks.BUILDERS` (and its
+    parameters in the config's attack lists); the CLI, the API, the config checks, the tables' labels and the cost
+    projection read the entry.
     """
 
     name: str
@@ -51,7 +50,6 @@ class Attack:
     iterations: str | None = None     # the AttackSettings field counting its iterations (stronger-attack tables)
     cost: str = "fixed"               # how the projection counts its passes: fixed, per_step, per_iteration, cw
     targeted: bool = False            # crafted towards random target classes from the seed
-    build: Callable[[float, Any, AttackSettings], Any] | None = None  # (param, ART classifier, settings) -> attack
 
     def check(self, params: Iterable[float], name: str = "param") -> None:
         """'none' takes no parameter and the others at least one, each finite inside `bound` (InvalidValue, a
@@ -65,53 +63,14 @@ class Attack:
                 raise InvalidValue(name, value, f"{self.name}: {problem}")
 
 
-def _evasion():
-    """ART's evasion attacks (imported on first use: importing ART is slow)."""
-    from art.attacks import evasion
-
-    return evasion
-
-
-def _fgsm(eps: float, classifier, s: AttackSettings):
-    return _evasion().FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=s.batch_size)
-
-
-def _bim(eps: float, classifier, s: AttackSettings):
-    return _evasion().BasicIterativeMethod(classifier, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
-                                           batch_size=s.batch_size, verbose=False)
-
-
-def _pgd(norm: float) -> Callable[[float, Any, AttackSettings], Any]:
-    def build(eps: float, classifier, s: AttackSettings):
-        return _evasion().ProjectedGradientDescent(
-            classifier, norm=norm, eps=eps, eps_step=eps * s.step_fraction, max_iter=s.steps,
-            num_random_init=s.random_starts, batch_size=s.batch_size, verbose=False)
-
-    return build
-
-
-def _jsma(gamma: float, classifier, s: AttackSettings):
-    return _evasion().SaliencyMapMethod(classifier, theta=s.jsma_theta, gamma=gamma, batch_size=s.batch_size,
-                                        verbose=False)
-
-
-def _cw(c: float, classifier, s: AttackSettings):
-    from pdd.evaluation.cw import CarliniL2  # ART's CarliniL2Method with the reference's early abort
-
-    return CarliniL2(
-        classifier, abort_early=s.cw_abort_early, confidence=s.cw_confidence, learning_rate=s.cw_learning_rate,
-        binary_search_steps=s.cw_binary_search_steps, max_iter=s.cw_max_iter, initial_const=c,
-        batch_size=s.batch_size, verbose=False)
-
-
 ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("none", "No attack", None, None),
-    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS, build=_fgsm),
-    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_bim),
-    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", build=_pgd(np.inf)),
-    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step", build=_pgd(2)),
-    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True, build=_jsma),
-    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw", build=_cw),
+    Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS),
+    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step"),
+    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step"),
+    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step"),
+    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True),
+    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw"),
 )}
 
 
@@ -120,3 +79,14 @@ def check_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
     return ATTACKS[name]
+
+
+def check_param(attack: str, param: Any, name: str = "param") -> Any:
+    """`param` of `attack` (bounded by its registry entry), or InvalidValue naming `name` and the attack."""
+    bound = check_attack(attack).bound
+    if bound is None:
+        raise InvalidValue(name, param, f"attack {attack!r} takes no parameter")
+    problem = bound.problem(param)
+    if problem:
+        raise InvalidValue(name, param, f"{attack}: {problem}")
+    return param

@@ -1,0 +1,55 @@
+"""What determines a trained ensemble (`TrainConfig`) and PDD's one rule on M: `pdd.training` trains it, the plan
+builds it from the config, both without the other's imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pdd.settings.datasets import info
+from pdd.settings.methods import LossSettings
+from pdd.validation import check_fields, setting
+
+THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
+
+
+def intervals_problem(num_members: int, num_intervals: int) -> str | None:
+    """Why M intervals cannot serve K members (PDD gives each member its own interval, and needs M > K); None
+    when they can."""
+    if num_intervals > num_members:
+        return None
+    return f"PDD needs more intervals than members (M > K), got M={num_intervals}, K={num_members}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained ensemble (and so its checkpoint's validity on resume)."""
+
+    dataset: str = setting(help="Dataset (pdd.data.DATASETS).")
+    method: str = setting(help="Training method (pdd.methods.METHODS).")
+    members: int = setting(help="Ensemble size K (>= 2).")
+    arch: str = setting("resnet18", "Member architecture.")
+    width: int = setting(64, "Channels of the first stage (64 = standard).")
+    seed: int = setting(0, "Random seed.")
+    epochs: int = setting(40, "Training epochs.")
+    batch_size: int = setting(64, "Images per batch.")
+    lr: float = setting(0.02, "SGD learning rate (start of the cosine annealing).")
+    momentum: float = setting(0.9, "SGD momentum.")
+    weight_decay: float = setting(5e-4, "SGD weight decay.")
+    lr_min: float = setting(1e-4, "Cosine annealing floor.")
+    augment: bool = setting(False, "Random crop (pad 4) + horizontal flip.")
+    pdd_intervals: int = setting(10, "PDD's number of intervals M (> K).")
+    pdd_alpha: float = setting(0.9, "PDD's keep rate of a member's priority interval.")
+    pdd_beta: float = setting(0.1, "PDD's scale of the other intervals' keep rates.")
+    loss_settings: LossSettings = field(default_factory=LossSettings)
+    init_from: str | None = setting(None, "Trained ensemble the method starts from (dverge: the baseline of the "
+                                          "same dataset, K, arch, width and seed).")
+    # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
+    # state saved with other values still resumes (THROUGHPUT_FIELDS).
+    channels_last: bool = setting(
+        False, "Throughput: keep weights (and so activations) in channels-last memory format (same results).")
+    fuse_members: bool = setting(
+        False, "Throughput: run the K members' forward as one batched (vmap) computation (same results).")
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
+        info(self.dataset)
