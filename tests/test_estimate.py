@@ -258,3 +258,33 @@ def test_estimate_command_refuses_an_invalid_config(captured, tmp_path):
     path.write_text(yaml.safe_dump(bad))
     result = CliRunner().invoke(main, ["estimate", "--configfile", str(path)])
     assert result.exit_code == 2 and "invalid config" in result.output and "width" in result.output
+
+
+def test_cw_early_abort_scales_the_iterations_by_the_measured_share():
+    """With `cw_abort_early` the C&W iterations' passes are the measured share of the full loop's (the largest
+    on/off ratio in cw_abort.json, worked out here from its counts); the summary gives the hours without and
+    with the abort at the H200's and the H100's peaks."""
+    from pdd.estimate import render, rows
+    from pdd.settings.attacks import AttackSettings
+
+    measured = json.loads((REPO / "pdd" / "estimate" / "cw_abort.json").read_text())["passes"]
+    rest = max(m["on"] / m["off"] for m in measured.values())
+    assert rows.CW_ABORT_REST == rest and 0 < rest < 1
+
+    class Stub:
+        def attack(self, dataset, k, attack, surrogate=None):
+            return {"c0": P.Passes(2, 0, 0, 20.0), "per_search": P.Passes(1, 0, 0, 10.0),
+                    "per_iteration": P.Passes(3, 2, 0, 50.0)}
+
+    off = AttackSettings(cw_max_iter=100, cw_binary_search_steps=5)
+    on = AttackSettings(cw_max_iter=100, cw_binary_search_steps=5, cw_abort_early=True)
+    full, _, _ = P.attack_passes(Stub(), "digits", 3, "cw", 0.1, off)
+    aborted, text, note = P.attack_passes(Stub(), "digits", 3, "cw", 0.1, on)
+    assert full.flops == 20 + 5 * (10 + 100 * 50) and full.total == 2 + 5 * (1 + 100 * 5)
+    assert aborted.flops == pytest.approx(20 + 5 * (10 + 100 * rest * 50))
+    assert "(early abort)" in text and "bench_cw_abort.py" in note
+    hour = 494.5e12 * 3600
+    table = [P.Row("whitebox", "cw", 1, 1, "", flops_per_job=hour, abort_flops_per_job=3 * hour)]
+    summary = render.abort_summary(table, P.Rate())
+    assert "75.0% saved" in summary and summary.count("4 h -> 1 h") == 2 and "H100" in summary
+    assert render.abort_summary([P.Row("whitebox", "cw", 1, 1, "", flops_per_job=hour)], P.Rate()) == ""

@@ -239,9 +239,12 @@ class Bench:
                 a, b = line(lambda i: run(i / features, jsma_theta=1.0))
                 return {"a": a, "per_iteration": b}
             if cost == "cw":
-                p11, p12 = run(0.01, cw_max_iter=1, cw_binary_search_steps=1), run(0.01, cw_max_iter=2,
-                                                                                   cw_binary_search_steps=1)
-                p21 = run(0.01, cw_max_iter=1, cw_binary_search_steps=2)
+                # the full loop (no early abort: at 1-2 iterations it would stop at once); the abort's share is
+                # applied by the rows (`rows.CW_ABORT_REST`)
+                full = {"cw_abort_early": False}
+                p11 = run(0.01, cw_max_iter=1, cw_binary_search_steps=1, **full)
+                p12 = run(0.01, cw_max_iter=2, cw_binary_search_steps=1, **full)
+                p21 = run(0.01, cw_max_iter=1, cw_binary_search_steps=2, **full)
                 per_iteration = p12 - p11
                 per_search = p21 - p11 - per_iteration
                 return {"c0": p11 - per_search - per_iteration, "per_search": per_search,

@@ -77,7 +77,7 @@ def prefetch(bench: Bench, config: dict, jobs: dict[str, list[dict]], processes:
     """Take the measurements `project` will need and neither memory nor the store holds, in `processes` worker
     processes at once (one torch thread each), into `bench`'s cache and store."""
     if bench.narrows:  # each dataset's narrow step, for the report (shapes on the meta device: instant)
-        for dataset in sorted({j["dataset"] for found in jobs.values() for j in found}):
+        for dataset in sorted({j["dataset"] for found in jobs.values() for j in found if "dataset" in j}):
             bench.narrow_step(dataset)
     wanted = requests(config, jobs, bench.check_formula)
     if not bench.cache and (bench.store is None or not bench.store.entries):

@@ -127,4 +127,20 @@ def report(config: dict, config_name: str, rates: Iterable[Rate] = (Rate(),), im
     if show_details:
         out.append(details(rows))
     out += ["\n### Total\n", markdown(rows, rates)]
+    if abort := abort_summary(rows, rates[0] if (rates := list(rates)) else Rate()):
+        out += ["", abort]
     return "\n".join(out)
+
+
+def abort_summary(rows: list[Row], rate: Rate) -> str:
+    """The run's FLOPs and hours without and with C&W's early abort (evaluation.cw.abort_early) at the H200's and
+    the H100's data-sheet peaks in `rate`'s precision; "" when the config does not abort early."""
+    saved = sum(r.jobs * r.abort_flops_per_job for r in rows)
+    if not saved or rate.rate is not None:
+        return ""
+    after = sum(r.flops for r in rows)
+    peaks = [Rate(device, rate.precision, rate.utilisation) for device in ("h200", "h100")]
+    hours = "; ".join(f"{p.describe()}: {p.hours(after + saved):,.3g} h -> {p.hours(after):,.3g} h" for p in peaks)
+    return (f"C&W's early abort (`evaluation.cw.abort_early`, on in this config) leaves {sci(after)} of the "
+            f"{sci(after + saved)} FLOPs without it ({100 * saved / (after + saved):.1f}% saved); hours without -> "
+            f"with: {hours}.")

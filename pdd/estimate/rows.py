@@ -6,7 +6,7 @@ import json
 import math
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pdd import data
@@ -33,6 +33,7 @@ class Row:
     note: str = ""
     flops_per_job: float = 0.0
     saving_per_job: float = 0.0  # expected passes not spent on misclassified images (clean error x crafted passes)
+    abort_flops_per_job: float = 0.0  # FLOPs C&W's early abort saves (the run without it: flops + this)
     job_ids: frozenset = frozenset()
 
     @property
@@ -130,11 +131,27 @@ def attack_passes(bench: Bench, dataset: str, k: int, attack: str, param: float 
                 f"JSMA iterations = floor(gamma x {features:,} features / 2) + 1, the budget with two new features "
                 "per iteration (fewer if the target is reached, more if theta re-picks a feature)")
     bss, iterations = settings.cw_binary_search_steps, settings.cw_max_iter
-    return (c["c0"] + (c["per_search"] + c["per_iteration"] * iterations) * bss,
-            f"({c['c0'].total:.4g} + {bss} x ({c['per_search'].total:.4g} + {iterations:,} iterations x "
-            f"{c['per_iteration'].total:.4g}))",
-            f"C&W per iteration: {c['per_iteration'].backward:.4g} backward (2 class gradients) + "
+    rest = CW_ABORT_REST if settings.cw_abort_early else 1.0
+    expected = iterations * rest
+    shown = f"{iterations:,} iterations" + (f" x {rest:.3f} (early abort)" if rest < 1 else "")
+    note = (f"C&W per iteration: {c['per_iteration'].backward:.4g} backward (2 class gradients) + "
             f"{c['per_iteration'].forward:.4g} forward measured (the line search's forwards are data-dependent)")
+    if rest < 1:
+        note += (f"; early abort: {rest:.1%} of the passes left, the largest share measured by "
+                 f"`{CW_ABORT_MEASURED['command']}` ({CW_ABORT_MEASURED['measured']})")
+    return (c["c0"] + (c["per_search"] + c["per_iteration"] * expected) * bss,
+            f"({c['c0'].total:.4g} + {bss} x ({c['per_search'].total:.4g} + {shown} x "
+            f"{c['per_iteration'].total:.4g}))", note)
+
+
+def _cw_abort_rest() -> tuple[float, dict]:
+    """The share of C&W's passes left with the early abort (evaluation.cw.abort_early): the largest on/off ratio
+    that `benchmarks/bench_cw_abort.py` measured (cw_abort.json beside this module: command, date, passes)."""
+    measured = json.loads((Path(__file__).parent / "cw_abort.json").read_text())
+    return max(p["on"] / p["off"] for p in measured["passes"].values()), measured
+
+
+CW_ABORT_REST, CW_ABORT_MEASURED = _cw_abort_rest()
 
 
 def clean_saving(dataset: str, crafted_passes: float, scope: str = "") -> tuple[float, str]:
@@ -159,12 +176,16 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
             params = plan.suite_params(config, suite, dataset, attack)
             settings, surrogate_arch = plan.attack_settings(config, plan.suite_protocol(config, suite)), None
         n = eval_images(config, dataset)
-        terms, per_job, flops, notes, crafted = [], 0.0, 0.0, [], 0.0
+        terms, per_job, flops, notes, crafted, aborted = [], 0.0, 0.0, [], 0.0, 0.0
         predict_ = bench.predict(dataset, k)
         for param in params or [None]:
             passes, text, note = attack_passes(bench, dataset, k, attack, param, settings, surrogate_arch)
             per_job += n * passes.total
             flops += n * passes.flops
+            if attack == "cw" and settings.cw_abort_early:
+                full = attack_passes(bench, dataset, k, attack, param, replace(settings, cw_abort_early=False),
+                                     surrogate_arch)[0]
+                aborted += n * (full.flops - passes.flops)
             crafted += n * (passes - predict_).total  # all but the clean classification of the N images
             terms.append(text)
             if note and note not in notes:
@@ -174,7 +195,8 @@ def attack_rows(bench: Bench, config: dict, rule: str, jobs: list[dict]) -> list
             label += f" (params {', '.join(f'{p:g}' for p in params)})"
         arithmetic = f"{n:,} images x [{' + '.join(terms)}] = {sci(per_job)}"
         saving, note = clean_saving(dataset, crafted)
-        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), flops, saving, job_ids))
+        rows.append(Row(rule, label, count, per_job, arithmetic, "; ".join([*notes, note]), flops, saving, aborted,
+                        job_ids))
     return rows
 
 
