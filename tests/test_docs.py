@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_of_repository
 
 SHELLS = ("bash", "sh", "console", "shell")
 FENCE = re.compile(r"^```(?P<lang>[A-Za-z0-9_+-]*)\s*$")
@@ -211,25 +210,13 @@ def test_the_checks_catch_untagged_blocks_bad_links_and_unbounded_examples(tmp_p
 # --- running the blocks ----------------------------------------------------------------------------------------
 
 
-def _copy_of_repository(dest: Path) -> Path:
-    """The tracked files and the untracked ones git does not ignore (a fresh clone of this working tree)."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.split("\0")
-    for rel in filter(None, listed):
-        source = REPO / rel
-        if source.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / rel)
-    return dest
-
-
 @pytest.mark.slow
 def test_run_and_dry_run_blocks_succeed_on_the_tiny_config(tmp_path: Path) -> None:
     """Every `run` block runs and every `dry-run` block plans (`snakemake -n`) in a copy of the repository, with
     the tiny config standing in for the demo's and the Fashion-MNIST one; a failure names the page and line.
     About 3 minutes on a busy 2-core machine (load average 12), most of it the defence's one-epoch training and
     the cost estimate."""
-    clone = _copy_of_repository(tmp_path / "clone")
+    clone = copy_of_repository(tmp_path / "clone")
     found = [b for page in pages() for b in blocks(page.read_text(), page.relative_to(REPO).as_posix())]
     for b in found:
         if b.tag == "file":

@@ -8,6 +8,7 @@ Each test changes one thing and compares the planned jobs with the set it must b
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SNAKEFILE, snakemake, tiny_config
+from conftest import SNAKEFILE, copy_of_repository, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +132,29 @@ def test_new_package_version_reruns_nothing(finished_run: Path) -> None:
     assert _dry_run(finished_run, _config(), python_prelude="import pdd; pdd.__version__ = '9.9.9'") == set()
     # and the same wrapper without any change plans nothing (the wrapper itself changes nothing)
     assert _dry_run(finished_run, _config(), python_prelude="import pdd") == set()
+
+
+def test_attack_code_change_retrains_nothing(finished_run: Path, everything: set[Job]) -> None:
+    """A statement in the attack code reran every job, trainings included (training reached attack code through a
+    lazy import in pdd.validation); now the attack jobs and what reads them only."""
+    planned = _dry_run(finished_run, _config(), python_prelude=_edited("pdd.evaluation.attacks"))
+    assert planned and not any(rule in ("train", "prepare_data") for rule, _ in planned)
+    assert {rule for rule, _ in planned} >= {"whitebox_fgsm_none_pgd", "whitebox_figure4_pgd_strength_pgd"}
+
+
+def test_a_copied_project_reruns_nothing(tmp_path: Path) -> None:
+    """A project folder (code, config, results and .snakemake) copied elsewhere plans nothing: no job's inputs,
+    params or outputs hold an absolute path (config/paper_results.csv entered the tables as one)."""
+    first = copy_of_repository(tmp_path / "first")
+    cfg = tiny_config()
+    cfg["attacks"] = {"digits": {"fgsm": [0.1]}}
+    cfg["tables"] = {"table2_whitebox_k3": {"datasets": ["digits"], "K": [2], "methods": ["baseline"]}}
+    cfg.pop("figures", None)
+    (first / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    run = ["snakemake", "--cores", "2", "all", "--configfile", "tiny.yaml"]
+    proc = subprocess.run(run, cwd=first, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(first, moved, symlinks=True)  # as `cp -a`: contents and times
+    proc = subprocess.run([*run, "-n"], cwd=moved, capture_output=True, text=True)
+    assert proc.returncode == 0 and _planned(proc.stdout) == set(), proc.stdout[-3000:]

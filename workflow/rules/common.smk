@@ -46,6 +46,10 @@ TABLES = "results/tables"
 FIGURES = "results/figures"
 LOGS = "results/logs"
 PAPER_RESULTS = os.path.join(workflow.basedir, "config", "paper_results.csv")
+if os.path.exists("config/paper_results.csv") and os.path.samefile("config/paper_results.csv", PAPER_RESULTS):
+    PAPER_RESULTS = (
+        "config/paper_results.csv"  # run from the project folder: relative, so a moved project reruns nothing
+    )
 
 
 wildcard_constraints:
