@@ -207,3 +207,26 @@ def test_misclassified_images_cost_no_attack_passes(trained, images) -> None:
     assert (half["forward_images"], half["backward_images"]) == (2 * n, n // 2)
     assert result["n_clean_correct"] == n // 2 and result["n_images"] == n  # records still cover every image
     assert not unpack_flags(result["robust_flags"], n)[n // 2:].any()
+
+
+def test_each_attack_declares_the_settings_its_builder_reads() -> None:
+    """A job's params hold only the settings its attacks read (`Attack.reads`): read from the builders' source
+    (every `s.<field>` in each BUILDERS entry's function), so a builder that starts reading an undeclared setting
+    fails here instead of missing its reruns."""
+    import ast
+    import inspect
+
+    from pdd.evaluation import art_attacks
+    from pdd.settings.attacks import ATTACKS, SHARED_SETTINGS, settings_read
+
+    tree = ast.parse(inspect.getsource(art_attacks))
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    builders = next(n.value for n in tree.body if isinstance(n, ast.AnnAssign) and n.target.id == "BUILDERS")
+    for key, value in zip(builders.keys, builders.values):
+        function = functions[value.func.id if isinstance(value, ast.Call) else value.id]
+        read = {n.attr for n in ast.walk(function) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name) and n.value.id == "s"}
+        assert read - set(SHARED_SETTINGS) == set(ATTACKS[key.value].reads), key.value
+    assert set(builders_names := [k.value for k in builders.keys]) == set(ATTACKS) - {"none"}, builders_names
+    assert settings_read(["none"]) == ("batch_size", "seed")
+    assert settings_read(["cw", "fgsm"])[:2] == ("cw_confidence", "cw_learning_rate")

@@ -158,3 +158,19 @@ def test_a_copied_project_reruns_nothing(tmp_path: Path) -> None:
     shutil.copytree(first, moved, symlinks=True)  # as `cp -a`: contents and times
     proc = subprocess.run([*run, "-n"], cwd=moved, capture_output=True, text=True)
     assert proc.returncode == 0 and _planned(proc.stdout) == set(), proc.stdout[-3000:]
+
+
+def test_a_setting_reruns_only_the_jobs_whose_attacks_read_it(finished_run: Path) -> None:
+    """Every attack job got every attack setting, so a C&W or JSMA setting reran FGSM and PGD, and every report's
+    spec carried the protocol's iteration counts; now a job's params hold the settings its attacks read
+    (`pdd.settings.attacks.settings_read`) and a report's what its builder reads (`Output.reads`), and this run has
+    neither attack nor the stronger-attacks table."""
+    cfg = _config()
+    cfg["evaluation"]["cw"]["max_iter"] += 1
+    cfg["evaluation"]["jsma_theta"] = 0.2
+    assert _dry_run(finished_run, cfg) == set()
+    cfg["evaluation"]["steps"] += 1  # PGD reads it: every job that runs PGD, and what reads them
+    planned = _dry_run(finished_run, cfg)
+    assert {rule for rule, _ in planned} == {"whitebox_fgsm_none_pgd", "whitebox_figure4_pgd_strength_pgd", "table",
+                                              "figure", "all"}
+

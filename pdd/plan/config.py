@@ -19,7 +19,7 @@ from pdd.fingerprint import file_fingerprint
 from pdd.plan.outputs import OUTPUTS, THREATS, intervals_for, requested, suite_attacks, variant
 from pdd.plan.outputs import methods as output_methods
 from pdd.plan.paths import model_path
-from pdd.settings.attacks import AttackSettings
+from pdd.settings.attacks import AttackSettings, settings_read
 from pdd.settings.methods import BUILTIN, METHOD_INFO, LossSettings, MethodInfo
 from pdd.settings.strong import StrongSettings
 from pdd.settings.timing import TimingSettings
@@ -344,7 +344,8 @@ def attack_job_args(config: Mapping, kind: str, folder: str, dataset: str, attac
         runs += ["--attack", f"{attack}={','.join(map(str, params))}" if params else attack]
     n = num_images(config, "evaluation")
     protocol = suite_protocol(config, folder) if kind == "whitebox" else None
-    return quoted(runs + as_args(attack_settings(config, protocol)) + (["--num-images", n] if n else []))
+    settings = as_args(attack_settings(config, protocol), only=settings_read(attacks))  # only what its attacks read
+    return quoted(runs + settings + (["--num-images", n] if n else []))
 
 
 def strong_eps(config: Mapping, dataset: str, norm: str = "linf") -> list[float]:
@@ -397,18 +398,19 @@ def stand_ins(config: Mapping) -> dict[str, str]:
 def output_spec(config: Mapping, name: str) -> str:
     """An output's config entry completed with what its builder reads, as shell-quoted JSON (a change rebuilds
     the output)."""
-    spec = requested(config)[name]
-    attack = attack_settings(config)
+    spec, reads = requested(config)[name], OUTPUTS[name].reads
     spec = {
         **spec,
         "name": name,
-        "data_root": config["data_root"],
         "seeds": spec.get("seeds", config["seeds"]),
         "methods": output_methods(config, name, spec) if "methods" in spec or "intervals" in spec else None,
-        "pdd_intervals": {str(k): m for k, m in config["pdd"]["intervals"].items()},
-        "alpha": lookup(config, TRAINING_KEYS["pdd_alpha"], TrainConfig.pdd_alpha),
-        "standard": {"steps": attack.steps, "cw_max_iter": attack.cw_max_iter},
     }
+    if "pdd" in reads:  # only the outputs whose builders read them: a change elsewhere rebuilds nothing else
+        spec["pdd_intervals"] = {str(k): m for k, m in config["pdd"]["intervals"].items()}
+        spec["alpha"] = lookup(config, TRAINING_KEYS["pdd_alpha"], TrainConfig.pdd_alpha)
+    if "standard" in reads:
+        attack = attack_settings(config)
+        spec["standard"] = {"steps": attack.steps, "cw_max_iter": attack.cw_max_iter}
     if OUTPUTS[name].kind == "table":  # one stand-in per dataset for the whole run (`stand_in_for`)
         spec["reference"] = stand_ins(config)
     return shlex.quote(json.dumps(spec, sort_keys=True))

@@ -60,6 +60,8 @@ class Output:
     own_attacks: bool = False          # its config entry must carry an `attacks` list
     follows: str | None = None         # a figure drawn from this table's config entry and ensembles
     only: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (need, methods): that need only for those methods
+    reads: tuple[str, ...] = ()        # run-wide settings its builder reads from its spec: "pdd" (alpha, the
+                                       # intervals), "standard" (the protocol's iteration counts); none else enter
     caption: str = ""
 
     def build(self) -> Callable:
@@ -111,6 +113,7 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
                    "worst case and the same gradient-masking diagnostics."),
     Output("table_stronger_attacks", "table", "Stronger attacks: BIM / PGD at 30 iterations, C&W at 2000",
            ("clean", "whitebox", "own_attacks"), "pdd.reports.stronger_table:build_stronger_table", own_attacks=True,
+           reads=("standard",),
            caption="Table 2's ensembles under the paper's iteration counts and the stronger ones of the section "
                    "'Increasing Attack Strength'; PDD+DEG's gain over the baseline and ADP, in points."),
     Output("table_figure1_distance", "table", "Figure 1's number: distance between the members' Grad-CAM centres",
@@ -157,6 +160,7 @@ OUTPUTS: dict[str, Output] = {o.name: o for o in (
                    "and per output (an output's jobs include the trainings of the ensembles it reports)."),
     Output("figure_intervals", "figure", "The effect of M: PDD ensembles over the number of intervals",
            ("clean", "own_attacks", "per_image"), "pdd.reports.figures:build_intervals_figure", own_attacks=True,
+           reads=("pdd",),
            caption="PDD ensembles trained with several M: between- and within-member scatter S_b, S_w and L_F "
                    "(eq. 6, means over test images), clean and PGD accuracy."),
     Output("table_claims", "table", "The paper's claims, one verdict each",

@@ -50,6 +50,7 @@ class Attack:
     iterations: str | None = None     # the AttackSettings field counting its iterations (stronger-attack tables)
     cost: str = "fixed"               # how the projection counts its passes: fixed, per_step, per_iteration, cw
     targeted: bool = False            # crafted towards random target classes from the seed
+    reads: tuple[str, ...] = ()       # the AttackSettings fields its builder reads (beyond SHARED_SETTINGS)
 
     def check(self, params: Iterable[float], name: str = "param") -> None:
         """'none' takes no parameter and the others at least one, each finite inside `bound` (InvalidValue, a
@@ -63,15 +64,27 @@ class Attack:
                 raise InvalidValue(name, value, f"{self.name}: {problem}")
 
 
+SHARED_SETTINGS = ("batch_size", "seed")  # every attack job reads these: its batches, and which images it attacks
+_STEPS = ("steps", "step_fraction")
+_PGD = (*_STEPS, "random_starts")
+_CW = ("cw_confidence", "cw_learning_rate", "cw_max_iter", "cw_binary_search_steps", "cw_abort_early")
+
 ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("none", "No attack", None, None),
     Attack("fgsm", "FGSM", "L-inf", "L-inf eps", LINF_EPS),
-    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step"),
-    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step"),
-    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step"),
-    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True),
-    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw"),
+    Attack("bim", "BIM", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", reads=_STEPS),
+    Attack("pgd", "PGD", "L-inf", "L-inf eps", LINF_EPS, "steps", "per_step", reads=_PGD),
+    Attack("pgd_l2", "PGD (L2)", "L2", "L2 eps", L2_EPS, "steps", "per_step", reads=_PGD),
+    Attack("jsma", "JSMA", "L0", "gamma", JSMA_GAMMA, cost="per_iteration", targeted=True, reads=("jsma_theta",)),
+    Attack("cw", "C&W", "L2", "c", CW_CONSTANT, "cw_max_iter", "cw", reads=_CW),
 )}
+
+
+def settings_read(attacks: Iterable[str]) -> tuple[str, ...]:
+    """The AttackSettings fields a job running `attacks` reads, in field order: what its params hold, so a setting
+    reruns only the jobs whose attacks read it."""
+    read = set(SHARED_SETTINGS).union(*(check_attack(a).reads for a in attacks))
+    return tuple(f for f in AttackSettings.__dataclass_fields__ if f in read)
 
 
 def check_attack(name: str) -> Attack:
