@@ -20,12 +20,15 @@ from tqdm import tqdm
 
 from pdd import data
 from pdd.augment import random_crop_flip
+from pdd.devices import fuse_by_default
 from pdd.io import torch_save, write_text
 from pdd.methods import PLUGINS, LossSettings, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
+from pdd.precision import check_precision, training_autocast
 from pdd.validation import check_fields, setting
 
 THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
+ADDED_FIELDS = {"precision": "tf32"}  # fields added since states were first saved: the value such states trained with
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
               "seconds", "eval_seconds")
 
@@ -57,15 +60,20 @@ class TrainConfig:
     loss_settings: LossSettings = field(default_factory=LossSettings)
     init_from: str | None = setting(None, "Trained ensemble the method starts from (dverge: the baseline of the "
                                           "same dataset, K, arch, width and seed).")
+    precision: str = setting("tf32", "Training arithmetic: fp32, tf32 (TF32 matmuls and convolutions on a GPU; "
+                             "fp32 on a CPU) or bf16 (autocast; BatchNorm and losses in fp32). Evaluations stay fp32.")
     # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
-    # state saved with other values still resumes (THROUGHPUT_FIELDS).
+    # state saved with other values still resumes (THROUGHPUT_FIELDS), and the workflow keeps them out of the
+    # job's params (moving results to another machine reruns nothing).
     channels_last: bool = setting(
         False, "Throughput: keep weights (and so activations) in channels-last memory format (same results).")
-    fuse_members: bool = setting(
-        False, "Throughput: run the K members' forward as one batched (vmap) computation (same results).")
+    fuse_members: bool | None = setting(
+        None, "Throughput: run the K members as one network with grouped convolutions (same results to float "
+              "rounding); default: where the step benchmark measured it faster (pdd.devices.fuse_by_default).")
 
     def __post_init__(self) -> None:
         check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
+        check_precision(self.precision)
         data.info(self.dataset)
         starts_from = get_method(self.method).starts_from
         if starts_from and not self.init_from:
@@ -104,7 +112,7 @@ def same_training(saved: dict | None, cfg_dict: dict) -> bool:
     aside, and absent from states saved before they existed)."""
     if not isinstance(saved, dict):
         return False
-    return ({k: v for k, v in saved.items() if k not in THROUGHPUT_FIELDS}
+    return ({k: v for k, v in {**ADDED_FIELDS, **saved}.items() if k not in THROUGHPUT_FIELDS}
             == {k: v for k, v in cfg_dict.items() if k not in THROUGHPUT_FIELDS})
 
 
@@ -174,7 +182,7 @@ def _fresh(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> tu
     model = Ensemble(cfg.spec()).to(device)
     if cfg.channels_last:  # the weights; convolutions then return channels-last activations
         model = model.to(memory_format=torch.channels_last)  # (images stay as loaded: random starts draw alike)
-    model.fuse_members = cfg.fuse_members
+    model.fuse_members = fuse_by_default(device) if cfg.fuse_members is None else cfg.fuse_members
     optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                   for group in method.parameter_groups(model)]  # one per member for DVERGE
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)
@@ -265,7 +273,8 @@ def train(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.augment:
                 x = random_crop_flip(x)
-            loss, logits = method.step(model, optimizers, x, y)
+            with training_autocast(device, cfg.precision):
+                loss, logits = method.step(model, optimizers, x, y)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training loss became {loss} at epoch {epoch + 1}, step {seen // cfg.batch_size + 1}: lower "

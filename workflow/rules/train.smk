@@ -25,8 +25,9 @@ rule train:
         workers=RUNTIME["workers"],
         code=get_train_code,
     shell:
-        "pdd train {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads} --workers {params.workers}"
-        " --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
+        # RUNTIME[throughput]: the throughput options, outside params (they change how a step runs, not its result)
+        "pdd train {params.args} {RUNTIME[throughput]} --data-root {params.data_root:q} --device {params.device:q}"
+        " --threads {threads} --workers {params.workers} --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
 
 
 rule time_steps:

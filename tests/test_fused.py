@@ -1,0 +1,126 @@
+"""The K members run as one grouped network (`Ensemble.fuse_members`, pdd.fused) against the loop over members.
+
+Exactness is checked in float64: both paths compute the same sums in another order (one grouped convolution
+instead of K), so they differ by rounding, ~1e-16 relative per operation and ~1e-13 through a ResNet-34 and a
+second-order backward; 1e-9 leaves a wide margin while any real difference (a member's weights, statistics or
+random draws mixed up) is of order 1e-2 and up.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pdd.dropout import keep_probabilities
+from pdd.gradients import member_input_gradients, replicate
+from pdd.losses import gradient_dispersion
+from pdd.methods import get_method
+from pdd.models import ARCHITECTURES, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint
+
+TOL = {"rtol": 1e-9, "atol": 1e-11}
+
+
+def pair(arch: str, k: int, pdd: bool = True) -> tuple[Ensemble, Ensemble]:
+    """The same float64 ensemble twice (tiny width, PDD layer with M = 2K), the second one fused, in train mode."""
+    torch.manual_seed(k)
+    spec = EnsembleSpec(arch, k, 5, 3, 2, {"num_intervals": 2 * k, "alpha": 0.9, "beta": 0.1} if pdd else {})
+    loop = Ensemble(spec).double().train()
+    fused = copy.deepcopy(loop)
+    fused.fuse_members = True
+    return loop, fused
+
+
+def batch(k: int, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 + k)
+    return torch.rand(n, 3, 8, 8, generator=gen, dtype=torch.float64), torch.randint(5, (n,), generator=gen)
+
+
+CASES = [(arch, k) for arch in ARCHITECTURES for k in (2, 3, 5)]
+
+
+@pytest.mark.parametrize(("arch", "k"), CASES)
+def test_member_logits_and_pdd_draws_match(arch, k):
+    loop, fused = pair(arch, k)
+    x, _ = batch(k)
+    for inputs in (x, torch.rand(k, *x.shape, dtype=x.dtype)):  # shared, and one input per member (DEG, DVERGE)
+        for train in (True, False):
+            loop.train(train), fused.train(train)
+            torch.manual_seed(1)  # PDD's Bernoulli draws: the same stream for both
+            expected = loop(inputs)
+            torch.manual_seed(1)
+            got = fused(inputs)
+            assert got.shape == (k, len(x), 5)
+            assert torch.allclose(got, expected, **TOL), (train, inputs.dim())
+            assert torch.allclose(fused.features(inputs), loop.features(inputs), **TOL)
+
+
+@pytest.mark.parametrize(("arch", "k"), CASES)
+def test_pdd_masks_match_given_the_same_features_and_draws(arch, k):
+    loop, fused = pair(arch, k)
+    x, _ = batch(k, 8)
+    member = loop.features(x)                                      # [K, B, C], K separate members
+    concatenated = member.transpose(0, 1).reshape(len(x), -1)      # PDD's [B, K*C]
+    features = fused.fused_features(x)
+    assert torch.allclose(features, concatenated, **TOL)
+    masks = []
+    for f in (concatenated, features):
+        torch.manual_seed(2)
+        masks.append(torch.bernoulli(keep_probabilities(f, k, 2 * k, 0.9, 0.1)))
+    assert torch.equal(masks[0], masks[1])
+    assert 0 < masks[0].mean() < 1  # a real draw, neither all kept nor all dropped
+
+
+@pytest.mark.parametrize(("arch", "k"), CASES)
+def test_deg_loss_and_input_gradients_match(arch, k):
+    loop, fused = pair(arch, k, pdd=False)
+    x, y = batch(k)
+    results = []
+    for model in (loop, fused):
+        xs = replicate(x, k)
+        logits, total, grads = member_input_gradients(model, xs, y)
+        penalty = gradient_dispersion(grads)
+        (total + penalty).backward()  # second order, as DEG
+        results.append((total, grads, penalty, [p.grad for p in model.parameters()]))
+    (ta, ga, pa, wa), (tb, gb, pb, wb) = results
+    assert torch.allclose(tb, ta, **TOL) and torch.allclose(pb, pa, **TOL)
+    assert torch.allclose(gb, ga, **TOL)
+    assert all(torch.allclose(b, a, **TOL) for a, b in zip(wa, wb, strict=True))
+    assert ga.abs().max() > 0 and pa != 0
+
+
+@pytest.mark.parametrize(("arch", "k"), CASES)
+def test_batchnorm_statistics_and_weights_after_a_training_step(arch, k):
+    loop, fused = pair(arch, k)
+    x, y = batch(k)
+    method = get_method("pdd_deg")
+    states = []
+    for model in (loop, fused):
+        optimizers = [torch.optim.SGD(g, lr=0.1, momentum=0.9) for g in method.parameter_groups(model)]
+        torch.manual_seed(3)
+        method.step(model, optimizers, x, y)
+        states.append(model.state_dict())
+    for key, value in states[0].items():
+        assert torch.allclose(states[1][key].double(), value.double(), **TOL), key
+    means = [states[1][f"members.{i}.{'stem.1' if arch != 'vgg16' else 'layers.1'}.running_mean"] for i in range(k)]
+    assert not torch.equal(means[0], means[1]) and means[0].abs().max() > 0  # each member's own, and updated
+    assert all(states[1][f"members.{i}.{'stem.1' if arch != 'vgg16' else 'layers.1'}.num_batches_tracked"] == 1
+               for i in range(k))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_fused_model_saves_and_loads_as_the_per_member_one(arch):
+    loop, fused = pair(arch, 3)
+    x, y = batch(3)
+    method = get_method("pdd")
+    optimizers = [torch.optim.SGD(fused.parameters(), lr=0.1)]
+    method.step(fused, optimizers, x, y)  # trained fused: weights and statistics moved
+    saved = checkpoint(fused)
+    assert list(saved["state_dict"]) == list(loop.state_dict())   # the per-member layout, key for key
+    loaded = ensemble_from_checkpoint(saved).eval()  # float32, as every checkpoint loads
+    assert loaded.fuse_members is False
+    # float32 weights on both sides, one fused, one a loop: rounding ~1e-7 of logits of order 0.1-1
+    expected = copy.deepcopy(fused).float().eval()(x.float())
+    assert torch.allclose(loaded(x.float()), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(loaded(x.float()), loop.float().eval()(x.float()), rtol=1e-3)  # the step is in it
