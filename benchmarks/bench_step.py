@@ -36,7 +36,7 @@ from pdd.dropout import keep_probabilities
 from pdd.evaluation.flops import measured_peak, train_step_flops
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
-from pdd.precision import training_autocast
+from pdd.precision import PRECISIONS, training_autocast
 from pdd.step_timing import sync, time_methods
 
 METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
@@ -66,10 +66,10 @@ def precisions(device: torch.device) -> list[str]:
     return ["fp32", "bf16"]
 
 
-def variants(device: torch.device, channels_last: bool) -> dict[str, dict]:
-    """{label: TrainConfig-like flags} of every timed way to run a step."""
+def variants(device: torch.device, channels_last: bool, only: list[str] | None = None) -> dict[str, dict]:
+    """{label: TrainConfig-like flags} of every timed way to run a step (in the precisions `only`, else all)."""
     found = {}
-    for precision in precisions(device):
+    for precision in only or precisions(device):
         found[f"loop {precision}"] = {"fuse_members": False, "precision": precision}
         found[f"fused {precision}"] = {"fuse_members": True, "precision": precision}
         if channels_last:
@@ -189,13 +189,15 @@ def main() -> None:
     parser.add_argument("--throughput", action="store_true",
                         help="time the members fused and not, in every precision the device supports")
     parser.add_argument("--channels-last", action="store_true", help="with --throughput: channels-last too")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
+                        help="with --throughput: only these precisions (default: all the device supports)")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
-    options = variants(device, args.channels_last)
+    options = variants(device, args.channels_last, args.precisions)
     peak = measured_peak(device, torch.float32)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"reps {args.reps} (after {args.warmup} warm-up rounds), PDD M={PDD['num_intervals']} "

@@ -128,7 +128,12 @@ def test_a_fused_model_saves_and_loads_as_the_per_member_one(arch):
 
 
 SETTINGS = LossSettings(trs_steps=2, dverge_steps=3, adv_steps=2)  # the inner loops shortened: seconds per run
-MARGIN = 0.08  # measured: loop and fused 0-3 points apart; between seeds of the loop 1-6 points
+# Loop vs fused after these 3 epochs, measured: deg 0.0, pdd_deg 0.3, baseline 0.6, pdd 0.8, dverge 0.8, adp 1.1,
+# gal 2.2, advt_pgd_pdd 5.0, trs 6.7 points. Another CPU's kernels round differently, so the margin is set by
+# how far another seed lands (the float32 trajectories part as seeds do): baseline 92.2-93.3%, gal 91.9-94.4% over
+# seeds 0-2, but TRS 58.6-80.0% and PGD training 68.1-81.4%, still far from converged after 3 short epochs.
+MARGIN = {"trs": 0.25, "advt_pgd_pdd": 0.25}
+DEFAULT_MARGIN = 0.08
 
 
 @pytest.fixture(scope="module")
@@ -154,4 +159,4 @@ def test_fused_training_reaches_the_loops_accuracy(trained, name):
     # trajectory (like another seed), so the comparison is of accuracy within a margin, not of weights.
     loop, fused = trained(name, False), trained(name, True)
     assert loop > 0.5  # trained: chance is 0.1
-    assert abs(fused - loop) <= MARGIN, (loop, fused)
+    assert abs(fused - loop) <= MARGIN.get(name, DEFAULT_MARGIN), (loop, fused)
