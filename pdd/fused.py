@@ -99,3 +99,53 @@ def heads(linears: Sequence[nn.Linear], features: torch.Tensor) -> torch.Tensor:
     weight = torch.stack([m.weight for m in linears]).transpose(1, 2)            # [K, C, L]
     bias = torch.stack([m.bias for m in linears]).unsqueeze(1)                   # [K, 1, L]
     return torch.baddbmm(bias, f, weight)
+
+
+def _per_member(h: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, K*C, ...] (channel block k is member k's) -> [K, B, C, ...]."""
+    return h.view(h.shape[0], k, -1, *h.shape[2:]).transpose(0, 1)
+
+
+def resnet_feature_at(members: Sequence[nn.Module], linears: Sequence[nn.Linear], xs: torch.Tensor, layer: int,
+                      training: bool) -> torch.Tensor:
+    """Every member's DVERGE feature at `layer` (pdd.models.Ensemble.member_feature's numbering) from its own
+    input xs [K, B, ...], as one network: [K, B, ...]; only the layers up to `layer` are computed."""
+    k = len(members)
+    h, groups = _stacked_input(xs)
+    stems = [m.stem for m in members]
+    h = batch_norm([s[1] for s in stems], conv([s[0] for s in stems], h, groups), training)
+    if layer == 0:
+        return _per_member(h, k)
+    h, index = F.relu(h), 1
+    for blocks in zip(*(m.layers for m in members), strict=True):
+        mid = batch_norm([b.bn1 for b in blocks], conv([b.conv1 for b in blocks], h, k), training)
+        if layer == index:
+            return _per_member(mid, k)
+        out = batch_norm([b.bn2 for b in blocks], conv([b.conv2 for b in blocks], F.relu(mid), k), training)
+        if len(blocks[0].shortcut):
+            h = batch_norm([b.shortcut[1] for b in blocks], conv([b.shortcut[0] for b in blocks], h, k), training)
+        out = out + h
+        if layer == index + 1:
+            return _per_member(out, k)
+        h, index = F.relu(out), index + 2
+    return heads(linears, F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def vgg_feature_at(members: Sequence[nn.Module], linears: Sequence[nn.Linear], xs: torch.Tensor, layer: int,
+                   training: bool) -> torch.Tensor:
+    """`resnet_feature_at` for VGG members: each BatchNorm's output, the last index the logits."""
+    k = len(members)
+    h, groups = _stacked_input(xs)
+    index = 0
+    for layers in zip(*(m.layers for m in members), strict=True):
+        first = layers[0]
+        if isinstance(first, nn.Conv2d):
+            h, groups = conv(layers, h, groups), k
+        elif isinstance(first, nn.BatchNorm2d):
+            h = batch_norm(layers, h, training)
+            if layer == index:
+                return _per_member(h, k)
+            index += 1
+        else:
+            h = first(h)
+    return heads(linears, F.adaptive_avg_pool2d(h, 1).flatten(1))

@@ -222,6 +222,17 @@ class Ensemble(nn.Module):
                     index += 1
         return self.heads[k](F.adaptive_avg_pool2d(h, 1).flatten(1))
 
+    def member_features(self, xs: torch.Tensor, layer: int) -> torch.Tensor:
+        """Every member's `member_feature` at `layer`, member k's from xs[k]: [K, B, ...]; one grouped network
+        when `fuse_members`."""
+        if not self.fuse_members:
+            return torch.stack([self.member_feature(k, xs[k], layer) for k in range(self.num_members)])
+        last = self.num_feature_layers() - 1
+        if not 0 <= layer <= last:
+            raise ValueError(f"feature layer {layer} out of range 0..{last}")
+        build = fused.resnet_feature_at if isinstance(self.members[0], ResNetFeatures) else fused.vgg_feature_at
+        return build(self.members, self.heads, xs, layer, self.training)
+
 
 def mean_log_prob(member_logits: torch.Tensor) -> torch.Tensor:
     """log(mean_k softmax(member_logits[k])) computed stably; [K, B, L] -> [B, L]."""

@@ -111,6 +111,20 @@ def test_batchnorm_statistics_and_weights_after_a_training_step(arch, k):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_dverge_layer_features_match(arch):
+    loop, fused = pair(arch, 3)
+    loop.eval(), fused.eval()  # as DVERGE distils
+    xs = torch.rand(3, *batch(3)[0].shape, dtype=torch.float64)
+    last = loop.num_feature_layers() - 1
+    for layer in sorted({0, 1, 2, last // 2, last - 1, last}):
+        expected = loop.member_features(xs, layer)
+        assert torch.allclose(fused.member_features(xs, layer), expected, **TOL), layer
+        assert torch.allclose(expected[1], loop.member_feature(1, xs[1], layer), **TOL)
+    with pytest.raises(ValueError, match="out of range"):
+        fused.member_features(xs, last + 1)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_a_fused_model_saves_and_loads_as_the_per_member_one(arch):
     loop, fused = pair(arch, 3)
     x, y = batch(3)
