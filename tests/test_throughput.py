@@ -103,3 +103,7 @@ def test_throughput_options_do_not_block_a_resume():
     old = {k: v for k, v in cfg.items() if k not in ("channels_last", "fuse_members")}  # saved before they existed
     assert same_training(old, cfg)
     assert not same_training({**cfg, "lr": 0.1}, cfg) and not same_training(None, cfg)
+    # precision changes the result: another one is another training; states saved before it existed were tf32
+    assert not same_training({**cfg, "precision": "bf16"}, cfg)
+    before = {k: v for k, v in cfg.items() if k != "precision"}
+    assert same_training(before, cfg) and not same_training(before, {**cfg, "precision": "fp32"})
