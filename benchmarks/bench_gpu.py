@@ -13,9 +13,9 @@ except the iteration counts of JSMA and C&W, which are scaled down and reported 
 
 Efficiency: each step's and each attack's FLOPs (`pdd.evaluation.flops`, counted on the same code) over its time,
 as GFLOP/s and as a fraction of the card's measured peak: a large matmul timed in the same run under the same
-numerics as the job (training: TF32 allowed; attacks: full fp32, `pdd.devices.configure_backends`). The training
-throughput options (channels-last, fused members) are timed against the default per method
-(`bench_step.time_options`, interleaved).
+numerics as the job (training: TF32 allowed; attacks: full fp32, `pdd.devices.configure_backends`). The members fused
+and not, in every training precision the device supports, and channels-last, are timed per method
+(`bench_step.time_options`, interleaved); speed-ups are over the member loop in fp32.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pdd.models import Ensemble, EnsembleSpec
 from pdd.step_timing import time_methods
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import OPTIONS, time_options  # noqa: E402
+from bench_step import print_throughput, time_options, variants  # noqa: E402
 
 METHODS = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
 ATTACKS = {"fgsm": 0.02, "bim": 0.02, "pgd": 0.02, "pgd_l2": 0.4, "jsma": 0.01, "cw": 0.01}
@@ -78,13 +78,10 @@ def main() -> None:
             print(f"| {k} | {method} | {seconds:.4f} | {seconds / medians[args.methods[0]]:.2f} | {flops / 1e9:.1f} "
                   f"| {flops / seconds / 1e12:.2f} | {flops / seconds / train_peak:.3f} | {memory:.0f} |")
         if not args.no_throughput:
-            med = time_options(args.methods, spec, x, y, warmup=2, reps=args.reps)
-            print(f"\nK = {k}, throughput options: s/step (speed-up over default)\n")
-            print("| method | " + " | ".join(OPTIONS) + " |\n|---|" + "---:|" * len(OPTIONS))
-            for method in args.methods:
-                cells = [f"{med[o, method]:.4f} ({med['default', method] / med[o, method]:.2f}x)" for o in OPTIONS]
-                print(f"| {method} | " + " | ".join(cells) + " |")
-            print()
+            options = variants(device, channels_last=True)
+            med = time_options(args.methods, spec, x, y, 2, args.reps, options)
+            print(f"\nK = {k}, members fused or not, per precision: s/step and speed-up over the loop in fp32\n")
+            print_throughput(args.methods, med, options)
 
     configure_backends(device, training=False)
     attack_peak = measured_peak(device, torch.float32)

@@ -14,10 +14,13 @@ the achieved FLOP/s: the step's FLOPs (`pdd.evaluation.flops`, counted on the sa
 over its distillation layers) over its median time, also as a fraction of the machine's measured peak (a
 2048^3 fp32 matmul timed in the same run, `pdd.evaluation.flops.measured_peak`).
 
-    python benchmarks/bench_step.py --threads 2 --throughput --methods baseline pdd_deg   # the training options
+    python benchmarks/bench_step.py --threads 2 --throughput --preset demo   # the training options
 
---throughput times every method three ways, interleaved round by round: the default, `--channels-last`
-weights, and `--fuse-members` (the K members' forward as one vmap computation), on copies of the same ensemble.
+--throughput times every method in every variant, interleaved round by round on copies of the same ensemble:
+the members in a loop and fused (`--fuse-members`: one grouped network, pdd.fused), each in every training
+precision the device supports (CPU: fp32, bf16 autocast; tf32 is fp32 there; GPU: fp32, tf32, bf16), and with
+`--channels-last` the loop with channels-last weights too. `--preset fashion_mnist` is Fashion-MNIST's step
+(28x28x1, width 8, batch 128, as config/fashion_mnist_cpu.yaml trains).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import time
 
 import torch
 
+from pdd.devices import configure_backends
 from pdd.dropout import keep_probabilities
 from pdd.evaluation.flops import measured_peak, train_step_flops
 from pdd.methods import LossSettings, get_method
 from pdd.models import Ensemble, EnsembleSpec
+from pdd.precision import PRECISIONS, training_autocast
 from pdd.step_timing import sync, time_methods
 
 METHOD_NAMES = ("baseline", "adp", "pdd", "deg", "pdd_deg", "gal", "trs", "dverge")
@@ -39,6 +44,7 @@ PRESETS = {
     # name: (description, width, channels, size, classes, members, batch)
     "cifar": ("ResNet-18 w16, 3x32x32, 100 classes", 16, 3, 32, 100, 3, 64),
     "demo": ("demo: ResNet-18 w8, 1x8x8, 10 classes", 8, 1, 8, 10, 3, 64),
+    "fashion_mnist": ("Fashion-MNIST: ResNet-18 w8, 1x28x28, 10 classes", 8, 1, 28, 10, 3, 128),
 }
 PDD = {"num_intervals": 10, "alpha": 0.9, "beta": 0.1}
 
@@ -52,17 +58,34 @@ def time_preset(width, channels, size, classes, members, batch, device, warmup, 
     return time_methods(list(names), spec, PDD, LossSettings(), x, y, warmup, reps, seed=seed)
 
 
-OPTIONS = {"default": {}, "channels-last": {"channels_last": True}, "fuse-members": {"fuse_members": True}}
+def precisions(device: torch.device) -> list[str]:
+    """The training precisions `device` runs differently: tf32 only on a GPU (on a CPU it is fp32), bf16 where
+    autocast supports it."""
+    if device.type == "cuda":
+        return ["fp32", "tf32"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    return ["fp32", "bf16"]
 
 
-def time_options(names, spec, x, y, warmup, reps, seed=0) -> dict[tuple[str, str], float]:
-    """Median s/step of every (option, method) of OPTIONS x `names`, all from the same initial ensemble and
+def variants(device: torch.device, channels_last: bool, only: list[str] | None = None) -> dict[str, dict]:
+    """{label: TrainConfig-like flags} of every timed way to run a step (in the precisions `only`, else all)."""
+    found = {}
+    for precision in only or precisions(device):
+        found[f"loop {precision}"] = {"fuse_members": False, "precision": precision}
+        found[f"fused {precision}"] = {"fuse_members": True, "precision": precision}
+        if channels_last:
+            found[f"channels-last {precision}"] = {"fuse_members": False, "channels_last": True,
+                                                   "precision": precision}
+    return found
+
+
+def time_options(names, spec, x, y, warmup, reps, options, seed=0) -> dict[tuple[str, str], float]:
+    """Median s/step of every (option, method) of `options` x `names`, all from the same initial ensemble and
     batch, alternated round-robin (as `time_methods` alternates methods) so drifts of the machine hit all alike."""
     device = x.device
     torch.manual_seed(seed)
     initial = Ensemble(spec).state_dict()
     runs = {}
-    for option, flags in OPTIONS.items():
+    for option, flags in options.items():
         for name in names:
             method = get_method(name, LossSettings())
             model = Ensemble(EnsembleSpec(**{**spec.__dict__, "pdd": dict(PDD) if method.uses_pdd else {}}))
@@ -70,21 +93,36 @@ def time_options(names, spec, x, y, warmup, reps, seed=0) -> dict[tuple[str, str
             model.to(device).train()
             if flags.get("channels_last"):
                 model.to(memory_format=torch.channels_last)
-            model.fuse_members = flags.get("fuse_members", False)
+            model.fuse_members = flags["fuse_members"]
             optimizers = [torch.optim.SGD(g, lr=0.02, momentum=0.9, weight_decay=5e-4)
                           for g in method.parameter_groups(model)]
-            runs[option, name] = (model, method, optimizers)
+            runs[option, name] = (model, method, optimizers, flags["precision"])
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
     for round_ in range(warmup + reps):
-        for key, (model, method, optimizers) in runs.items():
+        for key, (model, method, optimizers, precision) in runs.items():
             method.start_epoch(model, round_, warmup + reps, seed)
+            configure_backends(device, training=True, precision=precision)
             sync(device)
             start = time.perf_counter()
-            method.step(model, optimizers, x, y)
+            with training_autocast(device, precision):
+                method.step(model, optimizers, x, y)
             sync(device)
             if round_ >= warmup:
                 times[key].append(time.perf_counter() - start)
     return {key: statistics.median(t) for key, t in times.items()}
+
+
+def print_throughput(names, med, options) -> None:
+    """One row per method: s/step of every variant, and each variant's speed-up over the loop in fp32."""
+    labels = list(options)
+    print("| method | " + " | ".join(f"{o} s/step" for o in labels) + " | "
+          + " | ".join(f"{o} speed-up" for o in labels[1:]) + " |")
+    print("|---|" + "---:|" * (2 * len(labels) - 1))
+    for name in names:
+        secs = [med[o, name] for o in labels]
+        cells = [f"{t:.4f}" for t in secs] + [f"{secs[0] / t:.2f}x" for t in secs[1:]]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
 
 
 def keep_probabilities_loop(features: torch.Tensor, k: int, m: int, alpha: float, beta: float) -> torch.Tensor:
@@ -149,13 +187,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES),
                         help="methods to time (baseline is always included: the ratios are to it)")
     parser.add_argument("--throughput", action="store_true",
-                        help="time the training throughput options (channels-last, fused members) against the default")
+                        help="time the members fused and not, in every precision the device supports")
+    parser.add_argument("--channels-last", action="store_true", help="with --throughput: channels-last too")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
+                        help="with --throughput: only these precisions (default: all the device supports)")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
+    options = variants(device, args.channels_last, args.precisions)
     peak = measured_peak(device, torch.float32)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"reps {args.reps} (after {args.warmup} warm-up rounds), PDD M={PDD['num_intervals']} "
@@ -174,24 +216,15 @@ def main() -> None:
         start = time.perf_counter()
         names = ("baseline", *[n for n in args.methods if n != "baseline"])
         spec = EnsembleSpec("resnet18", members, classes, channels, width=width)
-        step_flops = {name: train_step_flops(name, spec, size) * batch for name in names}
         if args.throughput:
             gen = torch.Generator().manual_seed(1)
             x = torch.rand(batch, channels, size, size, generator=gen).to(device)
             y = torch.randint(0, classes, (batch,), generator=gen).to(device)
-            med = time_options(names, spec, x, y, args.warmup, args.reps)
-            print(f"### {title}, throughput options  ({time.perf_counter() - start:.0f} s)\n")
-            print("| method | " + " | ".join(f"{o} s/step" for o in OPTIONS) + " | "
-                  + " | ".join(f"{o} speed-up" for o in list(OPTIONS)[1:]) + " | " + " | ".join(
-                      f"{o} GFLOP/s" for o in OPTIONS) + " |")
-            print("|---|" + "---:|" * (3 * len(OPTIONS) - 1))
-            for name in names:
-                secs = [med[o, name] for o in OPTIONS]
-                cells = [f"{t:.4f}" for t in secs] + [f"{secs[0] / t:.2f}x" for t in secs[1:]]
-                cells += [f"{step_flops[name] / t / 1e9:.1f}" for t in secs]
-                print(f"| {name} | " + " | ".join(cells) + " |")
-            print()
+            med = time_options(names, spec, x, y, args.warmup, args.reps, options)
+            print(f"### {title}, members fused or not, per precision  ({time.perf_counter() - start:.0f} s)\n")
+            print_throughput(names, med, options)
             continue
+        step_flops = {name: train_step_flops(name, spec, size) * batch for name in names}
         med = time_preset(width, channels, size, classes, members, batch, device, args.warmup, args.reps, names)
         print(f"### {title}  ({time.perf_counter() - start:.0f} s)\n")
         print("| method | median s/step | ratio to baseline | GFLOP/step | GFLOP/s | fraction of peak |")

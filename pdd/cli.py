@@ -109,6 +109,7 @@ FIELD_TYPES: dict[str, click.ParamType] = {
     "arch": Registry(ARCHITECTURES, "architecture"),
     "init_from": click.Path(exists=True, dir_okay=False),
     "norm": Registry(NORMS, "norm"),
+    "precision": Registry(PRECISIONS, "precision"),
 }
 FIELD_FLAGS: dict[str, tuple[str, ...]] = {"members": ("-k",)}  # extra names of a field's option
 
@@ -121,8 +122,9 @@ def _field_option(field: Field, help: str | None = None) -> Decorator:
     bound = field_bound(field.name, default)
     kind = FIELD_TYPES.get(field.name) or (Checked(bound) if bound else click.STRING)
     text = help or field.metadata.get("help")
-    if isinstance(default, bool):
-        return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True, help=text)
+    if isinstance(default, bool) or field.type == "bool | None":  # None: the code decides (e.g. per device)
+        return click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=default is not None,
+                            help=text)
     return click.option(flag, *FIELD_FLAGS.get(field.name, ()), field.name, type=kind,
                         required=field.default is MISSING and field.default_factory is MISSING,
                         default=default, show_default=default is not None, multiple=isinstance(default, tuple),
@@ -284,7 +286,7 @@ def train(out: str, log_path: str, cost_path: str | None, data_root: str, device
     _check_intervals([cfg.method], cfg.members, cfg.pdd_intervals)
     _outputs(out=out, log=log_path, cost=cost_path, state=out + ".state")
     _threads(threads)
-    dev = select_device(device, training=True)
+    dev = select_device(device, training=True, precision=cfg.precision)
     try:
         with CostMeter(device=dev) as cost:
             last = run(cfg, data_root, out, log_path, dev, workers)

@@ -15,6 +15,8 @@ from typing import IO
 
 import torch
 
+from pdd.precision import check_precision
+
 DEFAULT_LOCK_DIR = Path(os.environ.get("PDD_GPU_LOCK_DIR", "/tmp/pdd-gpu-locks"))
 _held: list[IO] = []  # open lock files: released when the process exits
 
@@ -54,22 +56,35 @@ def claim_gpu(
         time.sleep(poll_seconds)
 
 
-def configure_backends(device: torch.device, training: bool) -> None:
+# Where the step benchmark (benchmarks/bench_step.py --throughput, docs/performance.md) measured the K members
+# as one grouped network faster than the loop over members; `training.fuse_members` unset means this.
+# No GPU has run the benchmark yet, so a GPU keeps the loop until one does.
+FUSED_FASTER = {"cpu": True}
+
+
+def fuse_by_default(device: torch.device) -> bool:
+    """Whether a training job on `device` runs its members fused when the config does not say."""
+    return FUSED_FASTER.get(device.type, False)
+
+
+def configure_backends(device: torch.device, training: bool, precision: str = "tf32") -> None:
     """GPU numerics of a job: cuDNN autotuning (the jobs run fixed shapes) and TF32 matmuls and convolutions
-    in training only; attacks and analyses stay in full fp32 (PyTorch allows TF32 convolutions by default).
-    Leaves everything as it is on the CPU."""
+    in training at precision tf32 or bf16 (what autocast leaves in fp32); attacks and analyses stay in full fp32
+    (PyTorch allows TF32 convolutions by default). Leaves everything as it is on the CPU."""
+    check_precision(precision)
     if device.type != "cuda":
         return
+    tf32 = training and precision != "fp32"
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = training
-    torch.backends.cudnn.allow_tf32 = training
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
-def select_device(request: str = "auto", training: bool = False) -> torch.device:
+def select_device(request: str = "auto", training: bool = False, precision: str = "tf32") -> torch.device:
     """'auto': under SLURM the GPU it allocated, else a claimed free GPU, else CPU; otherwise `request` as given.
-    The chosen device's backends are set for a training job or (default) an fp32 evaluation job."""
+    The chosen device's backends are set for a training job at `precision` or (default) an fp32 evaluation job."""
     device = _pick_device(request)
-    configure_backends(device, training)
+    configure_backends(device, training, precision)
     return device
 
 

@@ -18,8 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdd import fused
+from pdd.precision import autocast_enabled, full
+
 CHECKPOINT_FORMAT = "pdd-ensemble-v1"
 ARCHITECTURES = ("resnet18", "resnet34", "vgg16")
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d computed in fp32 under autocast (mixed-precision training keeps its statistics exact);
+    the same module, state and result otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
 
 
 class BasicBlock(nn.Module):
@@ -28,12 +42,12 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -45,7 +59,7 @@ class ResNetFeatures(nn.Module):
 
     def __init__(self, blocks: tuple[int, ...], width: int, in_channels: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), BatchNorm2d(width), nn.ReLU())
         layers, cin = [], width
         for stage, n in enumerate(blocks):
             cout = width * 2**stage
@@ -73,7 +87,7 @@ class VGGFeatures(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
-                layers += [nn.Conv2d(cin, width * v, 3, padding=1, bias=False), nn.BatchNorm2d(width * v), nn.ReLU()]
+                layers += [nn.Conv2d(cin, width * v, 3, padding=1, bias=False), BatchNorm2d(width * v), nn.ReLU()]
                 cin = width * v
         self.layers = nn.Sequential(*layers)
         self.out_features = cin
@@ -117,8 +131,9 @@ class Ensemble(nn.Module):
     """K members with their own linear heads; `feature_dropout` acts on the concatenated
     penultimate features [B, K*C] (PDD) before the heads.
 
-    `fuse_members` (a throughput option, off by default, not part of the checkpoint): run the K members'
-    forward as one batched computation (`fused_features`) instead of K in turn; same result to float rounding.
+    `fuse_members` (a throughput option, off by default, not part of the checkpoint): run the K members as one
+    network (grouped convolutions, pdd.fused) instead of K in turn; the same logits and random draws to float
+    rounding, the same parameters, state dict and checkpoint. Forward hooks on the members do not fire then.
     """
 
     def __init__(self, spec: EnsembleSpec):
@@ -142,45 +157,27 @@ class Ensemble(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features [K, B, C]; `x` is [B, ...] (shared) or [K, B, ...] (one input per member)."""
-        per_member = x.dim() == 5
         if self.fuse_members:
-            return self.fused_features(x)
+            f = self.fused_features(x)
+            return f.view(f.shape[0], self.num_members, -1).transpose(0, 1)
+        per_member = x.dim() == 5
         return torch.stack([m(x[k] if per_member else x) for k, m in enumerate(self.members)])
 
     def fused_features(self, x: torch.Tensor) -> torch.Tensor:
-        """`features` with the K members' forward fused into batched kernels: torch.func.vmap over the members'
-        stacked parameters and buffers (a convolution with K stacked weights runs as one grouped convolution).
-
-        The stacks are built by torch.stack on every call, so gradients flow back to each member's own
-        parameters; in train mode BatchNorm updates the stacked running statistics per member (vmap keeps
-        them apart) and they are copied back into each member afterwards. Forward hooks of members[0] (whose
-        structure is called) fire once per call; those of the other members do not.
-        """
-        from torch.func import functional_call, vmap
-
-        members = list(self.members)
-        params = {name: torch.stack([dict(m.named_parameters())[name] for m in members])
-                  for name, _ in members[0].named_parameters()}
-        buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in members])
-                   for name, _ in members[0].named_buffers()}
-
-        def member(p: dict, b: dict, xk: torch.Tensor) -> torch.Tensor:
-            return functional_call(members[0], (p, b), (xk,))
-
-        out = vmap(member, in_dims=(0, 0, 0 if x.dim() == 5 else None), randomness="error")(params, buffers, x)
-        if self.training:
-            with torch.no_grad():
-                for k, m in enumerate(members):
-                    for name, buffer in m.named_buffers():
-                        buffer.copy_(buffers[name][k])
-        return out
+        """The concatenated features [B, K*C] (PDD's layout) of the K members run as one grouped network
+        (pdd.fused): the same values as `features` to float rounding, each member's BatchNorm statistics
+        updated as its own module would."""
+        build = fused.resnet_features if isinstance(self.members[0], ResNetFeatures) else fused.vgg_features
+        return build(self.members, x, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Member logits [K, B, L]."""
+        """Member logits [K, B, L], in fp32 (also under autocast, so every loss is computed in fp32)."""
+        if self.fuse_members:
+            return full(fused.heads(self.heads, self.feature_dropout(self.fused_features(x))))
         f = self.features(x)
         k, b, c = f.shape
         f = self.feature_dropout(f.transpose(0, 1).reshape(b, k * c)).reshape(b, k, c).transpose(0, 1)
-        return torch.stack([head(f[i]) for i, head in enumerate(self.heads)])
+        return full(torch.stack([head(f[i]) for i, head in enumerate(self.heads)]))
 
     def log_mean_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log of the mean member softmax [B, L]: the ensemble's prediction, and what attacks target."""
@@ -226,6 +223,17 @@ class Ensemble(nn.Module):
                         return h
                     index += 1
         return self.heads[k](F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+    def member_features(self, xs: torch.Tensor, layer: int) -> torch.Tensor:
+        """Every member's `member_feature` at `layer`, member k's from xs[k]: [K, B, ...]; one grouped network
+        when `fuse_members`."""
+        if not self.fuse_members:
+            return torch.stack([self.member_feature(k, xs[k], layer) for k in range(self.num_members)])
+        last = self.num_feature_layers() - 1
+        if not 0 <= layer <= last:
+            raise ValueError(f"feature layer {layer} out of range 0..{last}")
+        build = fused.resnet_feature_at if isinstance(self.members[0], ResNetFeatures) else fused.vgg_feature_at
+        return build(self.members, self.heads, xs, layer, self.training)
 
 
 def mean_log_prob(member_logits: torch.Tensor) -> torch.Tensor:

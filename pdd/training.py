@@ -20,11 +20,14 @@ from tqdm import tqdm
 
 from pdd import data
 from pdd.augment import random_crop_flip
+from pdd.devices import fuse_by_default
 from pdd.io import torch_save, write_text
 from pdd.methods import PLUGINS, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
+from pdd.precision import training_autocast
 from pdd.settings.training import THROUGHPUT_FIELDS, TrainConfig  # noqa: F401 (re-exported)
 
+ADDED_FIELDS = {"precision": "tf32"}  # fields added since states were first saved: the value such states trained with
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
               "seconds", "eval_seconds")
 
@@ -73,7 +76,7 @@ def same_training(saved: dict | None, cfg_dict: dict) -> bool:
     aside, and absent from states saved before they existed)."""
     if not isinstance(saved, dict):
         return False
-    return ({k: v for k, v in saved.items() if k not in THROUGHPUT_FIELDS}
+    return ({k: v for k, v in {**ADDED_FIELDS, **saved}.items() if k not in THROUGHPUT_FIELDS}
             == {k: v for k, v in cfg_dict.items() if k not in THROUGHPUT_FIELDS})
 
 
@@ -143,7 +146,7 @@ def _fresh(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> tu
     model = Ensemble(ensemble_spec(cfg)).to(device)
     if cfg.channels_last:  # the weights; convolutions then return channels-last activations
         model = model.to(memory_format=torch.channels_last)  # (images stay as loaded: random starts draw alike)
-    model.fuse_members = cfg.fuse_members
+    model.fuse_members = fuse_by_default(device) if cfg.fuse_members is None else cfg.fuse_members
     optimizers = [torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                   for group in method.parameter_groups(model)]  # one per member for DVERGE
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.epochs, eta_min=cfg.lr_min)
@@ -235,7 +238,8 @@ def train(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.augment:
                 x = random_crop_flip(x)
-            loss, logits = method.step(model, optimizers, x, y)
+            with training_autocast(device, cfg.precision):
+                loss, logits = method.step(model, optimizers, x, y)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training loss became {loss} at epoch {epoch + 1}, step {seen // cfg.batch_size + 1}: lower "

@@ -93,25 +93,29 @@ def test_draw_layer_is_seeded_per_epoch_and_uniformish():
     assert draws != [draw_layer(18, 1, e) for e in range(400)]          # another seed, another sequence
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("layer", [0, 7, 17])
-def test_distillation_stays_in_the_ball_and_approaches_the_target_feature(layer):
+def test_distillation_stays_in_the_ball_and_approaches_the_target_feature(layer, fuse):
     model = tiny(2).eval()
+    model.fuse_members = fuse  # all members' distillation as one grouped network
     x, _ = batch(6)
     x_t = x[target_indices(6)]
     before = buffers(model)
     calls = []
-    original = model.member_feature
-    model.member_feature = lambda *a: calls.append(torch.is_grad_enabled()) or original(*a)
+    original = model.member_features
+    model.member_features = lambda *a: calls.append(torch.is_grad_enabled()) or original(*a)
     eps, steps = 0.07, 10
-    x_d = distill(model, 1, layer, x, x_t, eps, 0.007, steps)
-    del model.member_feature
-    assert calls == [False] + [True] * steps                            # target feature once, without a graph
+    x_d = distill(model, layer, x, x_t, eps, 0.007, steps)
+    del model.member_features
+    assert calls == [False] + [True] * steps                            # target features once, without a graph
+    assert x_d.shape == (2, *x.shape)                                   # one distilled batch per member
     assert (x_d - x).abs().max() <= eps + 1e-6 and x_d.min() >= 0 and x_d.max() <= 1
     assert not x_d.requires_grad
     with torch.no_grad():
-        wanted = model.member_feature(1, x_t, layer)
-        dist = lambda z: (model.member_feature(1, z, layer) - wanted).square().flatten(1).sum(1)
-        assert (dist(x_d) < dist(x)).all()                              # every image moved towards its target
+        for k in range(2):
+            wanted = model.member_feature(k, x_t, layer)
+            dist = lambda z, k=k, wanted=wanted: (model.member_feature(k, z, layer) - wanted).square().flatten(1).sum(1)
+            assert (dist(x_d[k]) < dist(x)).all()                       # every image moved towards its target
     assert all(p.grad is None for p in model.parameters())              # only the input gradient
     for n, b in buffers(model).items():
         assert torch.equal(b, before[n]), n                             # batch-norm statistics untouched

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from pdd.devices import fuse_by_default
 from pdd.methods import get_method
 from pdd.models import Ensemble, EnsembleSpec, read_checkpoint
 from pdd.training import TrainConfig, same_training, train
@@ -73,24 +74,27 @@ def test_fused_features_match_members_and_update_each_members_statistics(setup):
             assert torch.allclose(ba.to(torch.float64), bb.to(torch.float64), rtol=1e-12), name
 
 
-def test_train_with_both_options_gives_the_default_ensemble(tmp_path, monkeypatch):
-    # float32 through the real `train` (digits, 1 epoch, 22 steps of a smooth loss: baseline): rounding
-    # differences of ~1e-7 grow little; 1e-4 still separates them from any real change (order 1e-2 and up).
-    # (Methods with thresholds, PDD's bins or sign steps, can flip a decision on such a difference and drift
-    # apart over many float32 steps: the float64 test above checks them step by step.)
+def test_train_passes_the_options_to_the_model(tmp_path, monkeypatch):
+    # The real `train` (digits, 1 epoch, width 2): the options reach the model, unset fuse_members means the
+    # device's default, and the saved config records them. Whether the trained weights agree is not checked here:
+    # in float32 a tiny member's ReLU kinks turn the paths' rounding (1e-7) into 1e-4 in one step and 0.3 after
+    # an epoch (measured), for channels-last alone too; the float64 steps above and tests/test_fused.py's
+    # accuracy comparison check the training itself.
     fused_calls = []
     original = Ensemble.fused_features
     monkeypatch.setattr(Ensemble, "fused_features", lambda self, x: fused_calls.append(1) or original(self, x))
-    base = TrainConfig("digits", "baseline", 2, width=2, epochs=1)
+    base = TrainConfig("digits", "baseline", 2, width=2, epochs=1, fuse_members=False)
     train(base, tmp_path, tmp_path / "a.pt", tmp_path / "a.csv")
     assert not fused_calls
     fast = TrainConfig(**{**base.__dict__, "channels_last": True, "fuse_members": True})
     train(fast, tmp_path, tmp_path / "b.pt", tmp_path / "b.csv")
     assert fused_calls  # the option reached the model
-    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
-    for key, value in a["state_dict"].items():
-        assert torch.allclose(b["state_dict"][key].float(), value.float(), rtol=1e-4, atol=1e-5), key
-    assert b["train_config"]["fuse_members"] is True
+    b = read_checkpoint(tmp_path / "b.pt")
+    assert b["train_config"]["fuse_members"] is True and b["train_config"]["channels_last"] is True
+    assert set(b["state_dict"]) == set(read_checkpoint(tmp_path / "a.pt")["state_dict"])  # one checkpoint format
+    fused_calls.clear()
+    train(TrainConfig(**{**base.__dict__, "fuse_members": None}), tmp_path, tmp_path / "c.pt", tmp_path / "c.csv")
+    assert bool(fused_calls) == fuse_by_default(torch.device("cpu"))  # unset: the device's default
 
 
 def test_throughput_options_do_not_block_a_resume():
@@ -99,3 +103,7 @@ def test_throughput_options_do_not_block_a_resume():
     old = {k: v for k, v in cfg.items() if k not in ("channels_last", "fuse_members")}  # saved before they existed
     assert same_training(old, cfg)
     assert not same_training({**cfg, "lr": 0.1}, cfg) and not same_training(None, cfg)
+    # precision changes the result: another one is another training; states saved before it existed were tf32
+    assert not same_training({**cfg, "precision": "bf16"}, cfg)
+    before = {k: v for k, v in cfg.items() if k != "precision"}
+    assert same_training(before, cfg) and not same_training(before, {**cfg, "precision": "fp32"})

@@ -39,24 +39,26 @@ def target_indices(batch_size: int, device: torch.device | str = "cpu") -> torch
     return target
 
 
-def distill(model: Ensemble, k: int, layer: int, source: torch.Tensor, target: torch.Tensor, eps: float,
-            step: float, steps: int) -> torch.Tensor:
-    """x' near `source` (L-inf eps, [0, 1]) whose member-k feature at `layer` imitates `target`'s.
+def distill(model: Ensemble, layer: int, source: torch.Tensor, target: torch.Tensor, eps: float, step: float,
+            steps: int) -> torch.Tensor:
+    """x'_k near `source` (L-inf eps, [0, 1]) whose member-k feature at `layer` imitates `target`'s, for every
+    member k at once: [K, B, ...] (each member's own, independent: member k's feature reads only x'_k).
 
     The authors' Linf_distillation: descend MSE(h(x'), h(x_t)) with sign steps of the momentum sum of
-    per-sample L1-normalised gradients, no random start. Call in eval mode; the target feature is
+    per-sample L1-normalised gradients, no random start. Call in eval mode; the target features are
     computed once, and only the input gradient (no parameter gradients).
     """
+    k = model.num_members
     with torch.no_grad():
-        wanted = model.member_feature(k, target, layer)
-    x = source.clone()
-    momentum = torch.zeros_like(source)
-    shape = (-1,) + (1,) * (source.dim() - 1)
+        wanted = model.member_features(target.unsqueeze(0).expand(k, *target.shape), layer)
+    x = source.unsqueeze(0).expand(k, *source.shape).clone()
+    momentum = torch.zeros_like(x)
+    shape = (k, -1) + (1,) * (source.dim() - 1)
     for _ in range(steps):
         x.requires_grad_(True)
-        loss = (model.member_feature(k, x, layer) - wanted).square().sum()
+        loss = (model.member_features(x, layer) - wanted).square().sum()
         (grad,) = torch.autograd.grad(loss, x)
-        momentum = momentum + grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(shape)
+        momentum = momentum + grad / grad.abs().flatten(2).sum(2).clamp_min(1e-12).view(shape)
         x = linf_step(x, -momentum, step, source, eps)
     return x.detach()
 
@@ -107,8 +109,7 @@ class DVERGE(TrainingMethod):
             with torch.no_grad():
                 logits = model(x)
             x_t = x[target_indices(len(y), x.device)]
-            distilled = torch.stack([distill(model, k, self.layer, x, x_t, s.dverge_eps, s.dverge_step,
-                                             s.dverge_steps) for k in range(model.num_members)])
+            distilled = distill(model, self.layer, x, x_t, s.dverge_eps, s.dverge_step, s.dverge_steps)
         losses = cross_member_losses(model, distilled, y)
         losses.sum().backward()
         return losses.mean().item(), logits

@@ -33,6 +33,7 @@ TRAINING_KEYS: dict[str, Path] = {
     "weight_decay": ("training", "weight_decay"), "lr_min": ("training", "lr_min"),
     "pdd_alpha": ("pdd", "alpha"), "pdd_beta": ("pdd", "beta"),
     "channels_last": ("training", "channels_last"), "fuse_members": ("training", "fuse_members"),
+    "precision": ("training", "precision"),
 }
 ATTACK_KEYS: dict[str, Path] = {
     "steps": ("evaluation", "steps"), "jsma_theta": ("evaluation", "jsma_theta"),
@@ -245,9 +246,13 @@ def num_images(config: Mapping, section: str) -> int | None:
 
 
 def runtime(config: Mapping) -> dict:
-    """Where and how every job runs: data root, device, CPU threads, data-loader workers."""
+    """Where and how every job runs: data root, device, CPU threads, data-loader workers, and the training's
+    throughput options as `pdd train` arguments (`throughput`: the rule's command reads it outside its params,
+    so flipping one, or its per-device default, reruns nothing)."""
+    values = _values(config, {f: TRAINING_KEYS[f] for f in THROUGHPUT_FIELDS})
+    throughput = [f"--{'' if on else 'no-'}{name.replace('_', '-')}" for name, on in values.items()]
     return {"data_root": config["data_root"], "device": config["device"], "threads": config["threads"],
-            "workers": lookup(config, ("training", "workers"), 0)}
+            "workers": lookup(config, ("training", "workers"), 0), "throughput": quoted(throughput)}
 
 
 # ----------------------------------------------------------------------------- job arguments
@@ -282,7 +287,8 @@ def train_args(config: Mapping, dataset: str, k: int, method: str, seed: int, ar
     cfg = train_config(config, dataset, k, method, seed, arch)
     m = method_of(config, cfg.method)
     skip = ("loss_settings",) + (() if m.uses_pdd else ("pdd_intervals", "pdd_alpha", "pdd_beta"))
-    skip += tuple(f for f in THROUGHPUT_FIELDS if not getattr(cfg, f))  # off: the command stays as it was
+    skip += THROUGHPUT_FIELDS  # how, not what: runtime()'s, outside the params
+    skip += ("precision",) if cfg.precision == TrainConfig.precision else ()  # the default: commands as before
     return quoted(as_args(cfg, skip=skip) + as_args(cfg.loss_settings, only=m.settings_used)
                   + plugin_args(config, [method]))
 

@@ -10,6 +10,13 @@ from pdd.settings.methods import LossSettings
 from pdd.validation import check_fields, setting
 
 THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
+PRECISIONS = ("fp32", "tf32", "bf16")  # training.precision (pdd.precision runs them)
+
+
+def check_precision(precision: str) -> None:
+    """A precision the training knows; anything else is one clear error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
 
 def intervals_problem(num_members: int, num_intervals: int) -> str | None:
@@ -43,13 +50,18 @@ class TrainConfig:
     loss_settings: LossSettings = field(default_factory=LossSettings)
     init_from: str | None = setting(None, "Trained ensemble the method starts from (dverge: the baseline of the "
                                           "same dataset, K, arch, width and seed).")
+    precision: str = setting("tf32", "Training arithmetic: fp32, tf32 (TF32 matmuls and convolutions on a GPU; "
+                             "fp32 on a CPU) or bf16 (autocast; BatchNorm and losses in fp32). Evaluations stay fp32.")
     # Throughput options: they change how a step is computed, not what (equal results to float rounding), so a
-    # state saved with other values still resumes (THROUGHPUT_FIELDS).
+    # state saved with other values still resumes (THROUGHPUT_FIELDS), and the workflow keeps them out of the
+    # job's params (moving results to another machine reruns nothing).
     channels_last: bool = setting(
         False, "Throughput: keep weights (and so activations) in channels-last memory format (same results).")
-    fuse_members: bool = setting(
-        False, "Throughput: run the K members' forward as one batched (vmap) computation (same results).")
+    fuse_members: bool | None = setting(
+        None, "Throughput: run the K members as one network with grouped convolutions (same results to float "
+              "rounding); default: where the step benchmark measured it faster (pdd.devices.fuse_by_default).")
 
     def __post_init__(self) -> None:
         check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
+        check_precision(self.precision)
         info(self.dataset)

@@ -18,6 +18,8 @@ rule train:
         gpu=1,
         runtime=24 * 60,
         mem_mb=16000,
+        # the throughput options: how a step runs, not its result, so not params (a change reruns nothing)
+        throughput=RUNTIME["throughput"],
     params:
         args=get_train_params,
         data_root=RUNTIME["data_root"],
@@ -25,8 +27,8 @@ rule train:
         workers=RUNTIME["workers"],
         code=get_train_code,
     shell:
-        "pdd train {params.args} --data-root {params.data_root:q} --device {params.device:q} --threads {threads} --workers {params.workers}"
-        " --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
+        "pdd train {params.args} {resources.throughput} --data-root {params.data_root:q} --device {params.device:q}"
+        " --threads {threads} --workers {params.workers} --out {output.model:q} --log {output.log:q} --cost {output.cost:q} > {log:q} 2>&1"
 
 
 rule time_steps:
