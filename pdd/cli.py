@@ -817,8 +817,9 @@ def examples(models: tuple[str, ...], image: int, eps: dict[str, float], seed: i
               type=click.Path(exists=True, dir_okay=False), help="The workflow config to project (as snakemake's).")
 @click.option("--device", "device_name", default="h200", show_default=True, type=Registry(PEAKS, "device"),
               help="Whose data-sheet peak the hours are at (pdd.evaluation.peaks.PEAKS).")
-@click.option("--dtype", "precision", default="tf32", show_default=True,
-              type=Registry(PRECISIONS, "precision"), help="Which of the device's dense peaks.")
+@click.option("--precision", "--dtype", "precision", type=Registry(PRECISIONS, "precision"),
+              help="The training jobs' arithmetic, so their peak (the other jobs run in full fp32: the FP32 peak) "
+                   "[default: the config's training.precision, tf32 where unset].")
 @click.option("--utilisation", type=Checked(Bound(0, 1, low_open=True, meaning="a fraction of the peak")),
               help="Also the hours at this fraction of the peak (e.g. a benchmark's measured fraction).")
 @click.option("--rate", type=Checked(Bound(0, low_open=True, meaning="FLOP/s")),
@@ -835,7 +836,7 @@ def examples(models: tuple[str, ...], image: int, eps: dict[str, float], seed: i
 @click.option("--threads", type=checked("threads"), help="CPU threads for torch (default: torch's own choice).")
 @click.option("--processes", type=Checked(Bound(1, integer=True)), default=None,
               help="Measurements taken at once, one process each  [default: the CPUs this process may use, at most 8]")
-def estimate(configfile: str, device_name: str, precision: str, utilisation: float | None, rate: float | None,
+def estimate(configfile: str, device_name: str, precision: str | None, utilisation: float | None, rate: float | None,
              images: int, cache: str, no_cache: bool, details: bool, full_width: bool, threads: int | None,
              processes: int | None) -> None:
     """The cost of a config's run before it starts.
@@ -861,6 +862,7 @@ def estimate(configfile: str, device_name: str, precision: str, utilisation: flo
     if found:
         raise click.BadParameter("invalid config: " + "; ".join(found), param_hint="'--configfile'")
     _threads(threads)
+    precision = precision or config.get("training", {}).get("precision", "tf32")
     rates = [Rate(device_name, precision)]
     if utilisation is not None and utilisation != 1:
         rates.append(Rate(device_name, precision, utilisation))

@@ -73,23 +73,28 @@ def test_train_row_flops_follow_the_passes_arithmetic():
 
 
 def test_totals_and_hours_by_hand():
+    """Training at the training precision's peak, every other job at the FP32 peak (attacks run in full fp32)."""
     hour_at_peak = 494.5e12 * 3600  # one hour of the H200's dense TF32 peak (989 TFLOP/s with sparsity, halved)
+    fp32_hour = 67e12 * 3600  # one hour of its FP32 peak (67 TFLOP/s, data sheet)
     rows = [P.Row("train", "a", 2, 10, "", flops_per_job=hour_at_peak),
-            P.Row("whitebox", "b", 1, 30, "", flops_per_job=2 * hour_at_peak, saving_per_job=6)]
+            P.Row("whitebox", "b", 1, 30, "", flops_per_job=2 * fp32_hour, saving_per_job=6)]
     rates = [P.Rate(), P.Rate("h200", "tf32", 0.25), P.Rate(rate=1e12)]
     table = P.totals(rows, rates)
     assert [t["rule"] for t in table] == ["train", "whitebox", "all"]
     assert [t["image_passes"] for t in table] == [20, 30, 50] and [t["jobs"] for t in table] == [2, 1, 3]
-    assert [t["share"] for t in table] == [0.5, 0.5, 1.0]
-    # all: 4 peak-hours = 4 x 1.7802e18 = 7.12e18 FLOPs; at a quarter of the peak 16 hours; at 1 TFLOP/s
-    # 4 x 494.5 = 1,978 hours
-    assert table[-1]["hours"] == pytest.approx([4, 16, 1978])
-    assert table[0]["hours"] == pytest.approx([2, 8, 989])
+    flops = 2 * hour_at_peak + 2 * fp32_hour
+    assert [t["share"] for t in table] == pytest.approx([2 * hour_at_peak / flops, 2 * fp32_hour / flops, 1.0])
+    # train 2 h at TF32, white-box 2 h at FP32, all 4 h; a quarter of the peaks: 16 h; at 1 TFLOP/s all FLOPs
+    assert table[-1]["hours"] == pytest.approx([4, 16, flops / 1e12 / 3600])
+    assert table[0]["hours"] == pytest.approx([2, 8, 989]) and table[1]["hours"] == pytest.approx([2, 8, 134])
     text = P.markdown(rows, rates)
     # 6 of the 50 passes expected to be skipped: 44, -12.0%
-    assert "| **all** | **3** | **50** | **44 (-12.0%)** | **7.12e18** | **100.0%** | **4** | **16** | **1.98e+03** |" \
+    assert "| **all** | **3** | **50** | **44 (-12.0%)** | **4.04e18** | **100.0%** | **4** | **16** | **1.12e+03** |" \
         in text
-    assert "at 0.25 x the H200 TF32 peak 494.5 TFLOP/s" in text and "at a measured 1,000 GFLOP/s" in text
+    assert "at 0.25 x the H200 peaks (training TF32 494.5, the rest FP32 67 TFLOP/s)" in text
+    assert "at a measured 1,000 GFLOP/s" in text
+    assert P.Rate("h200", "bf16").hours(hour_at_peak, "train") == pytest.approx(989 / 1979)  # the BF16 peak
+    assert P.Rate("h200", "bf16").hours(fp32_hour, "strong") == pytest.approx(1)
     for bad in [dict(device="tpu"), dict(device="v100", precision="tf32"), dict(utilisation=math.nan),
                 dict(utilisation=1.5), dict(rate=0.0), dict(rate=math.inf)]:
         with pytest.raises(ValueError):
@@ -239,6 +244,12 @@ def test_estimate_command_builds_the_rates(captured, tmp_path):
                                        "--processes", "3"])
     assert captured["store"] is None and captured["details"] and captured["rates"] == [P.Rate()]
     assert not captured["narrow"] and captured["processes"] == 3
+    bf16 = tmp_path / "bf16.yaml"  # the training peak follows the config's training.precision unless given
+    bf16.write_text(yaml.safe_dump({**DEMO, "training": {**DEMO["training"], "precision": "bf16"}}))
+    assert CliRunner().invoke(main, ["estimate", "--configfile", str(bf16)]).exit_code == 0
+    assert captured["rates"] == [P.Rate("h200", "bf16")]
+    CliRunner().invoke(main, ["estimate", "--configfile", str(bf16), "--precision", "fp32"])
+    assert captured["rates"] == [P.Rate("h200", "fp32")]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -283,7 +294,7 @@ def test_cw_early_abort_scales_the_iterations_by_the_measured_share():
     assert full.flops == 20 + 5 * (10 + 100 * 50) and full.total == 2 + 5 * (1 + 100 * 5)
     assert aborted.flops == pytest.approx(20 + 5 * (10 + 100 * rest * 50))
     assert "(early abort)" in text and "bench_cw_abort.py" in note
-    hour = 494.5e12 * 3600
+    hour = 67e12 * 3600  # an hour at the FP32 peak, where attacks run (H200 and H100 alike)
     table = [P.Row("whitebox", "cw", 1, 1, "", flops_per_job=hour, abort_flops_per_job=3 * hour)]
     summary = render.abort_summary(table, P.Rate())
     assert "75.0% saved" in summary and summary.count("4 h -> 1 h") == 2 and "H100" in summary

@@ -134,3 +134,19 @@ def test_a_whitebox_table_refuses_parameters_it_would_not_show() -> None:
     table["attacks"] = {"pgd_l2": [0.5]}
     assert problems(cfg) == ["tables.table2_whitebox_k3.attacks.pgd_l2: not among attacks.digits, so there is "
                              "nothing to show"]
+
+
+def test_the_cost_tables_dag_config_leaves_out_the_throughput_options() -> None:
+    """jobs_per_output replans the DAG from the config it is given: the throughput options (which plan nothing)
+    are left out, so flipping training.fuse_members reruns no job at all."""
+    flips = []
+    for value in (True, False, None):
+        cfg = copy.deepcopy(DEMO)
+        if value is not None:
+            cfg["training"]["fuse_members"] = value
+            cfg["training"]["channels_last"] = value
+        flips.append(plan.dag_config(cfg))
+    assert flips[0] == flips[1] == flips[2] == {**DEMO, "training": DEMO["training"]}
+    changed = copy.deepcopy(DEMO)
+    changed["training"]["lr"] = 0.2
+    assert plan.dag_config(changed) != flips[0]

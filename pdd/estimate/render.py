@@ -33,10 +33,14 @@ def details(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+TRAINING_RULES = ("train", "time_steps")  # run at training.precision; every other job in full fp32 (pdd.devices)
+
+
 @dataclass(frozen=True)
 class Rate:
-    """What the hours are computed at: `device`'s dense `precision` peak (`pdd.evaluation.peaks.PEAKS`) times
-    `utilisation`, or a measured achieved `rate` in FLOP/s (then the device and utilisation are not used)."""
+    """What the hours are computed at: `device`'s dense data-sheet peaks (`pdd.evaluation.peaks.PEAKS`), the
+    training jobs' at `precision` (training.precision) and every other job's at FP32 (attacks and evaluations run
+    in full fp32), times `utilisation`; or a measured achieved `rate` in FLOP/s for every job."""
 
     device: str = "h200"
     precision: str = "tf32"
@@ -46,19 +50,28 @@ class Rate:
     def __post_init__(self) -> None:
         F.hours(0.0, self.device, self.precision, self.utilisation, self.rate)  # the same checks
 
-    def hours(self, value: float) -> float:
-        return F.hours(value, self.device, self.precision, self.utilisation, self.rate)
+    def hours(self, value: float, rule: str = "train") -> float:
+        """Hours of `value` FLOPs of `rule`'s jobs."""
+        precision = self.precision if rule in TRAINING_RULES else "fp32"
+        return F.hours(value, self.device, precision, self.utilisation, self.rate)
 
     def describe(self) -> str:
         if self.rate is not None:
             return f"at a measured {self.rate / 1e9:,.4g} GFLOP/s"
-        peak = F.peak(self.device, self.precision)
-        text = f"{self.device.upper()} {self.precision.upper()} peak {peak / 1e12:,.4g} TFLOP/s"
+        train, full = F.peak(self.device, self.precision), F.peak(self.device, "fp32")
+        text = (f"{self.device.upper()} peaks (training {self.precision.upper()} {train / 1e12:,.4g}, the rest "
+                f"FP32 {full / 1e12:,.4g} TFLOP/s)")
         return f"at the {text}" if self.utilisation == 1 else f"at {self.utilisation:g} x the {text}"
 
 
+def run_hours(rows: list[Row], rate: Rate) -> float:
+    """Hours of every row's FLOPs, each at its rule's rate."""
+    return sum(rate.hours(r.flops, r.rule) for r in rows)
+
+
 def totals(rows: list[Row], rates: Iterable[Rate] = ()) -> list[dict]:
-    """Per rule, then "all": jobs, image-passes, FLOPs, share of the FLOPs and hours at each of `rates`."""
+    """Per rule, then "all": jobs, image-passes, FLOPs, share of the FLOPs and hours at each of `rates` (each
+    rule at its own peak, "all" their sum)."""
     rates, out = list(rates), []
     all_flops = sum(r.flops for r in rows)
     for rule in [*dict.fromkeys(r.rule for r in rows), "all"]:
@@ -67,7 +80,7 @@ def totals(rows: list[Row], rates: Iterable[Rate] = ()) -> list[dict]:
         out.append({"rule": rule, "jobs": job_count(mine), "image_passes": sum(r.total for r in mine),
                     "saving": sum(r.saving for r in mine),
                     "flops": value, "share": value / all_flops if all_flops else 0.0,
-                    "hours": [rate.hours(value) for rate in rates]})
+                    "hours": [run_hours(mine, rate) for rate in rates]})
     return out
 
 
@@ -140,7 +153,8 @@ def abort_summary(rows: list[Row], rate: Rate) -> str:
         return ""
     after = sum(r.flops for r in rows)
     peaks = [Rate(device, rate.precision, rate.utilisation) for device in ("h200", "h100")]
-    hours = "; ".join(f"{p.describe()}: {p.hours(after + saved):,.3g} h -> {p.hours(after):,.3g} h" for p in peaks)
+    hours = "; ".join(f"{p.describe()}: {run_hours(rows, p) + p.hours(saved, 'whitebox'):,.3g} h -> "
+                      f"{run_hours(rows, p):,.3g} h" for p in peaks)
     return (f"C&W's early abort (`evaluation.cw.abort_early`, on in this config) leaves {sci(after)} of the "
             f"{sci(after + saved)} FLOPs without it ({100 * saved / (after + saved):.1f}% saved); hours without -> "
             f"with: {hours}.")

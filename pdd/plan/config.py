@@ -401,6 +401,13 @@ def stand_ins(config: Mapping) -> dict[str, str]:
     return dict(config.get("stand_in_for") or {})
 
 
+def dag_config(config: Mapping) -> dict:
+    """The config the cost table's job (jobs_per_output) replans the DAG from: all of it but the throughput
+    options, which plan no other job, so flipping one reruns nothing there either."""
+    training = {k: v for k, v in config.get("training", {}).items() if k not in THROUGHPUT_FIELDS}
+    return {**config, "training": training} if "training" in config else dict(config)
+
+
 def output_spec(config: Mapping, name: str) -> str:
     """An output's config entry completed with what its builder reads, as shell-quoted JSON (a change rebuilds
     the output)."""

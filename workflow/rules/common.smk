@@ -205,7 +205,7 @@ def get_cost_outputs(w):
 def get_cost_args(w):
     """jobs_per_output's flags: the run's config (as JSON, so that Snakemake plans the same DAG) and the outputs."""
     outputs = [a for name, file in get_cost_outputs(w).items() for a in ("--output", f"{name}={file}")]
-    return plan.quoted(["--config-json", json.dumps(config, sort_keys=True), *outputs])
+    return plan.quoted(["--config-json", json.dumps(plan.dag_config(config), sort_keys=True), *outputs])
 
 
 def get_output_spec(w):
