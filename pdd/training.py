@@ -25,7 +25,7 @@ from pdd.io import torch_save, write_text
 from pdd.methods import PLUGINS, TrainingMethod, get_method
 from pdd.models import CheckpointError, Ensemble, EnsembleSpec, checkpoint, ensemble_from_checkpoint, read_checkpoint
 from pdd.precision import training_autocast
-from pdd.settings.training import THROUGHPUT_FIELDS, TrainConfig  # noqa: F401 (re-exported)
+from pdd.settings.training import THROUGHPUT_FIELDS, TrainConfig, check_start  # noqa: F401 (re-exported)
 
 ADDED_FIELDS = {"precision": "tf32"}  # fields added since states were first saved: the value such states trained with
 LOG_FIELDS = ("dataset", "arch", "K", "method", "seed", "epoch", "lr", "train_loss", "train_accuracy", "test_accuracy",
@@ -43,16 +43,6 @@ def ensemble_spec(cfg: TrainConfig) -> EnsembleSpec:
     if get_method(cfg.method).uses_pdd:
         pdd = {"num_intervals": cfg.pdd_intervals, "alpha": cfg.pdd_alpha, "beta": cfg.pdd_beta}
     return EnsembleSpec(cfg.arch, cfg.members, info.num_classes, info.in_channels, cfg.width, pdd)
-
-
-def check_start(cfg: TrainConfig) -> None:
-    """A method that starts from a trained ensemble (dverge) has `init_from`, and only such a method."""
-    starts_from = get_method(cfg.method).starts_from
-    if starts_from and not cfg.init_from:
-        raise ValueError(f"method {cfg.method!r} starts from a trained {starts_from!r} ensemble: give init_from")
-    if cfg.init_from and not starts_from:
-        raise ValueError(f"method {cfg.method!r} trains from scratch: init_from is only for methods that "
-                         "start from a trained ensemble (dverge)")
 
 
 def initial_weights(cfg: TrainConfig, method: TrainingMethod, device: torch.device) -> dict:
@@ -200,7 +190,7 @@ def train(
     cfg_dict = json.loads(json.dumps(asdict(cfg)))
     if cfg.method in PLUGINS:  # a user method's entry (file, class, settings) decides what it trains too
         cfg_dict["plugin"] = json.loads(json.dumps(PLUGINS[cfg.method]))
-    check_start(cfg)
+    check_start(cfg.method, get_method(cfg.method).starts_from, cfg.init_from)
     method = get_method(cfg.method, cfg.loss_settings)
     train_set = data.get_dataset(cfg.dataset, "train", data_root)
     test_set = data.get_dataset(cfg.dataset, "test", data_root)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pdd.settings.datasets import info
-from pdd.settings.methods import LossSettings
+from pdd.settings.methods import METHOD_INFO, LossSettings
 from pdd.validation import check_fields, setting
 
 THROUGHPUT_FIELDS = ("channels_last", "fuse_members")  # TrainConfig fields that leave the trained result unchanged
@@ -17,6 +17,16 @@ def check_precision(precision: str) -> None:
     """A precision the training knows; anything else is one clear error."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+
+
+def check_start(method: str, starts_from: str | None, init_from: str | None) -> None:
+    """A method that starts from a trained ensemble (`starts_from`: dverge's baseline) has `init_from`, and only
+    such a method."""
+    if starts_from and not init_from:
+        raise ValueError(f"method {method!r} starts from a trained {starts_from!r} ensemble: give init_from")
+    if init_from and not starts_from:
+        raise ValueError(f"method {method!r} trains from scratch: init_from is only for methods that "
+                         "start from a trained ensemble (dverge)")
 
 
 def intervals_problem(num_members: int, num_intervals: int) -> str | None:
@@ -65,3 +75,5 @@ class TrainConfig:
         check_fields(self)  # finite numbers in their ranges (pdd.validation), before anything else
         check_precision(self.precision)
         info(self.dataset)
+        if self.method in METHOD_INFO:  # a user's method is checked where it is loaded (pdd.training.train)
+            check_start(self.method, METHOD_INFO[self.method].starts_from, self.init_from)
