@@ -168,19 +168,25 @@ def render(root: Path = REPO) -> str:
     return "\n".join(out) + "\n"
 
 
+def write_or_check(path: Path, page: str, text: str, command: str, check: bool) -> int:
+    """Write the generated page at `path` (`page`: its name in messages), or with `check` exit status 1 when the
+    committed one differs from `text`: the one main of every generated page (config/README.md, docs/outputs.md)."""
+    if check:
+        if not path.exists() or path.read_text() != text:
+            print(f"{page} is not current: run `{command}`", file=sys.stderr)
+            return 1
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {page}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if config/README.md is not current")
     args = parser.parse_args(argv)
-    text, path = render(), REPO / README
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{README} is not current: run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(text)
-    print(f"wrote {README}", file=sys.stderr)
-    return 0
+    return write_or_check(REPO / README, README, render(), COMMAND, args.check)
 
 
 if __name__ == "__main__":

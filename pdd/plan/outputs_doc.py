@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pdd.plan import paths
 from pdd.plan.cards import CARD
+from pdd.plan.config_doc import write_or_check
 from pdd.plan.outputs import NEEDS, OUTPUTS, TRAINED_ONLY, Output
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,16 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help=f"exit 1 if {PAGE} is not current")
     args = parser.parse_args(argv)
-    text, path = render(), REPO / PAGE
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{PAGE} is not current: run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {PAGE}", file=sys.stderr)
-    return 0
+    return write_or_check(REPO / PAGE, PAGE, render(), COMMAND, args.check)
 
 
 if __name__ == "__main__":
