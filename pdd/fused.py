@@ -76,9 +76,11 @@ def resnet_features(members: Sequence[nn.Module], x: torch.Tensor, training: boo
     return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
 
-def vgg_features(members: Sequence[nn.Module], x: torch.Tensor, training: bool) -> torch.Tensor:
-    """Pooled features [B, K*C] of K `VGGFeatures` members run as one network."""
-    k = len(members)
+def _vgg_run(members: Sequence[nn.Module], x: torch.Tensor, training: bool,
+             stop: int | None = None) -> tuple[torch.Tensor, bool]:
+    """K `VGGFeatures` members run as one network on x: (the last maps [B, K*C, H, W], False), or with `stop`
+    (BatchNorm outputs counted from 0) that BatchNorm's output and True once it is reached."""
+    k, index = len(members), 0
     h, groups = _stacked_input(x)
     for layers in zip(*(m.layers for m in members), strict=True):
         first = layers[0]
@@ -86,9 +88,17 @@ def vgg_features(members: Sequence[nn.Module], x: torch.Tensor, training: bool) 
             h, groups = conv(layers, h, groups), k
         elif isinstance(first, nn.BatchNorm2d):
             h = batch_norm(layers, h, training)
+            if index == stop:
+                return h, True
+            index += 1
         else:  # ReLU, MaxPool2d: per channel, so the same module serves all K blocks
             h = first(h)
-    return F.adaptive_avg_pool2d(h, 1).flatten(1)
+    return h, False
+
+
+def vgg_features(members: Sequence[nn.Module], x: torch.Tensor, training: bool) -> torch.Tensor:
+    """Pooled features [B, K*C] of K `VGGFeatures` members run as one network."""
+    return F.adaptive_avg_pool2d(_vgg_run(members, x, training)[0], 1).flatten(1)
 
 
 def heads(linears: Sequence[nn.Linear], features: torch.Tensor) -> torch.Tensor:
@@ -134,18 +144,5 @@ def resnet_feature_at(members: Sequence[nn.Module], linears: Sequence[nn.Linear]
 def vgg_feature_at(members: Sequence[nn.Module], linears: Sequence[nn.Linear], xs: torch.Tensor, layer: int,
                    training: bool) -> torch.Tensor:
     """`resnet_feature_at` for VGG members: each BatchNorm's output, the last index the logits."""
-    k = len(members)
-    h, groups = _stacked_input(xs)
-    index = 0
-    for layers in zip(*(m.layers for m in members), strict=True):
-        first = layers[0]
-        if isinstance(first, nn.Conv2d):
-            h, groups = conv(layers, h, groups), k
-        elif isinstance(first, nn.BatchNorm2d):
-            h = batch_norm(layers, h, training)
-            if layer == index:
-                return _per_member(h, k)
-            index += 1
-        else:
-            h = first(h)
-    return heads(linears, F.adaptive_avg_pool2d(h, 1).flatten(1))
+    h, reached = _vgg_run(members, xs, training, stop=layer)
+    return _per_member(h, len(members)) if reached else heads(linears, F.adaptive_avg_pool2d(h, 1).flatten(1))
